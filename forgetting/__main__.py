@@ -1,0 +1,3 @@
+from forgetting.run import cli
+
+cli()

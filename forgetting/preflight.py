@@ -1,0 +1,69 @@
+"""Check command-line overrides before Hydra starts, so bad input costs no run.
+
+Every value of every swept key is checked (`lr=1,2,-1` fails before the first run starts), group
+choices are checked against the files in conf/, and unknown keys are named with the allowed
+ones, each as one line instead of Hydra's multi-line report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from forgetting.config import SECTIONS, TOP_LEVEL_CHECKED, Config, validate_value
+from forgetting.errors import ConfigError, UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# An installed package carries conf/ and sweeps/ inside it; a checkout has them beside it.
+_INSTALLED = PACKAGE_DIR / "conf"
+CONFIG_DIR = _INSTALLED if _INSTALLED.is_dir() else PACKAGE_DIR.parent / "conf"
+GROUPS = ("model", "data", "recipe")
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _sweep_values(override) -> list[object]:
+    """All values an override stands for (one for a plain value, each of a sweep)."""
+    if override.is_sweep_override():
+        if override.is_discrete_sweep():
+            return list(override.sweep_iterator())
+        return []  # interval sweeps: the sweeper samples; checked per run
+    return [override.value()]
+
+
+def preflight(argv: list[str]) -> None:
+    """Raise UserError (one line) for the first bad command-line override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except OverrideParseException as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for ov in overrides:
+        key = ov.key_or_group
+        if key.startswith("hydra") or ov.is_delete() or ov.is_add() or ov.is_force_add():
+            continue
+        root, _, rest = key.partition(".")
+        if key in GROUPS:
+            options = group_options(key)
+            for value in _sweep_values(ov):
+                if value not in options:
+                    raise ConfigError(key, value, f"choose one of {', '.join(options)}")
+            continue
+        if root not in fields:
+            allowed = sorted(set(fields) | set(GROUPS))
+            raise UserError(f"unknown key {key!r}; top-level keys are {', '.join(allowed)} "
+                            f"(use +{key}=... to add a new one)")
+        if rest and root in SECTIONS:
+            sub = {f.name for f in dataclasses.fields(SECTIONS[root])}
+            if rest.split(".")[0] not in sub:
+                raise UserError(f"unknown key {key!r}; keys of {root} are "
+                                f"{', '.join(sorted(sub))}")
+        if key in TOP_LEVEL_CHECKED:
+            for value in _sweep_values(ov):
+                validate_value(key, value)

@@ -1,0 +1,184 @@
+"""Run folders on disk -> one pandas table per sweep.
+
+A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml`. The table is
+rebuilt from disk, never from memory, so it covers failed and diverged runs and folders written
+by other processes; a run without readable metrics is a row with `status=failed` and its reason.
+Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run) and
+`history.parquet` (one row per run and epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from hydra.experimental.callback import Callback
+
+from forgetting.files import atomic_write_csv, atomic_write_parquet
+
+log = logging.getLogger("forgetting")
+
+# config values every table carries: column -> dotted path in the composed config
+CONFIG_COLUMNS = {"lr": "lr", "subset": "subset", "batch_size": "batch_size",
+                  "epochs": "epochs", "budget": "budget", "seed": "seed",
+                  "subset_seed": "subset_seed", "model": "model.name", "width": "model.width",
+                  "data": "data.name", "augment": "augment", "cutout": "cutout",
+                  "precision": "precision"}
+METRIC_COLUMNS = ["status", "train_loss", "clean_train_loss", "test_loss", "test_acc",
+                  "train_acc", "clean_train_acc", "epochs_run", "wall_s", "train_s",
+                  "device", "error"]
+KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
+
+
+def find_runs(root: Path) -> list[Path]:
+    found = {p.parent for p in root.rglob("metrics.json")}
+    found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    return sorted(found, key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _swept_keys(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides
+            if "=" in o and not o.startswith("hydra")]
+
+
+def read_run(run_dir: Path) -> tuple[dict, list[str]]:
+    """One table row for a run folder, and the keys its command line set."""
+    row: dict = {}
+    metrics_path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        if not isinstance(metrics, dict) or "status" not in metrics:
+            raise ValueError("no status field")
+    except FileNotFoundError:
+        metrics = {"status": "failed", "error": "no metrics.json (the run did not finish)"}
+    except (OSError, ValueError) as e:
+        metrics = {"status": "failed", "error": f"unreadable metrics.json ({e})"}
+    config = metrics.get("config")
+    if not isinstance(config, dict):
+        try:
+            config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            config = {}
+    for column, dotted in CONFIG_COLUMNS.items():
+        row[column] = _lookup(config, dotted)
+    row["recipe"] = (metrics.get("choices") or {}).get("recipe")
+    swept = _swept_keys(run_dir)
+    for key in swept:
+        if key not in row:
+            row[key] = _lookup(config, key)
+    for column in METRIC_COLUMNS:
+        if column in metrics:
+            row[column] = metrics[column]
+    row["run_dir"] = str(run_dir)
+    return row, swept
+
+
+def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(results, per-epoch history, swept keys) for every run folder under `roots`."""
+    rows, histories, swept = [], [], []
+    for root in roots:
+        for run_dir in find_runs(root):
+            row, keys = read_run(run_dir)
+            rows.append(row)
+            swept += [k for k in keys if k not in swept]
+            hist_path = run_dir / "history.parquet"
+            if hist_path.is_file():
+                try:
+                    hist = pd.read_parquet(hist_path)
+                except Exception:
+                    continue
+                for column in KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS]:
+                    hist.insert(0, column, [row.get(column)] * len(hist))
+                hist["run_dir"] = row["run_dir"]
+                histories.append(hist)
+    results = pd.DataFrame(rows)
+    for column in ["error", "test_loss", "train_loss", "clean_train_loss", "test_acc"]:
+        if column not in results:
+            results[column] = None if column == "error" else math.nan
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    return results, history, swept
+
+
+def write_tables(folder: Path, results: pd.DataFrame, history: pd.DataFrame) -> None:
+    atomic_write_parquet(folder / "results.parquet", results)
+    atomic_write_csv(folder / "results.csv", results)
+    atomic_write_parquet(folder / "history.parquet", history)
+
+
+def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> str:
+    """Text pivot of `value` (subset x lr; other swept keys join the rows); non-ok runs by
+    their status. Several runs in one cell (seeds) show the mean of the ok ones."""
+    if results.empty or "lr" not in results or "subset" not in results:
+        return "(no runs)"
+    rows = ["subset"] + [k for k in swept if k not in ("lr", "subset", "seed")
+                         and k in results and results[k].nunique(dropna=False) > 1]
+
+    def cell(group: pd.DataFrame) -> str:
+        ok = group[group["status"] == "ok"][value].dropna()
+        if len(ok):
+            return f"{ok.mean():.4f}" + ("*" if len(ok) < len(group) else "")
+        return "/".join(sorted(set(group["status"])))
+
+    frame = results.copy()
+    for key in rows + ["lr"]:
+        frame[key] = frame[key].astype(str) if frame[key].dtype == object else frame[key]
+    table = frame.groupby(rows + ["lr"], dropna=False).apply(cell, include_groups=False)
+    table = table.unstack("lr")
+    note = "  (* some runs in the cell were not ok)" if table.map(
+        lambda s: isinstance(s, str) and s.endswith("*")).any().any() else ""
+    return f"{value} by {' x '.join(rows)} (rows) and lr (columns){note}\n{table.to_string()}"
+
+
+def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Rebuild and write the tables of one sweep folder."""
+    results, history, swept = build_tables([folder])
+    write_tables(folder, results, history)
+    return results, swept
+
+
+def report_failures(results: pd.DataFrame) -> int:
+    """Print one line per distinct failure reason; return the number of failed runs."""
+    failed = results[results["status"] == "failed"]
+    for reason, group in failed.groupby(failed["error"].fillna("unknown")):
+        print(f"error: {len(group)} run(s) failed: {reason}", file=sys.stderr)
+    return len(failed)
+
+
+class ResultsTable(Callback):
+    """Hydra callback: at the end of a multirun, build the sweep's table and print the pivot.
+
+    Exits with code 1 (after writing the table) when any run failed.
+    """
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        results, swept = collect(folder)
+        counts = results["status"].value_counts().to_dict()
+        print(f"\n{len(results)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+              f"table: {folder / 'results.parquet'}")
+        print(pivot(results, swept))
+        if report_failures(results):
+            raise SystemExit(1)

@@ -1,0 +1,205 @@
+"""The training loop of the seed recipe. Knows nothing of Hydra: tests call `train` directly.
+
+Semantics (the seed's code): the loss is *summed* over the batch; the optimizer's LR is
+`lr * schedule(epoch) / schedule.batch_size` (per example); weight decay is
+`weight_decay * batch_size`, applied once per step; SGD with Nesterov momentum 0.9. This equals
+mean-loss SGD with LR `lr * schedule(epoch) * batch_size / schedule.batch_size` and weight decay
+`weight_decay` (tests/test_train.py proves it for one step).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from forgetting.augment import BatchMaker
+from forgetting.config import Config
+from forgetting.data import Dataset, load_dataset, subset_indices
+from forgetting.errors import ConfigError
+from forgetting.model import build_model
+from forgetting.schedule import piecewise_linear, stretch
+
+log = logging.getLogger("forgetting")
+
+
+@dataclass
+class RunResult:
+    status: str  # ok | diverged
+    history: list[dict]  # one row per epoch
+    final: dict  # train_loss, clean_train_loss, test_loss, test_acc, ...
+    info: dict = field(default_factory=dict)  # device, precision, sizes, steps
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "no CUDA device is visible; choose cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on a GPU that has it, and on a CPU with AMX-bf16 units; else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if amx() else "fp32"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_lr(cfg: Config, epoch_progress: float, passes: int) -> float:
+    """Optimizer LR (per example, summed loss) at a point of the run, in epochs."""
+    knots = stretch(cfg.schedule.knots, passes)
+    return cfg.lr * piecewise_linear(epoch_progress, knots, cfg.schedule.values) \
+        / cfg.schedule.batch_size
+
+
+def plan_passes(cfg: Config, full_size: int, subset_size: int) -> int:
+    """Passes over the subset: `epochs`, or as many as give the full set's step count."""
+    if cfg.budget == "epochs":
+        return cfg.epochs
+    full_steps = cfg.epochs * (full_size // cfg.batch_size)
+    return max(1, round(full_steps / (subset_size // cfg.batch_size)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.optimizer.momentum,
+                           nesterov=cfg.optimizer.nesterov,
+                           weight_decay=cfg.optimizer.weight_decay * cfg.batch_size)
+
+
+@torch.no_grad()
+def evaluate(model, maker: BatchMaker, labels: torch.Tensor, batch_size: int,
+             autocast) -> tuple[float, float]:
+    """Mean loss and accuracy over all of `maker`'s images, eval mode, no augmentation."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), device=labels.device, dtype=torch.int64)
+    n = len(labels)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size), device=labels.device)
+        with autocast():
+            out = model(maker.batch(idx))
+        y = labels[idx]
+        loss += F.cross_entropy(out.float(), y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    return loss.item() / n, correct.item() / n
+
+
+def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
+    """Train one model as `cfg` says; return per-epoch history and final metrics."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    data = dataset if dataset is not None else load_dataset(cfg.data)
+    subset = subset_indices(data.train_y, cfg.subset, cfg.subset_seed)
+    n = len(subset)
+    if cfg.batch_size > n:
+        raise ConfigError("batch_size", cfg.batch_size,
+                          f"must be <= the subset size {n} (subset={cfg.subset} of "
+                          f"{len(data.train_y)} training images)")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.width, data.num_classes)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    dtype = torch.float32
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    maker = BatchMaker(data.train_x[subset], cfg.data.mean, cfg.data.std, device, dtype,
+                       cutout=cfg.cutout, augment=cfg.augment)
+    clean = BatchMaker(data.train_x[subset], cfg.data.mean, cfg.data.std, device, dtype,
+                       augment=False) if cfg.augment else maker
+    test = BatchMaker(data.test_x, cfg.data.mean, cfg.data.std, device, dtype, augment=False)
+    train_y = data.train_y[subset].to(device)
+    test_y = data.test_y.to(device)
+
+    steps_per_epoch = n // cfg.batch_size
+    passes = plan_passes(cfg, len(data.train_y), n)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    info = {"device": str(device), "device_name": _device_name(device), "precision": precision,
+            "train_size": n, "test_size": len(test_y), "passes": passes,
+            "steps": passes * steps_per_epoch, "source": data.source}
+
+    history: list[dict] = []
+    status = "ok"
+    sync(device)
+    start = time.perf_counter()
+    step = 0
+    model.train()
+    for epoch in range(1, passes + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        params = maker.sample(n, gen) if cfg.augment else None
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for i in range(steps_per_epoch):
+            lo, hi = i * cfg.batch_size, (i + 1) * cfg.batch_size
+            idx = order[lo:hi]
+            x = maker.batch(idx, params.slice(lo, hi) if params is not None else None)
+            y = train_y[idx.to(device, non_blocking=True)]
+            lr = step_lr(cfg, step / steps_per_epoch, passes)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast():
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            correct += (out.detach().argmax(1) == y).sum()
+            step += 1
+        seen = steps_per_epoch * cfg.batch_size
+        train_loss = loss_sum.item() / seen
+        row = {"epoch": epoch, "step_lr": lr, "train_loss": train_loss,
+               "train_acc": correct.item() / seen}
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            row.update(test_loss=math.nan, test_acc=math.nan)
+        else:
+            row["test_loss"], row["test_acc"] = evaluate(model, test, test_y,
+                                                         cfg.eval_batch_size, autocast)
+        sync(device)
+        now = time.perf_counter()
+        row.update(epoch_s=now - t0, wall_s=now - start)
+        history.append(row)
+        log.log(logging.DEBUG if cfg.quiet else logging.INFO,
+                "epoch %d/%d  lr %.3g  train_loss %.4f  train_acc %.4f  test_loss %.4f  "
+                "test_acc %.4f  %.1fs", epoch, passes, lr * cfg.schedule.batch_size,
+                train_loss, row["train_acc"], row["test_loss"], row["test_acc"], row["wall_s"])
+        if status == "diverged":
+            break
+
+    last = history[-1]
+    if status == "ok":
+        clean_loss, clean_acc = evaluate(model, clean, train_y, cfg.eval_batch_size, autocast)
+    else:
+        clean_loss, clean_acc = math.nan, math.nan
+    final = {"train_loss": last["train_loss"], "train_acc": last["train_acc"],
+             "clean_train_loss": clean_loss, "clean_train_acc": clean_acc,
+             "test_loss": last["test_loss"], "test_acc": last["test_acc"],
+             "epochs_run": len(history), "train_s": last["wall_s"]}
+    return RunResult(status, history, final, info)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()
