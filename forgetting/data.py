@@ -53,6 +53,9 @@ def load_dataset(cfg) -> Dataset:
     if cfg.name == "synthetic":
         return synthetic(cfg.num_classes, cfg.train_size, cfg.test_size, cfg.image_size,
                          cfg.noise, cfg.data_seed)
+    if not str(cfg.root):
+        raise ConfigError("data.root", "", f"required for data={cfg.name}: a folder with "
+                          "train/<class>/* and test/<class>/*")
     root = Path(os.path.expanduser(str(cfg.root))).resolve()
     cache_dir = Path(os.path.expanduser(str(cfg.cache_dir)))
     if cfg.name == "cifar10":

@@ -1,0 +1,84 @@
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from forgetting.errors import ConfigError
+from forgetting.model import build_model
+from forgetting.train import make_optimizer, step_lr, train
+
+
+def test_summed_loss_sgd_step_equals_the_mean_loss_step(make_cfg):
+    """One step of the seed's summed-loss SGD (LR per example, weight decay x batch size)
+    equals mean-loss SGD with LR x batch size and weight decay 5e-4."""
+    cfg = make_cfg("batch_size=32", "lr=3")
+    torch.manual_seed(0)
+    model = build_model("tiny").double()
+    twin = copy.deepcopy(model)
+    x = torch.randn(32, 3, 32, 32, dtype=torch.float64)
+    y = torch.randint(0, 10, (32,))
+    lr = step_lr(cfg, 1.0, cfg.epochs)
+    assert lr > 0
+
+    ours = make_optimizer(model, cfg)
+    for g in ours.param_groups:
+        g["lr"] = lr
+    mean_sgd = torch.optim.SGD(twin.parameters(), lr=lr * 32, momentum=0.9, nesterov=True,
+                               weight_decay=5e-4)
+    for _ in range(2):  # two steps so momentum takes part too
+        ours.zero_grad()
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+        ours.step()
+        mean_sgd.zero_grad()
+        F.cross_entropy(twin(x), y, reduction="mean").backward()
+        mean_sgd.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert ours.param_groups[0]["weight_decay"] == pytest.approx(5e-4 * 32)
+
+
+def test_tiny_synthetic_run_learns(make_cfg):
+    cfg = make_cfg("epochs=6", "lr=8")
+    result = train(cfg)
+    assert result.status == "ok"
+    losses = [row["train_loss"] for row in result.history]
+    assert len(result.history) == 6
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.final["test_loss"] < result.history[0]["test_loss"]
+    assert result.final["test_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert math.isfinite(result.final["clean_train_loss"])
+    assert result.info["steps"] == 6 * (640 // 64)
+
+
+def test_same_seed_same_run(make_cfg):
+    a = train(make_cfg("seed=3"))
+    b = train(make_cfg("seed=3"))
+    c = train(make_cfg("seed=4"))
+    assert a.final["test_loss"] == b.final["test_loss"]
+    assert a.final["test_loss"] != c.final["test_loss"]
+
+
+def test_divergence_is_an_outcome_not_a_crash(make_cfg):
+    result = train(make_cfg("lr=1e9", "epochs=4"))
+    assert result.status == "diverged"
+    assert len(result.history) < 4 or not math.isfinite(result.history[-1]["train_loss"])
+    assert math.isnan(result.final["test_loss"])
+
+
+def test_batch_larger_than_subset_is_refused(make_cfg):
+    with pytest.raises(ConfigError, match=r"batch_size=128: must be <= the subset size 60 \(subset=0.1 of 640"):
+        train(make_cfg("subset=0.1", "batch_size=128"))
+
+
+def test_equal_steps_budget_gives_more_passes_to_a_subset(make_cfg):
+    result = train(make_cfg("budget=steps", "subset=0.5", "epochs=2", "augment=false"))
+    assert result.info["passes"] == 4
+    assert len(result.history) == 4
+    assert result.info["steps"] == 2 * (640 // 64)
+
+
+def test_bf16_and_cutout_paths_run(make_cfg):
+    result = train(make_cfg("precision=bf16", "cutout=8", "epochs=1"))
+    assert result.status == "ok" and result.info["precision"] == "bf16"
