@@ -38,9 +38,10 @@ def make_cfg():
     return make
 
 
-def run_cli(*args: str, cwd: Path | str = REPO, module: str = "forgetting.run",
+def run_cli(*args: str, cwd: Path | str = REPO, module: str | None = "forgetting.run",
             env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m MODULE ARGS` in a subprocess; return the completed process."""
+    """Run `python -m MODULE ARGS` (plain `python ARGS` without a module) in a subprocess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+    command = [sys.executable] + (["-m", module] if module else []) + list(args)
+    return subprocess.run(command, cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install, run a small CPU sweep on CIFAR-10 and print its table
+#   make test   create .venv, install with test extras, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CIFAR-10: $FORGETTING_DATA, else a copy beside the checkout, else downloaded (170 MB) into
+# ~/.cache/forgetting/cifar10 by torchvision on first use.
+DATA ?= $(or $(FORGETTING_DATA),$(wildcard ../shared/data/cifar10-jpg))
+
+.PHONY: demo test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# 12 runs (LR factor x subset) of a quarter-width ResNet-9, 4 epochs each: a few minutes on 2 cores.
+demo: install
+	$(PY) -m forgetting.run -m lr=1,2,4,8 subset=0.025,0.05,0.1 \
+		model.width=0.25 epochs=4 batch_size=128 quiet=true \
+		$(if $(DATA),data.root=$(DATA)) hydra.sweep.dir=outputs/multirun/demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m forgetting.bench --quick
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
