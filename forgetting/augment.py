@@ -49,14 +49,12 @@ class BatchMaker:
         self.cutout = cutout
         self.augment = augment
         self.dtype = dtype
-        images = images.to(device)
-        if self.pad:
+        if self.pad:  # once, on the CPU: reflect padding of uint8 is not on every device
             images = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-        self.images = images
+        self.images = images.to(device)
         self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-        ar = torch.arange(self.size, device=device)
-        self._ar = ar
+        self._ar = torch.arange(self.size, device=device)
         self._channels = torch.arange(images.shape[1], device=device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
@@ -83,6 +81,7 @@ class BatchMaker:
                            cols[:, None, None, :]]
 
     def batch(self, idx: torch.Tensor, params: AugParams | None = None) -> torch.Tensor:
+        """Normalised float batch; without params the clean (centre, unflipped) images."""
         x = (self.raw(idx, params).float() - self.mean) / self.std
         if self.augment and self.cutout and params is not None:
             dev = x.device

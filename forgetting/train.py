@@ -111,6 +111,8 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
                           f"must be <= the subset size {n} (subset={cfg.subset} of "
                           f"{len(data.train_y)} training images)")
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.width, data.num_classes)
     model = model.to(device, memory_format=torch.channels_last)
@@ -122,8 +124,6 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
 
     maker = BatchMaker(data.train_x[subset], cfg.data.mean, cfg.data.std, device, dtype,
                        cutout=cfg.cutout, augment=cfg.augment)
-    clean = BatchMaker(data.train_x[subset], cfg.data.mean, cfg.data.std, device, dtype,
-                       augment=False) if cfg.augment else maker
     test = BatchMaker(data.test_x, cfg.data.mean, cfg.data.std, device, dtype, augment=False)
     train_y = data.train_y[subset].to(device)
     test_y = data.test_y.to(device)
@@ -187,7 +187,7 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
 
     last = history[-1]
     if status == "ok":
-        clean_loss, clean_acc = evaluate(model, clean, train_y, cfg.eval_batch_size, autocast)
+        clean_loss, clean_acc = evaluate(model, maker, train_y, cfg.eval_batch_size, autocast)
     else:
         clean_loss, clean_acc = math.nan, math.nan
     final = {"train_loss": last["train_loss"], "train_acc": last["train_acc"],
