@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,18 +33,17 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from forgetting.augment import BatchMaker
 from forgetting.config import Config, DataConfig, ModelConfig
 from forgetting.data import load_dataset, synthetic
 from forgetting.model import build_model
-from forgetting.train import make_optimizer, resolve_device, resolve_precision, step_lr, sync
+from forgetting.train import (device_name, get_batch, make_autocast, make_optimizer,
+                              resolve_device, resolve_precision, sgd_step, step_lr, sync)
 
 REPO = Path(__file__).resolve().parent.parent
 # (warm-up steps, steps per repeat, repeats) by device type and --quick
-DEFAULTS = {("cpu", True): (1, 2, 3), ("cpu", False): (2, 4, 5),
+DEFAULTS = {("cpu", True): (1, 1, 3), ("cpu", False): (2, 2, 5),
             ("cuda", True): (10, 20, 3), ("cuda", False): (20, 50, 7)}
 
 
@@ -70,27 +68,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.data == "cifar10" and not args.root:
         p.error("--data cifar10 needs --root")
+    if args.batch_size < 1 or (args.steps is not None and args.steps < 1) or \
+            (args.repeats is not None and args.repeats < 1) or (args.warmup or 0) < 0:
+        p.error("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
     return args
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The project's DataConfig with its ${oc.env:...} defaults resolved."""
     cfg = DataConfig(name=args.data, download=False)
     if args.root:
         cfg.root = args.root
-    return OmegaConf.to_object(OmegaConf.structured(cfg))
+    return cfg
 
 
 def load_images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, float | None]:
@@ -138,33 +126,24 @@ def bench_case(maker: BatchMaker, train_y: torch.Tensor, width: float, precision
     correct = torch.zeros((), device=device, dtype=torch.int64)
     state = {"step": 0}
 
+    autocast = make_autocast(device, precision)
+
     def make_batch():
-        i = state["step"] % steps_per_epoch
-        lo, hi = i * bs, (i + 1) * bs
-        idx = order[lo:hi]
-        x = maker.batch(idx, params.slice(lo, hi))
-        y = train_y[idx.to(device, non_blocking=True)]
-        return x, y
+        return get_batch(maker, train_y, order, params, state["step"] % steps_per_epoch, bs)
 
     def train_step():
         nonlocal loss_sum, correct
         x, y = make_batch()
         lr = step_lr(cfg, state["step"] / steps_per_epoch, cfg.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y, reduction="sum")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach()
-        correct += (out.detach().argmax(1) == y).sum()
+        loss, hits = sgd_step(model, optimizer, x, y, lr, autocast)
+        loss_sum += loss
+        correct += hits
         state["step"] += 1
 
-    timed(train_step, args.warmup, 1, device)
+    for _ in range(args.warmup):
+        train_step()
     step_s = timed(train_step, args.steps, args.repeats, device)
-    timed(make_batch, 1, 1, device)
+    make_batch()
     batch_s = timed(make_batch, args.steps, args.repeats, device)
     img_s = sorted(bs / s for s in step_s)
     return {"width": width, "precision": precision, "ours_img_s": statistics.median(img_s),
@@ -178,7 +157,8 @@ def measure_startup(args: argparse.Namespace, device: torch.device) -> dict:
     if args.data == "synthetic":
         data = ["data=synthetic"]
     else:
-        data = ["data=cifar10", f"data.root='{args.root}'", "data.download=false"]
+        root = Path(args.root).expanduser().resolve()  # the subprocess runs in REPO
+        data = ["data=cifar10", f"data.root='{root}'", "data.download=false"]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "forgetting.run", *data, "model=tiny", "model.width=0.25",
                "epochs=1", f"device={device.type}", "precision=fp32", f"hydra.run.dir='{tmp}'"]
@@ -216,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
     precisions = [resolve_precision(p.strip(), device) for p in args.precisions.split(",")]
 
     train_x, train_y, load_s = load_images(args)
+    if args.batch_size > len(train_x):
+        raise SystemExit(f"error: --batch-size {args.batch_size} exceeds the {len(train_x)} "
+                         "training images")
     dc = data_config(args)
     maker = BatchMaker(train_x, dc.mean, dc.std, device, torch.float32)  # augment, no cutout
     train_y = train_y.to(device)

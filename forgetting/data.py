@@ -56,8 +56,8 @@ def load_dataset(cfg) -> Dataset:
     if not str(cfg.root):
         raise ConfigError("data.root", "", f"required for data={cfg.name}: a folder with "
                           "train/<class>/* and test/<class>/*")
-    root = Path(os.path.expanduser(str(cfg.root))).resolve()
-    cache_dir = Path(os.path.expanduser(str(cfg.cache_dir)))
+    root = _path(cfg.root).resolve()
+    cache_dir = _path(cfg.cache_dir)
     if cfg.name == "cifar10":
         if (root / "cifar-10-batches-py").is_dir():
             return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
@@ -75,6 +75,16 @@ def load_dataset(cfg) -> Dataset:
                             "train/<class>/*, test/<class>/*")
         return _cached(root, cache_dir, _imagefolder_key, _load_imagefolder)
     raise ConfigError("data.name", cfg.name, "choose one of cifar10, imagefolder, synthetic")
+
+
+def _path(value: str) -> Path:
+    """A path from the config; the schema's `${oc.env:...}` defaults are resolved here too,
+    for DataConfig objects built in Python rather than composed by Hydra."""
+    if "${" in str(value):
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.create({"value": value})["value"]
+    return Path(os.path.expanduser(str(value)))
 
 
 # ---------------------------------------------------------------------------- subsets

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from forgetting.augment import BatchMaker
+from forgetting.augment import AugParams, BatchMaker
 from forgetting.config import Config
 from forgetting.data import Dataset, load_dataset, subset_indices
 from forgetting.errors import ConfigError
@@ -79,6 +79,33 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.SGD:
                            weight_decay=cfg.optimizer.weight_decay * cfg.batch_size)
 
 
+def make_autocast(device: torch.device, precision: str):
+    """A factory of autocast contexts: bf16 when `precision` says so, else a no-op."""
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def get_batch(maker: BatchMaker, labels: torch.Tensor, order: torch.Tensor,
+              params: AugParams | None, i: int, batch_size: int):
+    """The i-th batch of an epoch: images (augmented when params are given) and labels."""
+    lo, hi = i * batch_size, (i + 1) * batch_size
+    idx = order[lo:hi]
+    x = maker.batch(idx, params.slice(lo, hi) if params is not None else None)
+    return x, labels[idx.to(labels.device, non_blocking=True)]
+
+
+def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, autocast):
+    """One step on the summed loss; returns the (detached) loss and the correct count."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast():
+        out = model(x)
+    loss = F.cross_entropy(out.float(), y, reduction="sum")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (out.detach().argmax(1) == y).sum()
+
+
 @torch.no_grad()
 def evaluate(model, maker: BatchMaker, labels: torch.Tensor, batch_size: int,
              autocast) -> tuple[float, float]:
@@ -118,10 +145,7 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     dtype = torch.float32
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
+    autocast = make_autocast(device, precision)
     maker = BatchMaker(data.train_x[subset], cfg.data.mean, cfg.data.std, device, dtype,
                        cutout=cfg.cutout, augment=cfg.augment)
     test = BatchMaker(data.test_x, cfg.data.mean, cfg.data.std, device, dtype, augment=False)
@@ -131,7 +155,7 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
     steps_per_epoch = n // cfg.batch_size
     passes = plan_passes(cfg, len(data.train_y), n)
     gen = torch.Generator().manual_seed(cfg.seed)
-    info = {"device": str(device), "device_name": _device_name(device), "precision": precision,
+    info = {"device": str(device), "device_name": device_name(device), "precision": precision,
             "train_size": n, "test_size": len(test_y), "passes": passes,
             "steps": passes * steps_per_epoch, "source": data.source}
 
@@ -148,21 +172,11 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         for i in range(steps_per_epoch):
-            lo, hi = i * cfg.batch_size, (i + 1) * cfg.batch_size
-            idx = order[lo:hi]
-            x = maker.batch(idx, params.slice(lo, hi) if params is not None else None)
-            y = train_y[idx.to(device, non_blocking=True)]
+            x, y = get_batch(maker, train_y, order, params, i, cfg.batch_size)
             lr = step_lr(cfg, step / steps_per_epoch, passes)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast():
-                out = model(x)
-            loss = F.cross_entropy(out.float(), y, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            correct += (out.detach().argmax(1) == y).sum()
+            loss, hits = sgd_step(model, optimizer, x, y, lr, autocast)
+            loss_sum += loss
+            correct += hits
             step += 1
         seen = steps_per_epoch * cfg.batch_size
         train_loss = loss_sum.item() / seen
@@ -197,9 +211,16 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
     return RunResult(status, history, final, info)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     import platform
 
     return platform.processor() or platform.machine()
