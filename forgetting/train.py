@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +30,7 @@ log = logging.getLogger("forgetting")
 
 @dataclass
 class RunResult:
-    status: str  # ok | diverged
+    status: str  # ok | diverged | pruned
     history: list[dict]  # one row per epoch
     final: dict  # train_loss, clean_train_loss, test_loss, test_acc, ...
     info: dict = field(default_factory=dict)  # device, precision, sizes, steps
@@ -126,8 +127,12 @@ def evaluate(model, maker: BatchMaker, labels: torch.Tensor, batch_size: int,
     return loss.item() / n, correct.item() / n
 
 
-def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
-    """Train one model as `cfg` says; return per-epoch history and final metrics."""
+def train(cfg: Config, dataset: Dataset | None = None,
+          on_epoch: Callable[[dict], bool] | None = None) -> RunResult:
+    """Train one model as `cfg` says; return per-epoch history and final metrics.
+
+    `on_epoch(row)` is called with each epoch's history row; returning True stops the run
+    there with `status: pruned` (a sweeper's pruner uses it)."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     data = dataset if dataset is not None else load_dataset(cfg.data)
@@ -198,9 +203,12 @@ def train(cfg: Config, dataset: Dataset | None = None) -> RunResult:
                 train_loss, row["train_acc"], row["test_loss"], row["test_acc"], row["wall_s"])
         if status == "diverged":
             break
+        if on_epoch is not None and on_epoch(row):
+            status = "pruned"
+            break
 
     last = history[-1]
-    if status == "ok":
+    if status != "diverged":
         clean_loss, clean_acc = evaluate(model, maker, train_y, cfg.eval_batch_size, autocast)
     else:
         clean_loss, clean_acc = math.nan, math.nan

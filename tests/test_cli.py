@@ -17,8 +17,10 @@ def sweep(tmp_path: Path, *args: str, name: str = "sweep"):
     return proc, folder
 
 
-def test_grid_sweep_writes_one_table(tmp_path):
-    proc, folder = sweep(tmp_path, "lr=1,2", "subset=0.5,1.0")
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_grid_sweep_writes_one_table(tmp_path, launcher):
+    proc, folder = sweep(tmp_path, "lr=1,2", "subset=0.5,1.0", *launcher)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(folder / "results.parquet")
     assert len(table) == 4

@@ -19,6 +19,6 @@ def test_resnet9_learns_on_real_cifar10(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert metrics["train_size"] == 2000 and metrics["test_size"] == 10000
-    assert metrics["source"] == str(CIFAR_JPG)
+    assert metrics["source"] == str(CIFAR_JPG.resolve())
     assert metrics["test_acc"] > 0.2  # chance is 0.1
     assert "epoch 2/2" in proc.stderr + proc.stdout

@@ -82,3 +82,16 @@ def test_equal_steps_budget_gives_more_passes_to_a_subset(make_cfg):
 def test_bf16_and_cutout_paths_run(make_cfg):
     result = train(make_cfg("precision=bf16", "cutout=8", "epochs=1"))
     assert result.status == "ok" and result.info["precision"] == "bf16"
+
+
+def test_on_epoch_hook_sees_each_epoch_and_can_stop_the_run(make_cfg):
+    seen = []
+
+    def stop_after_two(row):
+        seen.append((row["epoch"], row["test_loss"]))
+        return row["epoch"] == 2
+
+    result = train(make_cfg("epochs=5"), on_epoch=stop_after_two)
+    assert result.status == "pruned"
+    assert [epoch for epoch, _ in seen] == [1, 2] and len(result.history) == 2
+    assert seen[-1][1] == result.final["test_loss"]
