@@ -92,6 +92,8 @@ class Config:
     cutout: int = 0  # side of the cutout square (the seed's part 3+ uses 8); 0 = off
     eval_batch_size: int = 1024
     quiet: bool = False  # no progress line per epoch
+    threads: int = 0  # torch CPU threads for this run; 0 = torch's default (all cores)
+    compile: bool = False  # torch.compile the model; compile time is reported apart
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "schedule": ScheduleConfig,
@@ -129,12 +131,15 @@ def validate_value(key: str, value: object) -> None:
         _check(value in BUDGETS, key, value, f"choose one of {', '.join(BUDGETS)}")
     elif key == "cutout":
         _check(isinstance(value, int) and value >= 0, key, value, "must be an integer >= 0")
+    elif key == "threads":
+        _check(isinstance(value, int) and value >= 0, key, value,
+               "must be an integer >= 0 (0 = all cores)")
     elif key == "eval_batch_size":
         _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
 
 
 TOP_LEVEL_CHECKED = ("lr", "subset", "batch_size", "epochs", "device", "precision", "budget",
-                     "cutout", "eval_batch_size")
+                     "cutout", "eval_batch_size", "threads")
 
 
 def validate(cfg: Config) -> None:

@@ -56,8 +56,8 @@ def load_dataset(cfg) -> Dataset:
     if not str(cfg.root):
         raise ConfigError("data.root", "", f"required for data={cfg.name}: a folder with "
                           "train/<class>/* and test/<class>/*")
-    root = _path(cfg.root).resolve()
-    cache_dir = _path(cfg.cache_dir)
+    root = config_path(cfg.root).resolve()
+    cache_dir = config_path(cfg.cache_dir)
     if cfg.name == "cifar10":
         if (root / "cifar-10-batches-py").is_dir():
             return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
@@ -77,7 +77,7 @@ def load_dataset(cfg) -> Dataset:
     raise ConfigError("data.name", cfg.name, "choose one of cifar10, imagefolder, synthetic")
 
 
-def _path(value: str) -> Path:
+def config_path(value: str) -> Path:
     """A path from the config; the schema's `${oc.env:...}` defaults are resolved here too,
     for DataConfig objects built in Python rather than composed by Hydra."""
     if "${" in str(value):

@@ -13,14 +13,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from forgetting.augment import AugParams, BatchMaker
+from forgetting.compile import compile_and_warm
 from forgetting.config import Config
-from forgetting.data import Dataset, load_dataset, subset_indices
+from forgetting.data import Dataset, config_path, load_dataset, subset_indices
 from forgetting.errors import ConfigError
 from forgetting.model import build_model
 from forgetting.schedule import piecewise_linear, stretch
@@ -44,14 +46,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto`: bf16 on a GPU that has it, and on a CPU with AMX-bf16 units; else fp32."""
+def resolve_precision(name: str, device: torch.device, model_name: str = "resnet9",
+                      width: float = 1.0, cache_dir: str | None = None) -> str:
+    """`auto`: bf16 on a GPU that has it; on a CPU, whichever measures faster for this model
+    (forgetting/precision.py); fp32 where bf16 is not supported."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if amx() else "fp32"
+    from forgetting.precision import cpu_has_bf16, measure_cpu_precision
+
+    if not cpu_has_bf16():
+        return "fp32"
+    folder = config_path(cache_dir) if cache_dir else Path.home() / ".cache" / "forgetting"
+    return measure_cpu_precision(model_name, width, folder, device_name(device))
 
 
 def sync(device: torch.device) -> None:
@@ -133,8 +141,11 @@ def train(cfg: Config, dataset: Dataset | None = None,
 
     `on_epoch(row)` is called with each epoch's history row; returning True stops the run
     there with `status: pruned` (a sweeper's pruner uses it)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device, cfg.model.name, cfg.model.width,
+                                  cfg.data.cache_dir)
     data = dataset if dataset is not None else load_dataset(cfg.data)
     subset = subset_indices(data.train_y, cfg.subset, cfg.subset_seed)
     n = len(subset)
@@ -164,6 +175,10 @@ def train(cfg: Config, dataset: Dataset | None = None,
             "train_size": n, "test_size": len(test_y), "passes": passes,
             "steps": passes * steps_per_epoch, "source": data.source}
 
+    net, info["compile_s"] = compile_and_warm(
+        model, maker, cfg.batch_size, [n, len(test_y)], cfg.eval_batch_size, autocast,
+        device) if cfg.compile else (model, 0.0)
+
     history: list[dict] = []
     status = "ok"
     sync(device)
@@ -179,7 +194,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
         for i in range(steps_per_epoch):
             x, y = get_batch(maker, train_y, order, params, i, cfg.batch_size)
             lr = step_lr(cfg, step / steps_per_epoch, passes)
-            loss, hits = sgd_step(model, optimizer, x, y, lr, autocast)
+            loss, hits = sgd_step(net, optimizer, x, y, lr, autocast)
             loss_sum += loss
             correct += hits
             step += 1
@@ -191,7 +206,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
             status = "diverged"
             row.update(test_loss=math.nan, test_acc=math.nan)
         else:
-            row["test_loss"], row["test_acc"] = evaluate(model, test, test_y,
+            row["test_loss"], row["test_acc"] = evaluate(net, test, test_y,
                                                          cfg.eval_batch_size, autocast)
         sync(device)
         now = time.perf_counter()
@@ -209,7 +224,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
 
     last = history[-1]
     if status != "diverged":
-        clean_loss, clean_acc = evaluate(model, maker, train_y, cfg.eval_batch_size, autocast)
+        clean_loss, clean_acc = evaluate(net, maker, train_y, cfg.eval_batch_size, autocast)
     else:
         clean_loss, clean_acc = math.nan, math.nan
     final = {"train_loss": last["train_loss"], "train_acc": last["train_acc"],
