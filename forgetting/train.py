@@ -26,6 +26,7 @@ from forgetting.data import Dataset, config_path, load_dataset, subset_indices
 from forgetting.errors import ConfigError
 from forgetting.model import build_model
 from forgetting.schedule import piecewise_linear, stretch
+from forgetting.sgd import SGD
 
 log = logging.getLogger("forgetting")
 
@@ -82,10 +83,11 @@ def plan_passes(cfg: Config, full_size: int, subset_size: int) -> int:
     return max(1, round(full_steps / (subset_size // cfg.batch_size)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.optimizer.momentum,
-                           nesterov=cfg.optimizer.nesterov,
-                           weight_decay=cfg.optimizer.weight_decay * cfg.batch_size)
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> SGD:
+    """SGD on the summed loss: weight decay per example x batch size (the seed's recipe)."""
+    return SGD(model.parameters(), lr=0.0, momentum=cfg.optimizer.momentum,
+               nesterov=cfg.optimizer.nesterov,
+               weight_decay=cfg.optimizer.weight_decay * cfg.batch_size)
 
 
 def make_autocast(device: torch.device, precision: str):
