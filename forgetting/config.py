@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from forgetting.errors import ConfigError
 
@@ -72,11 +74,22 @@ class OptimizerConfig:
 
 
 @dataclass
+class OptunaConfig:
+    """Which Optuna trial this run is. Set per job by `hydra/sweeper=optuna_study`; null outside
+    an Optuna search. The run reports its test loss each epoch to the trial (pruning) and
+    records all three in metrics.json."""
+    study: Optional[str] = None  # study name
+    storage: Optional[str] = None  # memory, journal:/abs/path.log, or a database URL
+    trial: Optional[int] = None  # trial number (= the job's number in the sweep)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
     recipe: str = "resnet9"  # name of the recipe preset, recorded for the table
 
     lr: float = 1.0  # factor on the recipe's per-example LR
@@ -94,14 +107,22 @@ class Config:
     quiet: bool = False  # no progress line per epoch
     threads: int = 0  # torch CPU threads for this run; 0 = torch's default (all cores)
     compile: bool = False  # torch.compile the model; compile time is reported apart
+    # train even when this config already finished in its run folder (a rerun of a sweep skips
+    # those), ignoring any checkpoint; the new result replaces the old (forgetting/resume.py)
+    force: bool = False
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "schedule": ScheduleConfig,
-            "optimizer": OptimizerConfig}
+            "optimizer": OptimizerConfig, "optuna": OptunaConfig}
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="schema", node=Config)
+def register_configs(sweeps_dir: Path | None = None) -> None:
+    """Store the schema; with `sweeps_dir`, also each preset `sweeps_dir/NAME.yaml` as group
+    `sweep` (package _global_), selected with `+sweep=NAME`."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for path in sorted(sweeps_dir.glob("*.yaml")) if sweeps_dir is not None else []:
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:

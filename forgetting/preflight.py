@@ -2,7 +2,9 @@
 
 Every value of every swept key is checked (`lr=1,2,-1` fails before the first run starts), group
 choices are checked against the files in conf/, and unknown keys are named with the allowed
-ones, each as one line instead of Hydra's multi-line report.
+ones, each as one line instead of Hydra's multi-line report. So are the launcher preset, a
+SLURM launcher without `sbatch`, and an output folder that cannot be written
+(forgetting/cluster.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from forgetting.cluster import check_launch
 from forgetting.config import SECTIONS, TOP_LEVEL_CHECKED, Config, validate_value
 from forgetting.errors import ConfigError, UserError
 
@@ -17,6 +20,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # An installed package carries conf/ and sweeps/ inside it; a checkout has them beside it.
 _INSTALLED = PACKAGE_DIR / "conf"
 CONFIG_DIR = _INSTALLED if _INSTALLED.is_dir() else PACKAGE_DIR.parent / "conf"
+SWEEPS_DIR = CONFIG_DIR.parent / "sweeps"  # presets, selected with +sweep=NAME
 GROUPS = ("model", "data", "recipe")
 
 
@@ -46,6 +50,10 @@ def preflight(argv: list[str]) -> None:
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for ov in overrides:
         key = ov.key_or_group
+        if key == "sweep" and ov.is_add() and not ov.is_sweep_override():
+            presets = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+            if ov.value() not in presets:
+                raise ConfigError("+sweep", ov.value(), f"choose one of {', '.join(presets)}")
         if key.startswith("hydra") or ov.is_delete() or ov.is_add() or ov.is_force_add():
             continue
         root, _, rest = key.partition(".")
@@ -67,3 +75,4 @@ def preflight(argv: list[str]) -> None:
         if key in TOP_LEVEL_CHECKED:
             for value in _sweep_values(ov):
                 validate_value(key, value)
+    check_launch(overrides, CONFIG_DIR)  # hydra/launcher choice, sbatch, writable folders

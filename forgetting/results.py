@@ -4,7 +4,9 @@ A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml
 rebuilt from disk, never from memory, so it covers failed and diverged runs and folders written
 by other processes; a run without readable metrics is a row with `status=failed` and its reason.
 Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run) and
-`history.parquet` (one row per run and epoch).
+`history.parquet` (one row per run and epoch). Runs of the same config (config hash) in one
+sweep folder give one row, the newest finished (forgetting/resume.py); writers of a folder's
+tables take its `.results.lock` first.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from forgetting.files import atomic_write_csv, atomic_write_parquet
+from forgetting.resume import latest_runs
 
 log = logging.getLogger("forgetting")
 
@@ -31,7 +35,9 @@ CONFIG_COLUMNS = {"lr": "lr", "subset": "subset", "batch_size": "batch_size",
                   "precision": "precision"}
 METRIC_COLUMNS = ["status", "train_loss", "clean_train_loss", "test_loss", "test_acc",
                   "train_acc", "clean_train_acc", "epochs_run", "wall_s", "train_s",
-                  "device", "error"]
+                  "device", "error", "study", "storage", "trial", "resumes", "config_hash"]
+# written by the optuna_study sweeper; merged on (study, trial): trial_state, params_*, ...
+OPTUNA_TRIALS = "optuna_trials.parquet"
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 
 
@@ -42,7 +48,10 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in path.parts]
+    """2 < 10 < 10-HASH: digit runs compare as numbers (a folder name splits into alternating
+    text and digit runs, so the types line up)."""
+    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
+            for part in path.parts]
 
 
 def _lookup(config: dict, dotted: str):
@@ -60,8 +69,9 @@ def _swept_keys(run_dir: Path) -> list[str]:
         overrides = yaml.safe_load(path.read_text()) or []
     except (OSError, yaml.YAMLError):
         return []
-    return [o.split("=", 1)[0].lstrip("+~") for o in overrides
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides
             if "=" in o and not o.startswith("hydra")]
+    return [k for k in keys if not k.startswith("optuna.")]  # the trial: study/trial columns
 
 
 def read_run(run_dir: Path) -> tuple[dict, list[str]]:
@@ -100,7 +110,7 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[st
     """(results, per-epoch history, swept keys) for every run folder under `roots`."""
     rows, histories, swept = [], [], []
     for root in roots:
-        for run_dir in find_runs(root):
+        for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/resume.py)
             row, keys = read_run(run_dir)
             rows.append(row)
             swept += [k for k in keys if k not in swept]
@@ -110,16 +120,31 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[st
                     hist = pd.read_parquet(hist_path)
                 except Exception:
                     continue
-                for column in KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS]:
+                extra = ["trial"] if row.get("trial") is not None else []  # Optuna's
+                for column in KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS] + extra:
                     hist.insert(0, column, [row.get(column)] * len(hist))
                 hist["run_dir"] = row["run_dir"]
                 histories.append(hist)
-    results = pd.DataFrame(rows)
+    results = merge_trials(pd.DataFrame(rows), roots)
     for column in ["error", "test_loss", "train_loss", "clean_train_loss", "test_acc"]:
         if column not in results:
             results[column] = None if column == "error" else math.nan
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return results, history, swept
+
+
+def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
+    """Add each Optuna trial's state, params, values and duration to its run's row."""
+    frames = [pd.read_parquet(root / OPTUNA_TRIALS) for root in roots
+              if (root / OPTUNA_TRIALS).is_file()]
+    if not frames or "trial" not in results:
+        return results
+    trials = pd.concat(frames, ignore_index=True).drop_duplicates(["study", "trial"], keep="last")
+    trials = trials.rename(columns={"discarded": "trial_discarded", "retry_of": "trial_retry_of",
+                                    "note": "trial_note"})
+    results["trial"] = results["trial"].astype("Int64")
+    trials["trial"] = trials["trial"].astype("Int64")
+    return results.merge(trials, on=["study", "trial"], how="left")
 
 
 def write_tables(folder: Path, results: pd.DataFrame, history: pd.DataFrame) -> None:
@@ -153,9 +178,14 @@ def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> 
 
 
 def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Rebuild and write the tables of one sweep folder."""
-    results, history, swept = build_tables([folder])
-    write_tables(folder, results, history)
+    """Rebuild and write the tables of one sweep folder, holding the folder's `.results.lock`
+    from reading to writing: of concurrent collectors (array tasks, forgetting.collect) the
+    last one writes last and has seen every run finished before it started."""
+    from filelock import FileLock
+
+    with FileLock(folder / ".results.lock"):
+        results, history, swept = build_tables([folder])
+        write_tables(folder, results, history)
     return results, swept
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from forgetting import checkpoint as ckpt
 from forgetting.augment import AugParams, BatchMaker
 from forgetting.compile import compile_and_warm
 from forgetting.config import Config
@@ -138,16 +139,20 @@ def evaluate(model, maker: BatchMaker, labels: torch.Tensor, batch_size: int,
 
 
 def train(cfg: Config, dataset: Dataset | None = None,
-          on_epoch: Callable[[dict], bool] | None = None) -> RunResult:
+          on_epoch: Callable[[dict], bool] | None = None,
+          checkpoint: ckpt.Checkpoint | None = None) -> RunResult:
     """Train one model as `cfg` says; return per-epoch history and final metrics.
 
     `on_epoch(row)` is called with each epoch's history row; returning True stops the run
-    there with `status: pruned` (a sweeper's pruner uses it)."""
+    there with `status: pruned` (a sweeper's pruner uses it). With `checkpoint`, the run
+    resumes from `checkpoint.load()` when there is one, and when `checkpoint.stop()` turns true
+    it saves its state before the next step and raises `Preempted` (forgetting/checkpoint.py)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device, cfg.model.name, cfg.model.width,
-                                  cfg.data.cache_dir)
+    resume = checkpoint.load() if checkpoint is not None else None
+    precision = resume["precision"] if resume else resolve_precision(
+        cfg.precision, device, cfg.model.name, cfg.model.width, cfg.data.cache_dir)
     data = dataset if dataset is not None else load_dataset(cfg.data)
     subset = subset_indices(data.train_y, cfg.subset, cfg.subset_seed)
     n = len(subset)
@@ -183,17 +188,41 @@ def train(cfg: Config, dataset: Dataset | None = None,
 
     history: list[dict] = []
     status = "ok"
+    step, first_epoch, first_batch, elapsed = 0, 1, 0, 0.0
+    info["resumes"] = 0
+    if resume is not None:
+        ckpt.restore(resume, model, optimizer, gen, device)
+        history, step, elapsed = list(resume["history"]), resume["step"], resume["wall_s"]
+        first_epoch, first_batch = resume["epoch"], resume["batch"]
+        info["resumes"] = resume["resumes"] + 1
+        log.info("resumed from %s at epoch %d, batch %d", checkpoint.path, first_epoch,
+                 first_batch)
     sync(device)
-    start = time.perf_counter()
-    step = 0
+    start = time.perf_counter() - elapsed
     model.train()
-    for epoch in range(1, passes + 1):
+    for epoch in range(first_epoch, passes + 1):
         t0 = time.perf_counter()
+        epoch_rng = gen.get_state()  # a resumed run redraws this epoch's order and params
         order = torch.randperm(n, generator=gen)
         params = maker.sample(n, gen) if cfg.augment else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        for i in range(steps_per_epoch):
+        batches = range(steps_per_epoch)
+        if resume is not None and epoch == first_epoch:  # the batches not yet taken
+            batches = range(first_batch, steps_per_epoch)
+            loss_sum += resume["loss_sum"].to(device)
+            correct += resume["correct"].to(device)
+            t0 -= resume["epoch_s"]
+        for i in batches:
+            if checkpoint is not None and checkpoint.stop():
+                checkpoint.save({
+                    "epoch": epoch, "batch": i, "step": step, "history": history,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "rng": ckpt.rng_state(epoch_rng, device), "loss_sum": loss_sum.cpu(),
+                    "correct": correct.cpu(), "epoch_s": time.perf_counter() - t0,
+                    "wall_s": time.perf_counter() - start, "precision": precision,
+                    "resumes": info["resumes"]})
+                raise ckpt.Preempted(checkpoint.path, epoch, i)
             x, y = get_batch(maker, train_y, order, params, i, cfg.batch_size)
             lr = step_lr(cfg, step / steps_per_epoch, passes)
             loss, hits = sgd_step(net, optimizer, x, y, lr, autocast)

@@ -13,7 +13,10 @@ from conftest import REPO, TINY, run_cli
 pytestmark = pytest.mark.slow
 
 
-def test_installed_wheel_runs_from_another_folder(tmp_path):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, Path]:
+    """(site, elsewhere): the wheel installed into `site`, and an empty folder to run from."""
+    tmp_path = tmp_path_factory.mktemp("install")
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheels), str(REPO)], check=True, capture_output=True)
@@ -21,11 +24,16 @@ def test_installed_wheel_runs_from_another_folder(tmp_path):
     (wheel,) = wheels.glob("forgetting-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(site), str(wheel)], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return site, elsewhere
+
+
+def test_installed_wheel_runs_from_another_folder(installed):
+    site, elsewhere = installed
     assert (site / "forgetting" / "conf" / "config.yaml").is_file()
     assert (site / "forgetting" / "conf" / "recipe" / "part1.yaml").is_file()
 
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     env = {"PYTHONPATH": str(site)}
     where = run_cli("-c", "import forgetting; print(forgetting.__file__)", cwd=elsewhere,
                     env=env, module=None)
@@ -36,3 +44,33 @@ def test_installed_wheel_runs_from_another_folder(tmp_path):
     assert len(pd.read_parquet(table)) == 2
     metrics = json.loads(next(table.parent.glob("0/metrics.json")).read_text())
     assert metrics["status"] == "ok" and metrics["git_commit"] is None
+
+
+def test_installed_wheel_carries_the_optuna_sweeper_and_presets(installed):
+    site, elsewhere = installed
+    plugin = site / "hydra_plugins" / "forgetting_optuna_sweeper"
+    assert (plugin / "sweeper.py").is_file() and (plugin / "config.py").is_file()
+    assert not (site / "hydra_plugins" / "__init__.py").exists()  # namespace package
+    assert (site / "forgetting" / "sweeps" / "quick_optuna_lr_subset.yaml").is_file()
+    env = {"PYTHONPATH": str(site)}
+    found = run_cli("-c", DISCOVER, cwd=elsewhere, env=env, module=None)
+    assert found.returncode == 0, found.stderr
+    where, names = found.stdout.strip().splitlines()
+    assert where.startswith(str(plugin)) and "OptunaStudySweeper" in names.split(",")
+    folder = elsewhere / "quick"
+    proc = run_cli("+sweep=quick_optuna_lr_subset", *TINY, "subset=1.0",
+                   "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={folder}", cwd=elsewhere,
+                   env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(pd.read_parquet(folder / "results.parquet")) == 2
+    assert (folder / "optimization_results.yaml").is_file()
+
+
+# Hydra's own plugin scan (no import of forgetting first)
+DISCOVER = """
+import hydra_plugins.forgetting_optuna_sweeper as p
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+print(p.__file__)
+print(",".join(c.__name__ for c in Plugins.instance().discover(Sweeper)))
+"""

@@ -1,0 +1,179 @@
+"""`hydra/launcher=array`: run only point i of a sweep, one array task per point.
+
+    N=$(python -m forgetting.run -m lr=1,2 subset=0.5,1.0 hydra/launcher=array \
+        hydra.launcher.count=true)                       # prints 4, runs nothing
+    sbatch --array=0-$((N-1)) examples/sweep_array.sbatch lr=1,2 subset=0.5,1.0
+
+Every task runs the same sweep command. Points are numbered in the order the basic launcher
+runs them; task i runs point i - `first_index`, taken from `index` or else from the
+environment variable `index_env` (SLURM_ARRAY_TASK_ID; PBS_ARRAYID or PBS_ARRAY_INDEX for PBS,
+LSB_JOBINDEX for LSF with first_index=1, JOB_COMPLETION_INDEX for a Kubernetes indexed job).
+
+All tasks write into one sweep folder, which must not depend on the task: by default
+`outputs/multirun/array-$SLURM_ARRAY_JOB_ID` (`sweep_dir`; conf/config.yaml's `hydra.sweep.dir`
+uses it when the array launcher is selected); outside a SLURM array pass
+`hydra.sweep.dir=PATH`. Point i's run folder is `i` (see forgetting/resume.py for reruns).
+
+After its point a task rebuilds the sweep's table under the table's file lock (so the last task
+to finish leaves the complete table; runs still in flight are `failed` rows until then), prints
+one line, and exits with its own point's outcome: 0 (ok, diverged, or skipped because finished),
+1 (failed), 128 + signal (stopped for pre-emption, checkpoint saved). Hydra's end-of-sweep
+callbacks do not run in array tasks. With `requeue: true` in a SLURM job, SIGUSR1 (e.g.
+`sbatch --signal=B:USR1@120`) requeues the task after the run saved its checkpoint.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
+from hydra.core.utils import setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM array
+
+
+@dataclass
+class ArrayLauncherConf:
+    _target_: str = "hydra_plugins.forgetting_array_launcher.array_launcher.ArrayLauncher"
+    index: Optional[int] = None  # the array index to run; null: from the variable index_env
+    index_env: str = "SLURM_ARRAY_TASK_ID"
+    first_index: int = 0  # the array index of point 0 (1 for LSF's LSB_JOBINDEX)
+    count: bool = False  # print the number of points and exit, running nothing
+    requeue: bool = True  # in a SLURM job: SIGUSR1 -> checkpoint, `scontrol requeue`, exit
+    sweep_dir: str = "outputs/multirun/array-${oc.env:SLURM_ARRAY_JOB_ID,local}"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="array", node=ArrayLauncherConf,
+                             provider="forgetting_array_launcher")
+
+
+def register_launcher() -> None:
+    """Make sure Hydra knows the launcher, also where its plugin scan cannot see this package
+    (an editable install, used from another folder). forgetting.run calls it at import."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    if not any(c.__name__ == "ArrayLauncher" for c in plugins.discover(Launcher)):
+        plugins.register(ArrayLauncher)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def requeue_slurm_job(signum: int, frame: object) -> None:
+    """SIGUSR1 handler of an array task in a SLURM job: put the task back in the queue (the
+    requeued task resumes its run from the checkpoint, or skips it when finished), then exit."""
+    job = os.environ["SLURM_JOB_ID"]
+    log.warning("%s: requeueing SLURM job %s", signal.Signals(signum).name, job)
+    try:
+        subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.error("scontrol requeue %s failed: %s", job, e)
+    raise SystemExit(128 + signum)
+
+
+class ArrayLauncher(Launcher):
+    def __init__(self, index: Optional[int] = None, index_env: str = "SLURM_ARRAY_TASK_ID",
+                 first_index: int = 0, count: bool = False, requeue: bool = True,
+                 sweep_dir: str = LOCAL_SWEEP_DIR) -> None:
+        self.index = index
+        self.index_env = index_env
+        self.first_index = first_index
+        self.count = count
+        self.requeue = requeue
+        self.sweep_dir = sweep_dir
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def point(self, n: int) -> int:
+        """The point this task runs, in 0..n-1; ValueError (one line) for a bad index."""
+        if self.index is not None:
+            name, raw = "hydra.launcher.index", str(self.index)
+        else:
+            name, raw = self.index_env, os.environ.get(self.index_env)
+            if raw is None:
+                raise ValueError(f"hydra/launcher=array: {name} is not set; run inside a job "
+                                 "array, or set hydra.launcher.index=I (or "
+                                 "hydra.launcher.index_env=VARIABLE)")
+        if not raw.strip().lstrip("-").isdigit():
+            raise ValueError(f"{name}={raw!r}: not an integer")
+        point = int(raw) - self.first_index
+        if not 0 <= point < n:
+            raise ValueError(f"{name}={raw}: outside the sweep's {n} points (indices "
+                             f"{self.first_index}..{self.first_index + n - 1})")
+        return point
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if self.count:
+            print(len(job_overrides))
+            _drop_if_only_multirun_yaml(sweep_dir)
+            raise SystemExit(0)
+        try:
+            if "SLURM_ARRAY_JOB_ID" not in os.environ and sweep_dir == Path(LOCAL_SWEEP_DIR):
+                raise ValueError("hydra/launcher=array outside a SLURM array: set "
+                                 "hydra.sweep.dir=PATH, the same folder for every task")
+            point = self.point(len(job_overrides))
+        except ValueError as e:  # nothing ran: leave no folder behind
+            _drop_if_only_multirun_yaml(sweep_dir)
+            fail(str(e))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        overrides = list(job_overrides[point])
+        log.info("array task: point %d of %d: %s", point, len(job_overrides),
+                 " ".join(filter_overrides(overrides)))
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                          overrides)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = os.environ.get("SLURM_JOB_ID", str(point))
+            sweep_config.hydra.job.num = initial_job_idx + point
+        if self.requeue and "SLURM_JOB_ID" in os.environ:
+            signal.signal(signal.SIGUSR1, requeue_slurm_job)
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                      config=sweep_config, job_dir_key="hydra.sweep.dir",
+                      job_subdir_key="hydra.sweep.subdir")
+        raise SystemExit(self.finish(ret, point, sweep_dir))
+
+    def finish(self, ret: JobReturn, point: int, sweep_dir: Path) -> int:
+        """Rebuild the sweep's table (under its lock), print one line, return the exit code."""
+        from forgetting.resume import read_metrics
+        from forgetting.results import collect
+
+        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        metrics = read_metrics(run_dir) or {}
+        status = metrics.get("status", "failed")
+        if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
+            status = "failed"
+        results, _ = collect(sweep_dir)
+        counts = results["status"].value_counts().to_dict() if len(results) else {}
+        print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
+              f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+        return 1 if status == "failed" else 0
+
+
+def _drop_if_only_multirun_yaml(sweep_dir: Path) -> None:
+    """Remove the sweep folder Hydra's sweeper created for a task that runs nothing."""
+    if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+        (sweep_dir / "multirun.yaml").unlink()
+        sweep_dir.rmdir()

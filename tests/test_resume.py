@@ -1,0 +1,124 @@
+"""Resume and skip: a rerun of a sweep into its folder skips finished runs (matched by config
+hash), reruns the others, never duplicates a row; force=true recomputes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY, run_cli
+from forgetting.resume import config_hash, job_folder, latest_runs
+
+LRS = "lr=0.5,1,1.5,2,2.5,3"
+
+
+def finished(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    """metrics.json of every finished run: contents and mtime."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.glob("*/metrics.json")}
+
+
+@pytest.mark.slow
+def test_killed_sweep_rerun_skips_finished_runs(tmp_path):
+    folder = tmp_path / "sweep"
+    args = ["-m", *TINY, "epochs=4", "threads=1", LRS, f"hydra.sweep.dir={folder}"]
+    proc = subprocess.Popen([sys.executable, "-m", "forgetting.run", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group
+    try:
+        deadline = time.monotonic() + 120
+        while len(finished(folder)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = finished(folder)
+    assert 2 <= len(before) < 6, "the sweep was not killed mid-way"
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("skipped: this config already finished") == len(before)
+    table = pd.read_parquet(folder / "results.parquet")
+    assert len(table) == 6 and (table["status"] == "ok").all()
+    assert sorted(table["lr"]) == [0.5, 1, 1.5, 2, 2.5, 3]
+    assert sorted(Path(d).name for d in table["run_dir"]) == ["0", "1", "2", "3", "4", "5"]
+    after = finished(folder)
+    assert {p: after[p] for p in before} == before  # not retrained, not rewritten
+
+    forced = run_cli("-m", *TINY, "epochs=4", "threads=1", "lr=0.5", "force=true",
+                     f"hydra.sweep.dir={folder}")
+    assert forced.returncode == 0, forced.stderr
+    assert (folder / "0" / "metrics.json").stat().st_mtime_ns > after[folder / "0" /
+                                                                       "metrics.json"][1]
+    assert len(pd.read_parquet(folder / "results.parquet")) == 6
+
+
+@pytest.mark.slow
+def test_other_config_never_overwrites_a_finished_run(tmp_path):
+    folder = tmp_path / "sweep"
+    assert run_cli("-m", *TINY, "lr=1", f"hydra.sweep.dir={folder}").returncode == 0
+    before = finished(folder)
+    proc = run_cli("-m", *TINY, "lr=2,1", f"hydra.sweep.dir={folder}")
+    assert proc.returncode == 0, proc.stderr
+    assert finished(folder)[folder / "0" / "metrics.json"] == before[folder / "0" /
+                                                                       "metrics.json"]
+    table = pd.read_parquet(folder / "results.parquet").sort_values("lr")
+    assert table["lr"].tolist() == [1, 2] and (table["status"] == "ok").all()
+    assert Path(table["run_dir"].iloc[1]).name.startswith("0-")  # folder 0 was taken
+
+    run = run_cli(*TINY, "lr=4", f"hydra.run.dir={folder / '0'}")  # a single run into it
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"error: {folder / '0'} holds a finished run of another config; choose another "
+        "folder, or force=true to replace it"]
+    forced = run_cli(*TINY, "batch_size=1000", "force=true", f"hydra.run.dir={folder / '0'}")
+    assert forced.returncode == 2 and "must be <= the subset size" in forced.stderr
+    assert finished(folder)[folder / "0" / "metrics.json"][0] == before[
+        folder / "0" / "metrics.json"][0]  # a failure never replaces a finished run
+    assert not (folder / "0" / "error.log").exists()
+
+
+def root_config(sweep_dir: Path, num: int, **values):
+    """A stand-in for the composed sweep config a job's resolver sees."""
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}, "job": {"num": num}},
+                             "lr": 1.0, "quiet": False, **values})
+
+
+def write_run(folder: Path, status: str, **values) -> None:
+    folder.mkdir(parents=True)
+    key = config_hash({"lr": 1.0, **values})
+    (folder / "metrics.json").write_text(json.dumps({"status": status, "config_hash": key}))
+
+
+def test_job_folder_rules(tmp_path):
+    root = root_config(tmp_path, 3)
+    assert job_folder(3, _root_=root) == "3"  # empty sweep folder: folder N
+    write_run(tmp_path / "3", "ok", lr=2.0)
+    key = config_hash({"lr": 1.0})
+    assert job_folder(3, _root_=root) == f"3-{key[:8]}"  # N holds another config
+    write_run(tmp_path / "7", "failed")
+    assert job_folder(3, _root_=root) == "7"  # an unfinished run of this config
+    write_run(tmp_path / "9", "ok")
+    assert job_folder(3, _root_=root) == "9"  # a finished one comes first
+    assert job_folder(3, _root_=root_config(tmp_path, 3, quiet=True)) == "9"  # runtime key
+    (tmp_path / "4" / ".hydra").mkdir(parents=True)  # killed before metrics: its .hydra/
+    (tmp_path / "4" / ".hydra" / "config.yaml").write_text("lr: 5.0\nquiet: true\n")
+    assert job_folder(4, _root_=root_config(tmp_path, 4, lr=5.0)) == "4"
+
+
+def test_table_keeps_one_run_per_config(tmp_path):
+    write_run(tmp_path / "0", "failed")
+    write_run(tmp_path / "1", "ok")
+    write_run(tmp_path / "2", "failed")
+    write_run(tmp_path / "3", "ok", lr=2.0)
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "metrics.json").write_text("{ truncated")
+    runs = sorted(tmp_path.iterdir())
+    assert [p.name for p in latest_runs(runs)] == ["1", "3", "4"]
