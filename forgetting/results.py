@@ -17,13 +17,16 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
 
 from forgetting.files import atomic_write_csv, atomic_write_parquet
 from forgetting.resume import latest_runs
+
+if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
+    import pandas as pd
 
 log = logging.getLogger("forgetting")
 
@@ -108,6 +111,8 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
 
 def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(results, per-epoch history, swept keys) for every run folder under `roots`."""
+    import pandas as pd
+
     rows, histories, swept = [], [], []
     for root in roots:
         for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/resume.py)
@@ -135,6 +140,8 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[st
 
 def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
     """Add each Optuna trial's state, params, values and duration to its run's row."""
+    import pandas as pd
+
     frames = [pd.read_parquet(root / OPTUNA_TRIALS) for root in roots
               if (root / OPTUNA_TRIALS).is_file()]
     if not frames or "trial" not in results:
