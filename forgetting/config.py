@@ -90,7 +90,6 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
-    recipe: str = "resnet9"  # name of the recipe preset, recorded for the table
 
     lr: float = 1.0  # factor on the recipe's per-example LR
     subset: float = 1.0  # fraction of the training set, class-balanced and nested
