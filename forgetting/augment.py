@@ -63,6 +63,12 @@ class BatchMaker:
     def sample(self, n: int, gen: torch.Generator) -> AugParams:
         return sample_params(n, self.size, self.pad, self.cutout, gen)
 
+    def draw_epoch(self, gen: torch.Generator) -> tuple[torch.Tensor, AugParams | None]:
+        """An epoch's batch order and augmentation parameters, drawn from `gen` in this order;
+        the same generator state gives the same epoch (training and the probe's replay)."""
+        order = torch.randperm(len(self), generator=gen)
+        return order, self.sample(len(self), gen) if self.augment else None
+
     def raw(self, idx: torch.Tensor, params: AugParams | None) -> torch.Tensor:
         """uint8 crops (B, C, S, S), before normalisation and cutout."""
         idx = idx.to(self.images.device, non_blocking=True)
@@ -92,3 +98,12 @@ class BatchMaker:
             keep = ~(in_rows[:, :, None] & in_cols[:, None, :])
             x = x * keep[:, None].to(x.dtype)
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def get_batch(maker: BatchMaker, labels: torch.Tensor, order: torch.Tensor,
+              params: AugParams | None, i: int, batch_size: int):
+    """The i-th batch of an epoch: images (augmented when params are given) and labels."""
+    lo, hi = i * batch_size, (i + 1) * batch_size
+    idx = order[lo:hi]
+    x = maker.batch(idx, params.slice(lo, hi) if params is not None else None)
+    return x, labels[idx.to(labels.device, non_blocking=True)]

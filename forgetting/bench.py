@@ -31,8 +31,9 @@ from forgetting.bench_runs import data_overrides, measure_startup, measure_sweep
 from forgetting.config import Config, DataConfig, ModelConfig
 from forgetting.data import load_dataset, synthetic
 from forgetting.model import build_model
-from forgetting.train import (device_name, get_batch, make_autocast, make_optimizer,
-                              resolve_device, resolve_precision, sgd_step, step_lr, sync)
+from forgetting.augment import get_batch
+from forgetting.device import device_name, resolve_device, resolve_precision, sync
+from forgetting.train import make_autocast, make_optimizer, sgd_step, step_lr
 
 # (warm-up steps, steps per repeat, repeats) by device type and --quick
 DEFAULTS = {("cpu", True): (1, 1, 2), ("cpu", False): (2, 2, 4),

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print(pivot(results, swept))
         failed += report_failures(results)
     if args.out:
-        results, history, _ = build_tables(args.dirs)
+        results, tables, _ = build_tables(args.dirs)
         try:
-            write_tables(args.out, results, history)
+            write_tables(args.out, results, tables)
         except OSError as e:
             print(f"error: --out={str(args.out)!r}: {e.strerror}", file=sys.stderr)
             return 2

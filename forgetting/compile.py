@@ -27,7 +27,7 @@ def eval_shapes(sizes: list[int], eval_batch_size: int) -> list[int]:
 def compile_and_warm(model: torch.nn.Module, maker: BatchMaker, batch_size: int,
                      eval_sizes: list[int], eval_batch_size: int, autocast, device):
     """Return (compiled model, seconds spent compiling)."""
-    from forgetting.train import sync
+    from forgetting.device import sync
 
     net = torch.compile(model)
     state = copy.deepcopy(model.state_dict())

@@ -84,12 +84,22 @@ class OptunaConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The forgetting probe (forgetting/probe.py): when training stops, the loss of every batch
+    of the last `epochs` epochs, rebuilt exactly as it was fed, under the final model."""
+    epochs: int = 2  # K: how many of the last epochs to probe; 0 turns the probe off
+    every: int = 0  # also probe after every N-th epoch (0: only when training stops)
+    verify: bool = False  # checksum every probed batch when fed and when rebuilt
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     lr: float = 1.0  # factor on the recipe's per-example LR
     subset: float = 1.0  # fraction of the training set, class-balanced and nested
@@ -103,6 +113,9 @@ class Config:
     augment: bool = True  # reflect-pad 4 + random 32x32 crop + horizontal flip
     cutout: int = 0  # side of the cutout square (the seed's part 3+ uses 8); 0 = off
     eval_batch_size: int = 1024
+    # test-set evaluation every this many epochs (passes) and always after the last (0: only
+    # after the last); other epochs' rows have test_loss NaN. For many passes over small subsets.
+    eval_every: int = 1
     quiet: bool = False  # no progress line per epoch
     threads: int = 0  # torch CPU threads for this run; 0 = torch's default (all cores)
     compile: bool = False  # torch.compile the model; compile time is reported apart
@@ -112,7 +125,7 @@ class Config:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "schedule": ScheduleConfig,
-            "optimizer": OptimizerConfig, "optuna": OptunaConfig}
+            "optimizer": OptimizerConfig, "optuna": OptunaConfig, "probe": ProbeConfig}
 
 
 def register_configs(sweeps_dir: Path | None = None) -> None:
@@ -154,18 +167,29 @@ def validate_value(key: str, value: object) -> None:
     elif key == "threads":
         _check(isinstance(value, int) and value >= 0, key, value,
                "must be an integer >= 0 (0 = all cores)")
+    elif key == "eval_every":
+        _check(isinstance(value, int) and value >= 0, key, value,
+               "must be an integer >= 0 (0 = only after the last epoch)")
+    elif key in ("probe.epochs", "probe.every"):
+        _check(isinstance(value, int) and value >= 0, key, value,
+               "must be an integer >= 0 (0 = off)" if key == "probe.epochs"
+               else "must be an integer >= 0 (0 = only when training stops)")
     elif key == "eval_batch_size":
         _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
 
 
-TOP_LEVEL_CHECKED = ("lr", "subset", "batch_size", "epochs", "device", "precision", "budget",
-                     "cutout", "eval_batch_size", "threads")
+CHECKED_KEYS = ("lr", "subset", "batch_size", "epochs", "device", "precision", "budget",
+                     "cutout", "eval_batch_size", "eval_every", "threads", "probe.epochs",
+                     "probe.every")
 
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError (one line: key, value, allowed) for the first bad value."""
-    for key in TOP_LEVEL_CHECKED:
-        validate_value(key, getattr(cfg, key))
+    for key in CHECKED_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        validate_value(key, node)
     _check(cfg.data.name in DATASETS, "data.name", cfg.data.name,
            f"choose one of {', '.join(DATASETS)}")
     s = cfg.schedule

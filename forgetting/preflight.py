@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from forgetting.cluster import check_launch
-from forgetting.config import SECTIONS, TOP_LEVEL_CHECKED, Config, validate_value
+from forgetting.config import SECTIONS, CHECKED_KEYS, Config, validate_value
 from forgetting.errors import ConfigError, UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -72,7 +72,7 @@ def preflight(argv: list[str]) -> None:
             if rest.split(".")[0] not in sub:
                 raise UserError(f"unknown key {key!r}; keys of {root} are "
                                 f"{', '.join(sorted(sub))}")
-        if key in TOP_LEVEL_CHECKED:
+        if key in CHECKED_KEYS:
             for value in _sweep_values(ov):
                 validate_value(key, value)
     check_launch(overrides, CONFIG_DIR)  # hydra/launcher choice, sbatch, writable folders

@@ -3,8 +3,9 @@
 A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml`. The table is
 rebuilt from disk, never from memory, so it covers failed and diverged runs and folders written
 by other processes; a run without readable metrics is a row with `status=failed` and its reason.
-Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run) and
-`history.parquet` (one row per run and epoch). Runs of the same config (config hash) in one
+Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run),
+`history.parquet` (one row per run and epoch) and `recency.parquet` (the forgetting probe's
+rows of every run that has them). Runs of the same config (config hash) in one
 sweep folder give one row, the newest finished (forgetting/resume.py); writers of a folder's
 tables take its `.results.lock` first.
 """
@@ -109,33 +110,44 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     return row, swept
 
 
-def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(results, per-epoch history, swept keys) for every run folder under `roots`."""
+# per-run tables gathered into one per sweep, with the run's key columns in front
+PER_RUN_TABLES = ("history", "recency")
+
+
+def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
+    """(results, {name: gathered per-run table} for PER_RUN_TABLES, swept keys) for every run
+    folder under `roots`."""
     import pandas as pd
 
-    rows, histories, swept = [], [], []
+    rows, swept = [], []
+    gathered: dict[str, list] = {name: [] for name in PER_RUN_TABLES}
     for root in roots:
         for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/resume.py)
             row, keys = read_run(run_dir)
             rows.append(row)
             swept += [k for k in keys if k not in swept]
-            hist_path = run_dir / "history.parquet"
-            if hist_path.is_file():
+            extra = ["trial"] if row.get("trial") is not None else []  # Optuna's
+            columns = KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS] + extra
+            for name, frames in gathered.items():
+                path = run_dir / f"{name}.parquet"
+                if not path.is_file():
+                    continue
                 try:
-                    hist = pd.read_parquet(hist_path)
+                    table = pd.read_parquet(path)
                 except Exception:
                     continue
-                extra = ["trial"] if row.get("trial") is not None else []  # Optuna's
-                for column in KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS] + extra:
-                    hist.insert(0, column, [row.get(column)] * len(hist))
-                hist["run_dir"] = row["run_dir"]
-                histories.append(hist)
+                for column in columns:
+                    if column not in table:
+                        table.insert(0, column, [row.get(column)] * len(table))
+                table["run_dir"] = row["run_dir"]
+                frames.append(table)
     results = merge_trials(pd.DataFrame(rows), roots)
     for column in ["error", "test_loss", "train_loss", "clean_train_loss", "test_acc"]:
         if column not in results:
             results[column] = None if column == "error" else math.nan
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    return results, history, swept
+    tables = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+              for name, frames in gathered.items()}
+    return results, tables, swept
 
 
 def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
@@ -154,10 +166,13 @@ def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
     return results.merge(trials, on=["study", "trial"], how="left")
 
 
-def write_tables(folder: Path, results: pd.DataFrame, history: pd.DataFrame) -> None:
+def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe."""
     atomic_write_parquet(folder / "results.parquet", results)
     atomic_write_csv(folder / "results.csv", results)
-    atomic_write_parquet(folder / "history.parquet", history)
+    for name, table in tables.items():
+        if name == "history" or not table.empty:
+            atomic_write_parquet(folder / f"{name}.parquet", table)
 
 
 def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> str:
@@ -191,8 +206,8 @@ def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     from filelock import FileLock
 
     with FileLock(folder / ".results.lock"):
-        results, history, swept = build_tables([folder])
-        write_tables(folder, results, history)
+        results, tables, swept = build_tables([folder])
+        write_tables(folder, results, tables)
     return results, swept
 
 

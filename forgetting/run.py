@@ -3,7 +3,8 @@
     python -m forgetting.run                               # one run, the ResNet-9 recipe
     python -m forgetting.run -m lr=1,2,4,8 subset=0.25,0.5,1.0   # a sweep and its table
 
-Every run writes `metrics.json` and `history.parquet` into its Hydra run folder. Bad input
+Every run writes `metrics.json`, `history.parquet` and (unless `probe.epochs=0`)
+`recency.parquet` into its Hydra run folder. Bad input
 stops with one line naming the key and the allowed values (exit code 2); in a sweep a failing
 point is recorded as `failed` and the other points still run.
 """
@@ -74,6 +75,8 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict) -> float:
                **provenance.describe(), "choices": choices,
                "config": OmegaConf.to_container(cfg, resolve=True)}
     atomic_write_parquet(run_dir / "history.parquet", pd.DataFrame(result.history))
+    if result.recency:
+        atomic_write_parquet(run_dir / "recency.parquet", pd.DataFrame(result.recency))
     atomic_write_json(run_dir / "metrics.json", metrics)
     checkpoint.remove()
     if result.status == "diverged":

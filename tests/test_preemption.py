@@ -48,7 +48,7 @@ def test_resumed_run_is_bit_identical(make_cfg, tmp_path, stops):
     # 640 images / batch 64 = 10 steps per epoch. Each attempt stops `k` steps after it
     # started: [13] at epoch 2, batch 3; [10, 0, 7] at epoch 2's start, again there before any
     # step, then at epoch 2, batch 7.
-    cfg = make_cfg("epochs=4", "cutout=4", "threads=1")
+    cfg = make_cfg("epochs=4", "cutout=4", "threads=1", "probe.every=1", "probe.verify=true")
     reference = train(cfg)
     path = tmp_path / "checkpoint.pt"
     for k in stops:
@@ -61,6 +61,9 @@ def test_resumed_run_is_bit_identical(make_cfg, tmp_path, stops):
     assert resumed.info["resumes"] == len(stops)
     assert pd.DataFrame(resumed.history)[COLUMNS].equals(pd.DataFrame(reference.history)[COLUMNS])
     assert {k: resumed.final[k] for k in FINAL} == {k: reference.final[k] for k in FINAL}
+    # the forgetting probe's batch log and rows travel through the checkpoint
+    assert pd.DataFrame(resumed.recency).equals(pd.DataFrame(reference.recency))
+    assert len(reference.recency) == 10 + 20 + 20 + 20  # after epochs 1, 2, 3, end (K=2)
 
 
 def test_checkpoint_of_another_config_is_ignored(make_cfg, tmp_path):

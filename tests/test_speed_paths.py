@@ -10,7 +10,8 @@ from PIL import Image
 
 from forgetting import baseline, precision
 from forgetting.augment import BatchMaker
-from forgetting.train import resolve_precision, train
+from forgetting.device import resolve_precision
+from forgetting.train import train
 
 MEAN, STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
 
