@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # ~/.cache/forgetting/cifar10 by torchvision on first use.
 DATA ?= $(or $(FORGETTING_DATA),$(wildcard ../shared/data/cifar10-jpg))
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean reproduce-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the seed's experiments at CPU scale: the four quick presets, then figures and verdicts (~1 h)
+QUICK_PRESETS := quick_batch512 quick_lr_subset_bs128 quick_lr_subset_bs512 quick_forgetting_probe
+reproduce-quick: install
+	for p in $(QUICK_PRESETS); do \
+		$(PY) -m forgetting.run -m +sweep=$$p $(if $(DATA),data.root=$(DATA)) || exit 1; \
+		$(PY) -m forgetting.plot outputs/multirun/$$p || exit 1; \
+		$(PY) -m forgetting.analyze outputs/multirun/$$p || exit 1; \
+	done
 
 bench: install
 	$(PY) -m forgetting.bench --quick

@@ -119,6 +119,9 @@ class Config:
     quiet: bool = False  # no progress line per epoch
     threads: int = 0  # torch CPU threads for this run; 0 = torch's default (all cores)
     compile: bool = False  # torch.compile the model; compile time is reported apart
+    # the test accuracy a run counts as reaching in `forgetting.analyze` (the seed's 94%);
+    # analysis only: not part of the config hash
+    target_acc: float = 0.94
     # train even when this config already finished in its run folder (a rerun of a sweep skips
     # those), ignoring any checkpoint; the new result replaces the old (forgetting/resume.py)
     force: bool = False

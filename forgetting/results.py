@@ -36,7 +36,7 @@ CONFIG_COLUMNS = {"lr": "lr", "subset": "subset", "batch_size": "batch_size",
                   "epochs": "epochs", "budget": "budget", "seed": "seed",
                   "subset_seed": "subset_seed", "model": "model.name", "width": "model.width",
                   "data": "data.name", "augment": "augment", "cutout": "cutout",
-                  "precision": "precision"}
+                  "precision": "precision", "target_acc": "target_acc"}
 METRIC_COLUMNS = ["status", "train_loss", "clean_train_loss", "test_loss", "test_acc",
                   "train_acc", "clean_train_acc", "epochs_run", "wall_s", "train_s",
                   "device", "error", "study", "storage", "trial", "resumes", "config_hash"]

@@ -1,0 +1,146 @@
+"""forgetting.analyze and forgetting.plot on constructed run folders with known answers."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from forgetting.analyze import Thresholds, analyze, main, optimum
+
+GRID = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16]
+
+
+def write_run(folder, lr, subset, batch_size, status="ok", train_loss=0.1, test_loss=1.0,
+              seed=0, test_acc=0.9, recipe="part1", train_s=10.0, error=None):
+    folder.mkdir(parents=True)
+    metrics = {"status": status, "train_loss": train_loss, "test_loss": test_loss,
+               "test_acc": test_acc, "train_s": train_s, "choices": {"recipe": recipe},
+               "config": {"lr": lr, "subset": subset, "batch_size": batch_size, "seed": seed,
+                          "augment": True, "target_acc": 0.94}}
+    if error:
+        metrics["error"] = error
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def bowl(lr, best, base=1.0):
+    return base + 0.1 * (math.log2(lr) - math.log2(best)) ** 2
+
+
+def make_sweep(root, batch_size, best, edge, base=1.0):
+    """Subsets 0.25 and 1 (optimum `best[subset]`), runs diverge from `edge` on."""
+    k = len(list(root.glob("*")))
+    for subset in (0.25, 1.0):
+        for lr in GRID:
+            diverged = lr >= edge
+            write_run(root / str(k), lr, subset, batch_size,
+                      status="diverged" if diverged else "ok",
+                      train_loss=math.nan if diverged else 0.05 * lr,
+                      test_loss=math.nan if diverged else bowl(lr, best[subset], base))
+            k += 1
+
+
+def test_optimum_is_the_parabola_vertex_on_log2():
+    losses = [(math.log2(v) - 0.5) ** 2 for v in GRID]
+    best, at_edge = optimum(GRID, losses)
+    assert best == pytest.approx(2 ** 0.5) and not at_edge
+    assert optimum(GRID, list(range(8))) == (0.125, True)  # minimum at the grid's low end
+
+
+def test_forgetting_limited_at_128_curvature_limited_at_512(tmp_path):
+    make_sweep(tmp_path, 128, {0.25: 4.0, 1.0: 1.0}, edge=16)
+    make_sweep(tmp_path, 512, {0.25: 1.0, 1.0: 1.0}, edge=2)
+    report = analyze([tmp_path], Thresholds())
+    by_batch = {e["batch_size"]: e for e in report["lr_subset"]}
+    b128, b512 = by_batch[128], by_batch[512]
+    assert b128["onset"] == 16 and b512["onset"] == 2
+    best = {s["subset"]: s["best_lr"] for s in b128["subsets"]}
+    assert best[1.0] == pytest.approx(1.0) and best[0.25] == pytest.approx(4.0)
+    assert b128["verdict"] == "forgetting-limited"
+    assert b512["verdict"] == "curvature-limited"
+
+
+def test_a_train_loss_jump_is_an_onset_and_flat_optima_are_inconclusive(tmp_path):
+    make_sweep(tmp_path, 128, {0.25: 1.0, 1.0: 1.0}, edge=99)
+    for run in tmp_path.glob("*"):  # train loss 0.05*lr, then a jump at factor 8
+        m = json.loads((run / "metrics.json").read_text())
+        if m["config"]["lr"] >= 8:
+            m["train_loss"] = 2.3
+            (run / "metrics.json").write_text(json.dumps(m))
+    entry = analyze([tmp_path], Thresholds())["lr_subset"][0]
+    assert entry["onset"] == 8
+    assert entry["subsets"][0]["onset_reason"] == "train loss 0.2 -> 2.3"
+    assert entry["verdict"] == "inconclusive" and "does not move" in entry["why"]
+    assert analyze([tmp_path], Thresholds(jump=20))["lr_subset"][0]["onset"] is None
+
+
+def test_failed_runs_are_not_instability(tmp_path):
+    make_sweep(tmp_path, 128, {0.25: 4.0, 1.0: 1.0}, edge=99)
+    write_run(tmp_path / "x", 2, 1.0, 128, status="failed", error="DataError: boom")
+    report = analyze([tmp_path], Thresholds())
+    assert report["status"]["failed"] == 1
+    assert report["lr_subset"][0]["onset"] is None
+    assert report["lr_subset"][0]["verdict"] == "forgetting-limited"
+
+
+def test_recipes_share_reaching_the_target(tmp_path):
+    for seed, acc in enumerate([0.941, 0.935, 0.95]):
+        write_run(tmp_path / f"a{seed}", 1, 1.0, 128, seed=seed, test_acc=acc, recipe="part1",
+                  train_s=300 + seed)
+    for seed, acc in enumerate([0.92, 0.945]):
+        write_run(tmp_path / f"b{seed}", 1, 1.0, 512, seed=seed, test_acc=acc, recipe="part2",
+                  train_s=250)
+    rec = {r["recipe"]: r for r in analyze([tmp_path], Thresholds())["recipes"]}
+    assert (rec["part1"]["reached"], rec["part1"]["runs"]) == (2, 3)
+    assert rec["part1"]["median_train_s"] == 301 and rec["part2"]["share"] == 0.5
+    rec = {r["recipe"]: r for r in analyze([tmp_path], Thresholds(target_acc=0.9))["recipes"]}
+    assert rec["part2"]["reached"] == 2
+
+
+def write_probe(run_dir, test_loss=1.0, steps_per_epoch=50, steps=100):
+    rows = [{"probe_epoch": 3, "epoch": 3 - s // steps_per_epoch, "steps_ago": s,
+             "epochs_ago": s / steps_per_epoch, "loss": 0.2 + 0.008 * s, "accuracy": 0.9,
+             "test_loss": test_loss, "test_acc": 0.7} for s in range(steps - 1, -1, -1)]
+    pd.DataFrame(rows).to_parquet(run_dir / "recency.parquet")
+
+
+def test_probe_steps_until_the_test_level(tmp_path):
+    write_run(tmp_path / "0", 4, 1.0, 128)
+    write_probe(tmp_path / "0")
+    [entry] = analyze([tmp_path], Thresholds())["probe"]
+    # loss 0.2 + 0.008 s; bins of round(0.05 * 50) = 2 steps; first bin mean >= 0.9 is 88-89
+    assert entry["steps_to_test_level"] == 88
+    assert entry["epochs_to_test_level"] == pytest.approx(1.76)
+    assert entry["recent_loss"] == pytest.approx(0.204)
+    [entry] = analyze([tmp_path], Thresholds(within=0.01))["probe"]
+    assert entry["steps_to_test_level"] is None  # never within 1% in the probed 2 epochs
+
+
+def test_cli_writes_verdict_and_figures_with_diverged_and_failed_runs(tmp_path):
+    make_sweep(tmp_path, 128, {0.25: 4.0, 1.0: 1.0}, edge=8)
+    write_run(tmp_path / "x", 2, 1.0, 128, status="failed", error="DataError: boom")
+    (tmp_path / "y" / ".hydra").mkdir(parents=True)  # a run that never wrote metrics.json
+    (tmp_path / "y" / ".hydra" / "config.yaml").write_text("lr: 1\nsubset: 0.25\nbatch_size: 128\n")
+    write_probe(tmp_path / "0")
+    assert main([str(tmp_path)]) == 0
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["lr_subset"][0]["verdict"] == "forgetting-limited"
+    assert verdict["status"] == {"ok": 12, "diverged": 4, "failed": 2}
+    text = (tmp_path / "verdict.txt").read_text()
+    assert "forgetting-limited" in text and "thresholds:" in text and "within 10%" in text
+    r = run_cli(str(tmp_path), module="forgetting.plot")
+    assert r.returncode == 0, r.stderr
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert figures == ["lr_subset.png", "recency.png"]
+    assert all((tmp_path / "figures" / f).stat().st_size > 10_000 for f in figures)
+
+
+@pytest.mark.parametrize("module", ["forgetting.analyze", "forgetting.plot"])
+def test_bad_folders_are_one_line_errors(tmp_path, module):
+    r = run_cli(str(tmp_path / "missing"), module=module)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "no such folder" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(str(tmp_path), module=module)  # empty
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: DIR=")
