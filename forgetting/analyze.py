@@ -1,12 +1,13 @@
 """What a sweep shows: the optimal LR factor per subset, the instability edge, and a verdict.
 
-    python -m forgetting.analyze DIR [DIR ...] [--improvement 0.1] [--within 0.1] ...
+    python -m forgetting.analyze DIR [DIR ...] [--out FOLDER] [--jump 1.0] [--within 0.1] ...
 
 Reads the run folders under each DIR (forgetting/results.py), prints a short text and writes
 `verdict.json` and `verdict.txt` into the first DIR. Sections, each where the data allow:
 
 - **LR × subset** (per batch size): the optimal LR factor per subset size by mean test loss over
-  seeds, interpolated on the log2 grid (a parabola through the best point and its neighbours);
+  seeds among the factors below the onset, interpolated on the log2 grid (a parabola through the
+  best point and its neighbours);
   the instability onset: the smallest factor where a run diverged (non-finite loss), or the
   final train loss rose by more than `--jump` (relative) and `--jump-abs` (nats) over the
   previous grid point; and the verdict:
@@ -91,7 +92,9 @@ def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
                                  for v in lrs]
             curve = curve.reset_index()
             edge, why = onset(curve, th)
-            finite = curve[curve["test_loss"].notna() & ~curve["unstable"]]
+            # the optimum among the stable factors: below the onset, finite losses
+            stable = curve["lr"] < edge if edge is not None else True
+            finite = curve[curve["test_loss"].notna() & ~curve["unstable"] & stable]
             entry = {"subset": float(subset), "runs": int(len(runs)), "onset": edge,
                      "onset_reason": why}
             if len(finite):
@@ -157,6 +160,17 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     return out
 
 
+def finished_probes(results: pd.DataFrame, recency: pd.DataFrame | None) -> pd.DataFrame:
+    """The probe rows of runs that finished training (ok or pruned): a diverged run may have
+    probed before it diverged, but has no final model to speak for."""
+    import pandas as pd
+
+    if recency is None or recency.empty:
+        return pd.DataFrame()
+    finished = results.loc[results["status"].isin(["ok", "pruned"]), "run_dir"]
+    return recency[recency["run_dir"].isin(set(finished))]
+
+
 def recency_curve(rows: pd.DataFrame, bin_epochs: float) -> pd.DataFrame:
     """Mean probe loss per bin of steps_ago (bin width in epochs), oldest last."""
     width = max(1, round(bin_epochs * _steps_per_epoch(rows)))
@@ -215,8 +229,8 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
         report["lr_subset"] = lr_subset(done, th)
     if "recipe" in results and results["recipe"].nunique() > 1:
         report["recipes"] = recipes(results, th)
-    recency = tables.get("recency")
-    if recency is not None and not recency.empty:
+    recency = finished_probes(results, tables.get("recency"))
+    if not recency.empty:
         report["probe"] = probe(recency, th)
     return report
 

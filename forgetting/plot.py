@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.analyze import Thresholds, _steps_per_epoch, recency_curve
+from forgetting.analyze import Thresholds, _steps_per_epoch, finished_probes, recency_curve
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -217,7 +217,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin) -> lis
     history = tables["history"]
     if not history.empty and history["run_dir"].nunique() > 1:
         written.append(per_epoch(history, out / "test_loss_per_epoch.png"))
-    table = tables["recency"]
+    table = finished_probes(results, tables["recency"])
     if not table.empty:
         written.append(recency(table, out / "recency.png", bin_epochs))
         if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:

@@ -144,3 +144,27 @@ def test_bad_folders_are_one_line_errors(tmp_path, module):
     r = run_cli(str(tmp_path), module=module)  # empty
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: DIR=")
+
+
+@pytest.mark.slow
+def test_plot_and_analyze_a_real_tiny_sweep_with_diverged_and_failed_runs(tmp_path):
+    from conftest import TINY
+
+    sweep = tmp_path / "sweep"
+    # subset 0.05 = 32 images < batch 64: failed; LR factor 1e5: diverged
+    r = run_cli("-m", *TINY, "subset=0.05,0.5,1.0", "lr=0.5,2,100000", "probe.every=1",
+                f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 1 and "3 run(s) failed" in r.stderr
+    status = pd.read_parquet(sweep / "results.parquet").groupby("status").size().to_dict()
+    assert status["failed"] == 3 and status.get("diverged", 0) >= 1
+    r = run_cli(str(sweep), module="forgetting.analyze")
+    assert r.returncode == 0, r.stderr
+    verdict = json.loads((sweep / "verdict.json").read_text())
+    entry = verdict["lr_subset"][0]
+    assert entry["batch_size"] == 64 and entry["onset"] == 100000
+    assert [s["subset"] for s in entry["subsets"]] == [0.5, 1.0]
+    assert len(verdict["probe"]) == status["ok"]
+    r = run_cli(str(sweep), module="forgetting.plot")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (sweep / "figures").glob("*.png")) == [
+        "lr_subset.png", "recency.png", "recency_evolution.png", "test_loss_per_epoch.png"]

@@ -53,6 +53,10 @@ def test_installed_wheel_carries_the_optuna_sweeper_and_presets(installed):
     assert not (site / "hydra_plugins" / "__init__.py").exists()  # namespace package
     assert (site / "forgetting" / "sweeps" / "quick_optuna_lr_subset.yaml").is_file()
     env = {"PYTHONPATH": str(site)}
+    job = run_cli("+sweep=quick_forgetting_probe", "+trainset=half_plain", "--cfg", "job",
+                  cwd=elsewhere, env=env)
+    assert job.returncode == 0, job.stderr
+    assert "subset: 0.5" in job.stdout and "every: 4" in job.stdout
     found = run_cli("-c", DISCOVER, cwd=elsewhere, env=env, module=None)
     assert found.returncode == 0, found.stderr
     where, names = found.stdout.strip().splitlines()
