@@ -133,9 +133,11 @@ def judge(entry: dict, th: Thresholds) -> dict:
                 "why": f"{facts}: the largest subset's optimum is within x{th.edge_gap:g} of "
                        "the instability edge"}
     if moves:
+        where = (f"sits below the edge (> x{th.edge_gap:g})" if edge is not None else
+                 "is not at an instability (none in the grid)")
         return {"verdict": "forgetting-limited", "shift": shift,
-                "why": f"{facts}: the optimum sits below the edge (> x{th.edge_gap:g}) and "
-                       f"rises >= x{th.shift:g} as the subset shrinks"}
+                "why": f"{facts}: the optimum {where} and rises >= x{th.shift:g} as the "
+                       "subset shrinks"}
     if largest["best_lr_where"] == "grid low end":
         return {"verdict": "inconclusive", "shift": shift,
                 "why": f"{facts}: the optimum is at the grid's low end; extend the grid"}

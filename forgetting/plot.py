@@ -91,14 +91,14 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
         if (runs["status"] == "diverged").any():
             handles.append(row[1].plot([], [], "x", color="k", ms=8, mew=2)[0])
             labels.append("diverged (x at top)")
-        row[1].legend(handles, labels, fontsize=8, loc="best")
+        row[1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
 
 
 def per_epoch(history: pd.DataFrame, path: Path) -> Path | None:
     plt = _plt()
     hist = history.dropna(subset=["test_loss"])
-    if hist.empty:
+    if hist.empty or hist.groupby("run_dir").size().max() < 2:  # final test loss only
         return None
     lrs = sorted(hist["lr"].dropna().unique())
     keys = varying(hist, DATASET_KEYS) or ["subset"]
