@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 @dataclass
 class Thresholds:
     jump: float = 1.0  # relative rise of the final train loss over one grid step (1.0 = doubling)
-    jump_abs: float = 0.1  # ... and at least this many nats
+    jump_abs: float = 0.05  # ... and at least this many nats
     edge_gap: float = 2.0  # "at the edge": optimum within this factor of the onset
     shift: float = 2.0  # "moves with subset size": smallest/largest subset optimum >= this
     within: float = 0.1  # probe: recent-batch loss within this fraction of the test loss
@@ -138,6 +138,10 @@ def judge(entry: dict, th: Thresholds) -> dict:
         return {"verdict": "forgetting-limited", "shift": shift,
                 "why": f"{facts}: the optimum {where} and rises >= x{th.shift:g} as the "
                        "subset shrinks"}
+    if shift * th.shift <= 1:
+        return {"verdict": "inconclusive", "shift": shift,
+                "why": f"{facts}: the optimum falls as the subset shrinks, the opposite of "
+                       "what forgetting predicts"}
     if largest["best_lr_where"] == "grid low end":
         return {"verdict": "inconclusive", "shift": shift,
                 "why": f"{facts}: the optimum is at the grid's low end; extend the grid"}
@@ -229,7 +233,7 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
     done = results[results["status"].isin(["ok", "diverged"])]  # failed/pruned: no outcome
     if done["lr"].nunique() > 1 and done["subset"].nunique() > 1:
         report["lr_subset"] = lr_subset(done, th)
-    if "recipe" in results and results["recipe"].nunique() > 1:
+    if "lr_subset" not in report and results["recipe"].nunique() > 1:
         report["recipes"] = recipes(results, th)
     recency = finished_probes(results, tables.get("recency"))
     if not recency.empty:

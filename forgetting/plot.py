@@ -222,7 +222,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin) -> lis
         written.append(recency(table, out / "recency.png", bin_epochs))
         if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
             written.append(recency_evolution(table, out / "recency_evolution.png", bin_epochs))
-    if results["recipe"].nunique() > 1:
+    if "lr_subset.png" not in {p.name for p in written if p} and results["recipe"].nunique() > 1:
         written.append(recipes(results, out / "recipes.png"))
     return [p for p in written if p is not None]
 
