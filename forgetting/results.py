@@ -100,9 +100,11 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
         row[column] = _lookup(config, dotted)
     row["recipe"] = (metrics.get("choices") or {}).get("recipe")
     swept = _swept_keys(run_dir)
+    choices = metrics.get("choices") or {}
     for key in swept:
-        if key not in row:
-            row[key] = _lookup(config, key)
+        if key not in row:  # a config value, or a group choice (+sweep=..., +trainset=...)
+            value = _lookup(config, key)
+            row[key] = choices.get(key) if value is None else value
     for column in METRIC_COLUMNS:
         if column in metrics:
             row[column] = metrics[column]
