@@ -77,6 +77,14 @@ def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
     return None, "none within the grid"
 
 
+def is_lr_subset_grid(results: pd.DataFrame) -> bool:
+    """Runs that vary LR factor and subset size, and nothing else about the data (the probe
+    preset's datasets also differ in augmentation: not a subset-size comparison)."""
+    same_data = all(results[k].nunique(dropna=False) <= 1 for k in ("augment", "cutout")
+                    if k in results)
+    return results["lr"].nunique() > 1 and results["subset"].nunique() > 1 and same_data
+
+
 def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     """The LR x subset analysis, one entry per batch size."""
     out = []
@@ -231,7 +239,7 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
                     "runs": int(len(results)),
                     "status": {k: int(v) for k, v in results["status"].value_counts().items()}}
     done = results[results["status"].isin(["ok", "diverged"])]  # failed/pruned: no outcome
-    if done["lr"].nunique() > 1 and done["subset"].nunique() > 1:
+    if is_lr_subset_grid(done):
         report["lr_subset"] = lr_subset(done, th)
     if "lr_subset" not in report and results["recipe"].nunique() > 1:
         report["recipes"] = recipes(results, th)

@@ -24,12 +24,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.analyze import Thresholds, _steps_per_epoch, finished_probes, recency_curve
+from forgetting.analyze import (Thresholds, _steps_per_epoch, finished_probes, is_lr_subset_grid,
+                                 recency_curve)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DATASET_KEYS = ("subset", "augment", "batch_size", "cutout", "width", "budget")
+DATASET_KEYS = ("trainset", "subset", "augment", "batch_size", "cutout", "width", "budget")
 
 
 def _plt():
@@ -212,7 +213,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin) -> lis
         return []
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    if results["lr"].nunique() > 1 and results["subset"].nunique() > 1:
+    if is_lr_subset_grid(results):
         written.append(lr_subset(results, out / "lr_subset.png"))
     history = tables["history"]
     if not history.empty and history["run_dir"].nunique() > 1:
