@@ -80,8 +80,8 @@ def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
 def is_lr_subset_grid(results: pd.DataFrame) -> bool:
     """Runs that vary LR factor and subset size, and nothing else about the data (the probe
     preset's datasets also differ in augmentation: not a subset-size comparison)."""
-    same_data = all(results[k].nunique(dropna=False) <= 1 for k in ("augment", "cutout")
-                    if k in results)
+    results = results[results["status"].isin(["ok", "diverged"])]  # with an outcome
+    same_data = all(results[k].nunique() <= 1 for k in ("augment", "cutout") if k in results)
     return results["lr"].nunique() > 1 and results["subset"].nunique() > 1 and same_data
 
 

@@ -168,3 +168,13 @@ def test_plot_and_analyze_a_real_tiny_sweep_with_diverged_and_failed_runs(tmp_pa
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (sweep / "figures").glob("*.png")) == [
         "lr_subset.png", "recency.png", "recency_evolution.png", "test_loss_per_epoch.png"]
+
+
+def test_datasets_that_differ_in_augmentation_are_not_a_subset_grid(tmp_path):
+    """The probe preset's (a) 50% plain vs (b) full augmented: no LR x subset verdict."""
+    for k, (lr, subset) in enumerate([(0.25, 0.5), (4, 0.5), (0.25, 1.0), (4, 1.0)]):
+        write_run(tmp_path / str(k), lr, subset, 128)
+        m = json.loads((tmp_path / str(k) / "metrics.json").read_text())
+        m["config"]["augment"] = subset == 1.0
+        (tmp_path / str(k) / "metrics.json").write_text(json.dumps(m))
+    assert "lr_subset" not in analyze([tmp_path], Thresholds())
