@@ -212,7 +212,7 @@ def probe(recency: pd.DataFrame, th: Thresholds) -> list[dict]:
                  "probed_epochs": float(rows["epochs_ago"].max() + 1 / steps_per_epoch),
                  "steps_to_test_level": first,
                  "epochs_to_test_level": first / steps_per_epoch if first is not None else None}
-        for key in ("lr", "subset", "augment", "batch_size", "seed"):
+        for key in ("lr", "trainset", "subset", "augment", "batch_size", "seed"):
             if key in rows:
                 value = rows[key].iloc[0]
                 entry[key] = value.item() if hasattr(value, "item") else value
@@ -288,7 +288,7 @@ def render(report: dict) -> str:
                       f"epoch; 'test level' = within {th['within']:.0%} of the test loss):"]
         for p in report["probe"]:
             name = " ".join(f"{k}={p[k]:g}" if isinstance(p[k], float) else f"{k}={p[k]}"
-                            for k in ("lr", "subset", "augment") if k in p)
+                            for k in ("lr", "trainset", "subset", "augment") if k in p)
             reach = (f"at test level from {p['steps_to_test_level']} steps "
                      f"({p['epochs_to_test_level']:.2f} epoch) ago"
                      if p["steps_to_test_level"] is not None else
