@@ -174,6 +174,10 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     return out
 
 
+# what names a run in the probe's lines (those that differ between the runs are shown)
+PROBE_KEYS = ("lr", "trainset", "subset", "augment", "recipe", "batch_size", "seed")
+
+
 def finished_probes(results: pd.DataFrame, recency: pd.DataFrame | None) -> pd.DataFrame:
     """The probe rows of runs that finished training (ok or pruned): a diverged run may have
     probed before it diverged, but has no final model to speak for."""
@@ -212,7 +216,7 @@ def probe(recency: pd.DataFrame, th: Thresholds) -> list[dict]:
                  "probed_epochs": float(rows["epochs_ago"].max() + 1 / steps_per_epoch),
                  "steps_to_test_level": first,
                  "epochs_to_test_level": first / steps_per_epoch if first is not None else None}
-        for key in ("lr", "trainset", "subset", "augment", "batch_size", "seed"):
+        for key in PROBE_KEYS:
             if key in rows:
                 value = rows[key].iloc[0]
                 entry[key] = value.item() if hasattr(value, "item") else value
@@ -286,9 +290,11 @@ def render(report: dict) -> str:
     if report.get("probe"):
         lines += ["", f"forgetting probe (loss of recently seen batches, bins of {th['bin']:g} "
                       f"epoch; 'test level' = within {th['within']:.0%} of the test loss):"]
+        shown = [k for k in PROBE_KEYS
+                 if k == "lr" or len({str(p.get(k)) for p in report["probe"]}) > 1]
         for p in report["probe"]:
             name = " ".join(f"{k}={p[k]:g}" if isinstance(p[k], float) else f"{k}={p[k]}"
-                            for k in ("lr", "trainset", "subset", "augment") if k in p)
+                            for k in shown if k in p)
             reach = (f"at test level from {p['steps_to_test_level']} steps "
                      f"({p['epochs_to_test_level']:.2f} epoch) ago"
                      if p["steps_to_test_level"] is not None else

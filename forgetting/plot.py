@@ -171,18 +171,20 @@ def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Pat
     return _save(fig, path)
 
 
-def recipes(results: pd.DataFrame, path: Path) -> Path:
+def recipes(results: pd.DataFrame, path: Path, target: float | None = None) -> Path:
     plt = _plt()
     names = sorted(results["recipe"].dropna().unique())
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4))
     for i, name in enumerate(names):
         ok = results[(results["recipe"] == name) & (results["status"] == "ok")]
         ax.plot([i] * len(ok), ok["test_acc"], "o", alpha=0.7)
-    target = results["target_acc"].dropna()
-    if len(target):
-        ax.axhline(target.iloc[0], color="tab:red", ls="--", label=f"target {target.iloc[0]:.2%}")
+    if target is None and results["target_acc"].notna().any():
+        target = float(results["target_acc"].dropna().iloc[0])
+    if target is not None:
+        ax.axhline(target, color="tab:red", ls="--", label=f"target {target:.2%}")
         ax.legend(fontsize=8)
-    ax.set_xticks(range(len(names)), names)
+    batch = results.groupby("recipe")["batch_size"].first()
+    ax.set_xticks(range(len(names)), [f"{n}\n(batch {batch[n]})" for n in names])
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("test accuracy")
     ax.set_title("final test accuracy per run", fontsize=10)
@@ -204,7 +206,8 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin) -> list[Path]:
+def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
+         target_acc: float | None = None) -> list[Path]:
     """Write every figure the runs under `dirs` allow into `out`; return their paths."""
     from forgetting.results import build_tables
 
@@ -224,7 +227,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin) -> lis
         if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
             written.append(recency_evolution(table, out / "recency_evolution.png", bin_epochs))
     if "lr_subset.png" not in {p.name for p in written if p} and results["recipe"].nunique() > 1:
-        written.append(recipes(results, out / "recipes.png"))
+        written.append(recipes(results, out / "recipes.png", target_acc))
     return [p for p in written if p is not None]
 
 
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default DIR/figures)")
     parser.add_argument("--bin", type=float, default=Thresholds.bin,
                         help="probe curve bin width in epochs")
+    parser.add_argument("--target-acc", type=float,
+                        help="the accuracy line of recipes.png (default: the runs' target_acc)")
     args = parser.parse_args(argv)
     for folder in args.dirs:
         if not folder.is_dir():
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.dirs[0] / "figures"
     try:
-        written = plot(args.dirs, out, args.bin)
+        written = plot(args.dirs, out, args.bin, args.target_acc)
     except OSError as e:
         print(f"error: --out={str(out)!r}: {e.strerror}", file=sys.stderr)
         return 2
