@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.analyze import (Thresholds, _steps_per_epoch, finished_probes, is_lr_subset_grid,
-                                 recency_curve)
+from forgetting.analyze import Thresholds, is_lr_subset_grid
+from forgetting.recency import finished_probes, recency_curve, steps_per_epoch_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,7 +128,7 @@ def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
     for ax, (_, rows) in zip(axes.flat, runs):
         rows = rows[rows["probe_epoch"] == rows["probe_epoch"].max()]
         curve = recency_curve(rows, bin_epochs)
-        half = _steps_per_epoch(rows) / 2
+        half = steps_per_epoch_of(rows) / 2
         ax.scatter(rows["steps_ago"], rows["loss"], s=3, alpha=0.3, color="tab:blue",
                    label="one batch")
         ax.plot(curve["steps_ago"], curve["loss"], color="tab:blue", lw=2,
