@@ -103,13 +103,13 @@ def per_epoch(history: pd.DataFrame, path: Path) -> Path | None:
         return None
     lrs = sorted(hist["lr"].dropna().unique())
     keys = varying(hist, DATASET_KEYS) or ["subset"]
+    seeds = "seed" in varying(hist, ["seed"])
     fig, axes = plt.subplots(1, len(lrs), figsize=(5.2 * len(lrs), 4), squeeze=False)
     for ax, lr in zip(axes[0], lrs):
         for _, group in hist[hist["lr"] == lr].groupby("run_dir"):
             first = group.iloc[0]
             ax.plot(group["epoch"], group["test_loss"], marker=".",
-                    label=_label(first, keys) + (f", seed {first['seed']}"
-                                                 if "seed" in varying(hist, ["seed"]) else ""))
+                    label=_label(first, keys) + (f", seed {first['seed']}" if seeds else ""))
         ax.set_title(f"LR factor {lr:g}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test loss")
@@ -118,14 +118,26 @@ def per_epoch(history: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+def per_run_panels(table: pd.DataFrame):
+    """A figure with one titled panel per run of `table` (3 to a row, spare panels hidden);
+    returns it and the (axes, the run's rows) pairs."""
     plt = _plt()
-    runs = list(table.groupby("run_dir", sort=False))
+    runs = [rows for _, rows in table.groupby("run_dir", sort=False)]
     cols = min(3, len(runs))
     nrows = math.ceil(len(runs) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4 * nrows), squeeze=False)
     keys = varying(table, ("lr",) + DATASET_KEYS) or ["lr"]
-    for ax, (_, rows) in zip(axes.flat, runs):
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    for ax, rows in zip(axes.flat, runs):
+        ax.set_title(_label(rows.iloc[0], keys), fontsize=10)
+        ax.grid(True, alpha=0.3)
+    return fig, list(zip(axes.flat, runs))
+
+
+def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+    fig, panels = per_run_panels(table)
+    for ax, rows in panels:
         rows = rows[rows["probe_epoch"] == rows["probe_epoch"].max()]
         curve = recency_curve(rows, bin_epochs)
         half = steps_per_epoch_of(rows) / 2
@@ -137,23 +149,14 @@ def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
         ax.axvline(half, color="gray", ls=":", label="half an epoch ago")
         ax.set_xlabel("steps ago (0 = the last batch)")
         ax.set_ylabel("loss of the batch as it was seen")
-        ax.set_title(_label(rows.iloc[0], keys), fontsize=10)
-        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(runs):]:
-        ax.set_visible(False)
     return _save(fig, path)
 
 
 def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
-    plt = _plt()
-    runs = list(table.groupby("run_dir", sort=False))
-    cols = min(3, len(runs))
-    nrows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4 * nrows), squeeze=False)
-    keys = varying(table, ("lr",) + DATASET_KEYS) or ["lr"]
-    cmap = plt.get_cmap("plasma")
-    for ax, (_, rows) in zip(axes.flat, runs):
+    fig, panels = per_run_panels(table)
+    cmap = _plt().get_cmap("plasma")
+    for ax, rows in panels:
         epochs = sorted(rows["probe_epoch"].unique())
         for k, epoch in enumerate(epochs):
             at = rows[rows["probe_epoch"] == epoch]
@@ -163,11 +166,7 @@ def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Pat
             ax.axhline(at["test_loss"].iloc[0], color=color, ls="--", lw=0.8)
         ax.set_xlabel("epochs ago")
         ax.set_ylabel("probe loss (dashed: test loss)")
-        ax.set_title(_label(rows.iloc[0], keys), fontsize=10)
-        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(runs):]:
-        ax.set_visible(False)
     return _save(fig, path)
 
 
