@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forgetting.config import Config
 from forgetting.files import atomic_write_json, atomic_write_text
 from forgetting.recency import PROBE_KEYS, finished_probes, summarize
 
@@ -165,7 +166,8 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     for recipe, group in results.groupby("recipe"):
         ok = group[group["status"] == "ok"]
         target = th.target_acc if th.target_acc is not None else float(
-            group["target_acc"].dropna().iloc[0] if group["target_acc"].notna().any() else 0.94)
+            group["target_acc"].dropna().iloc[0] if group["target_acc"].notna().any()
+            else Config.target_acc)  # runs from before the key existed
         reached = int((ok["test_acc"] >= target).sum())
         out.append({"recipe": recipe, "batch_size": int(group["batch_size"].iloc[0]),
                     "runs": int(len(group)), "ok": int(len(ok)), "target_acc": target,
