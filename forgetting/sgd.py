@@ -5,6 +5,11 @@ the first step of every run). This class does the same per-element operations as
 torch.optim.SGD with dampening 0 — weight decay added to the gradient, the momentum buffer
 started as a copy of the first gradient, Nesterov's look-ahead, then the update — so results are
 bit-identical (tests/test_train.py), with `torch._foreach_*` kernels on every device.
+
+For a captured CUDA graph (forgetting/graphs.py) the LR can be a 0-d device tensor, read when
+the graph replays, and `init_state()` creates the momentum buffers (zeros: the first step's
+`0 * momentum + grad` is the gradient exactly) so that no step allocates; loading a state dict
+copies into existing buffers, keeping the addresses a graph was captured with.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ class SGD:
         self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum,
                               "nesterov": nesterov, "weight_decay": weight_decay}]
         self.state: dict[torch.Tensor, dict] = {}
+
+    def init_state(self) -> None:
+        """Momentum buffers for every parameter (zeros), where there are none yet."""
+        for group in self.param_groups:
+            if group["momentum"]:
+                for p in group["params"]:
+                    self.state.setdefault(p, {"momentum_buffer": torch.zeros_like(p)})
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -32,10 +44,10 @@ class SGD:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            grads = [p.grad for p in params]  # updated in place: the next step replaces them
             momentum, wd = group["momentum"], group["weight_decay"]
             if wd:
-                grads = torch._foreach_add(grads, params, alpha=wd)
+                torch._foreach_add_(grads, params, alpha=wd)
             if momentum:
                 bufs = [self.state.get(p, {}).get("momentum_buffer") for p in params]
                 if all(b is not None for b in bufs):
@@ -49,10 +61,14 @@ class SGD:
                             bufs[i].mul_(momentum).add_(grads[i])
                         self.state[p] = {"momentum_buffer": bufs[i]}
                 if group["nesterov"]:
-                    grads = torch._foreach_add(grads, bufs, alpha=momentum)
+                    torch._foreach_add_(grads, bufs, alpha=momentum)
                 else:
                     grads = bufs
-            torch._foreach_add_(params, grads, alpha=-group["lr"])
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                torch._foreach_sub_(params, torch._foreach_mul(grads, lr))
+            else:
+                torch._foreach_add_(params, grads, alpha=-lr)
 
     def state_dict(self) -> dict:
         """Like torch.optim's: parameters referred to by their index."""
@@ -60,11 +76,18 @@ class SGD:
         return {"state": {index[p]: {"momentum_buffer": s["momentum_buffer"].clone()}
                           for p, s in self.state.items()},
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} | {
-                    "params": list(range(len(g["params"])))} for g in self.param_groups]}
+                    "lr": float(g["lr"]), "params": list(range(len(g["params"])))}
+                    for g in self.param_groups]}
 
     def load_state_dict(self, state: dict) -> None:
         params = self.param_groups[0]["params"]
         for group, saved in zip(self.param_groups, state["param_groups"]):
-            group.update({k: v for k, v in saved.items() if k != "params"})
-        self.state = {params[int(i)]: {"momentum_buffer": s["momentum_buffer"].to(
-            params[int(i)].device)} for i, s in state["state"].items()}
+            keep = {"params", "lr"} if isinstance(group["lr"], torch.Tensor) else {"params"}
+            group.update({k: v for k, v in saved.items() if k not in keep})
+        for i, saved in state["state"].items():
+            p = params[int(i)]
+            buf = self.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.copy_(saved["momentum_buffer"])
+            else:
+                self.state[p] = {"momentum_buffer": saved["momentum_buffer"].to(p.device)}
