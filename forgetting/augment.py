@@ -23,6 +23,9 @@ class AugParams:
     cy: torch.Tensor  # int64 (B,), cutout top row (ignored when cutout == 0)
     cx: torch.Tensor  # int64 (B,), cutout left column
 
+    def to(self, device: torch.device) -> "AugParams":
+        return AugParams(*(getattr(self, k).to(device) for k in ("dy", "dx", "flip", "cy", "cx")))
+
     def slice(self, start: int, stop: int) -> "AugParams":
         return AugParams(self.dy[start:stop], self.dx[start:stop], self.flip[start:stop],
                          self.cy[start:stop], self.cx[start:stop])
@@ -65,9 +68,18 @@ class BatchMaker:
 
     def draw_epoch(self, gen: torch.Generator) -> tuple[torch.Tensor, AugParams | None]:
         """An epoch's batch order and augmentation parameters, drawn from `gen` in this order;
-        the same generator state gives the same epoch (training and the probe's replay)."""
+        the same generator state gives the same epoch (training and the probe's replay).
+        Drawn on the CPU, returned on the device: one copy per epoch, none per batch."""
         order = torch.randperm(len(self), generator=gen)
-        return order, self.sample(len(self), gen) if self.augment else None
+        params = self.sample(len(self), gen) if self.augment else None
+        device = self.images.device
+        return order.to(device), params.to(device) if params is not None else None
+
+    def example(self, n: int) -> torch.Tensor:
+        """A batch of the first n images, augmented as in training: for warm-ups and capture."""
+        idx = torch.arange(n, device=self.images.device)
+        return self.batch(idx, self.sample(n, torch.Generator().manual_seed(0))
+                          if self.augment else None)
 
     def raw(self, idx: torch.Tensor, params: AugParams | None) -> torch.Tensor:
         """uint8 crops (B, C, S, S), before normalisation and cutout."""

@@ -9,7 +9,6 @@ restored afterwards, so the run trains exactly as if nothing had happened.
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,19 +24,12 @@ def eval_shapes(sizes: list[int], eval_batch_size: int) -> list[int]:
 
 
 def compile_and_warm(model: torch.nn.Module, maker: BatchMaker, batch_size: int,
-                     eval_sizes: list[int], eval_batch_size: int, autocast, device):
-    """Return (compiled model, seconds spent compiling)."""
-    from forgetting.device import sync
-
+                     eval_sizes: list[int], eval_batch_size: int, autocast):
+    """Return the compiled model, every shape of the run compiled."""
     net = torch.compile(model)
     state = copy.deepcopy(model.state_dict())
-    sync(device)
-    start = time.perf_counter()
-    idx = torch.arange(batch_size)
-    x = maker.batch(idx, maker.sample(batch_size, torch.Generator().manual_seed(0))
-                    if maker.augment else None)
     with autocast():
-        out = net(x)
+        out = net(maker.example(batch_size))
     F.cross_entropy(out.float(), torch.zeros(batch_size, dtype=torch.long, device=out.device),
                     reduction="sum").backward()
     model.zero_grad(set_to_none=True)
@@ -48,5 +40,4 @@ def compile_and_warm(model: torch.nn.Module, maker: BatchMaker, batch_size: int,
                 net(maker.batch(torch.arange(min(n, len(maker)))))
     net.train()
     model.load_state_dict(state)
-    sync(device)
-    return net, time.perf_counter() - start
+    return net

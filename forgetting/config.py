@@ -119,6 +119,9 @@ class Config:
     quiet: bool = False  # no progress line per epoch
     threads: int = 0  # torch CPU threads for this run; 0 = torch's default (all cores)
     compile: bool = False  # torch.compile the model; compile time is reported apart
+    # on a GPU, capture the whole training step once as a CUDA graph and replay it (no effect
+    # on a CPU); capture time is counted in compile_s (forgetting/graphs.py); not hashed
+    cuda_graphs: bool = True
     # the test accuracy a run counts as reaching in `forgetting.analyze` (the seed's 94%);
     # analysis only: not part of the config hash
     target_acc: float = 0.94

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-# keys left out of the config hash: they change how a run is shown, forced or where its data
-# cache lives, never its results
-RUNTIME_KEYS = ("quiet", "force", "target_acc", "data.cache_dir", "data.download")
+# keys left out of the config hash: they change how a run is shown, forced, executed on a GPU
+# (cuda_graphs: the same step, replayed) or where its data cache lives, never its results
+RUNTIME_KEYS = ("quiet", "force", "target_acc", "cuda_graphs", "data.cache_dir",
+                "data.download")
 FINISHED = ("ok", "diverged", "pruned")  # statuses of a run that is not rerun
 
 

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,18 @@ def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, auto
     return loss.detach(), (out.detach().argmax(1) == y).sum()
 
 
+def make_step(net, model, optimizer: SGD, precision: str, maker: BatchMaker,
+              labels: torch.Tensor, batch_size: int, graphs: bool) -> Callable:
+    """The training step `step(x, y, lr) -> (loss, correct)`: `sgd_step`, or with `graphs`
+    (a GPU's) the same step captured as one CUDA graph (forgetting/graphs.py)."""
+    if graphs:
+        from forgetting.graphs import GraphStep
+
+        return GraphStep(net, model, optimizer, precision, maker.example(batch_size),
+                         labels[:batch_size])
+    return partial(sgd_step, net, optimizer, autocast=make_autocast(labels.device, precision))
+
+
 @torch.no_grad()
 def evaluate(model, maker: BatchMaker, labels: torch.Tensor, batch_size: int,
              autocast) -> tuple[float, float]:
@@ -110,6 +123,7 @@ class Setup:
     model: torch.nn.Module  # weights, for checkpoints
     net: torch.nn.Module  # what is called: the model or its compiled form
     optimizer: SGD
+    step: Callable  # (x, y, lr) -> (summed loss, correct count): make_step
     autocast: Callable
     maker: BatchMaker  # the training subset
     test: BatchMaker
@@ -153,11 +167,17 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None) -> Setu
     info = {"device": str(device), "device_name": device_name(device), "precision": precision,
             "train_size": n, "test_size": len(test_y), "passes": passes,
             "steps": passes * steps_per_epoch, "source": data.source, "resumes": 0}
-    net, info["compile_s"] = compile_and_warm(
-        model, maker, cfg.batch_size, [n, len(test_y)], cfg.eval_batch_size, autocast,
-        device) if cfg.compile else (model, 0.0)
-    return Setup(device, precision, model, net, make_optimizer(model, cfg), autocast, maker,
-                 test, data.train_y[subset].to(device), test_y, steps_per_epoch, passes, info)
+    start = time.perf_counter()
+    net = compile_and_warm(model, maker, cfg.batch_size, [n, len(test_y)],
+                           cfg.eval_batch_size, autocast) if cfg.compile else model
+    optimizer = make_optimizer(model, cfg)
+    train_y = data.train_y[subset].to(device)
+    graphs = info["cuda_graphs"] = cfg.cuda_graphs and device.type == "cuda"
+    step = make_step(net, model, optimizer, precision, maker, train_y, cfg.batch_size, graphs)
+    sync(device)
+    info["compile_s"] = time.perf_counter() - start if cfg.compile or graphs else 0.0
+    return Setup(device, precision, model, net, optimizer, step, autocast, maker, test, train_y,
+                 test_y, steps_per_epoch, passes, info)
 
 
 def train(cfg: Config, dataset: Dataset | None = None,
@@ -217,7 +237,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
                 raise ckpt.Preempted(checkpoint.path, epoch, i)
             x, y = get_batch(run.maker, run.train_y, order, params, i, cfg.batch_size)
             lr = step_lr(cfg, step / run.steps_per_epoch, run.passes)
-            loss, hits = sgd_step(run.net, run.optimizer, x, y, lr, run.autocast)
+            loss, hits = run.step(x, y, lr)
             batch_log.record(loss, x, y)
             loss_sum += loss
             correct += hits

@@ -122,3 +122,14 @@ def test_table_keeps_one_run_per_config(tmp_path):
     (tmp_path / "4" / "metrics.json").write_text("{ truncated")
     runs = sorted(tmp_path.iterdir())
     assert [p.name for p in latest_runs(runs)] == ["1", "3", "4"]
+
+
+def test_how_a_run_executes_is_not_part_of_its_config_hash():
+    """cuda_graphs (and quiet, force) change how a run executes, not what it computes: a
+    finished run is found whatever they say, also one recorded before the key existed."""
+    base = {"lr": 1.0, "data": {"name": "cifar10", "cache_dir": "a"}}
+    variants = [{**base, "cuda_graphs": True, "quiet": True},
+                {**base, "cuda_graphs": False, "force": True, "data": {**base["data"],
+                                                                       "cache_dir": "b"}}]
+    assert {config_hash(v) for v in variants} == {config_hash(base)}
+    assert config_hash({**base, "lr": 2.0}) != config_hash(base)

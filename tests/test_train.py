@@ -141,3 +141,69 @@ def test_sgd_state_dict_round_trip_continues_identically():
     steps(clone, restored, 2)
     for a, b in zip(model.parameters(), clone.parameters()):
         assert torch.equal(a, b)
+
+
+def test_sgd_ready_for_capture_matches_the_plain_optimizer():
+    """What a captured CUDA graph needs of SGD (forgetting/graphs.py) changes no result: zero
+    momentum buffers made in advance give the same steps bit for bit, an LR held in a 0-d tensor
+    the same up to rounding, and loading a state dict copies into the existing buffers."""
+    from forgetting.sgd import SGD
+
+    torch.manual_seed(3)
+    model = build_model("tiny")
+    twins = [copy.deepcopy(model) for _ in range(2)]
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    plain = SGD(model.parameters(), lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01)
+    ready = SGD(twins[0].parameters(), lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01)
+    ready.init_state()
+    lr = torch.tensor(0.02)
+    tensor_lr = SGD(twins[1].parameters(), lr=lr, momentum=0.9, nesterov=True,
+                    weight_decay=0.01)
+    tensor_lr.init_state()
+    buffers = [s["momentum_buffer"] for s in tensor_lr.state.values()]
+    for _ in range(3):
+        for net, opt in zip([model] + twins, (plain, ready, tensor_lr)):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y, reduction="sum").backward()
+            opt.step()
+    for a, b, c in zip(model.parameters(), *(t.parameters() for t in twins)):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, torch.zeros_like(a))
+    tensor_lr.load_state_dict(plain.state_dict())
+    assert tensor_lr.param_groups[0]["lr"] is lr  # the graph's LR tensor stays
+    assert [s["momentum_buffer"] for s in tensor_lr.state.values()] == buffers  # same tensors
+    for p, q in zip(model.parameters(), twins[1].parameters()):
+        assert torch.equal(plain.state[p]["momentum_buffer"],
+                           tensor_lr.state[q]["momentum_buffer"])
+    saved_lr = tensor_lr.state_dict()["param_groups"][0]["lr"]
+    assert isinstance(saved_lr, float) and saved_lr == pytest.approx(0.02)
+
+
+def test_warm_up_before_capture_leaves_no_trace():
+    """The warm-up a CUDA graph needs (forgetting/graphs.py) restores the weights, BatchNorm
+    statistics and momentum buffers in place: what follows is bit-identical to a model that
+    never warmed up, and every tensor keeps its address. (On a CPU, with a float LR.)"""
+    from forgetting.graphs import warm_up_in_place
+    from forgetting.sgd import SGD
+    from forgetting.train import make_autocast, sgd_step
+
+    torch.manual_seed(4)
+    model = build_model("tiny")
+    twin = copy.deepcopy(model)
+    opts = [SGD(m.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=0.01)
+            for m in (model, twin)]
+    autocast = make_autocast(torch.device("cpu"), "fp32")
+    x, y = torch.randn(4, 8, 3, 32, 32), torch.randint(0, 10, (4, 8))
+    addresses = [t.data_ptr() for t in twin.state_dict().values()]
+    warm_up_in_place(lambda: sgd_step(twin, opts[1], x[0], y[0], 0.05, autocast), twin,
+                     opts[1], 3)
+    assert [t.data_ptr() for t in twin.state_dict().values()] == addresses
+    buffers = [s["momentum_buffer"].data_ptr() for s in opts[1].state.values()]
+    for i in range(4):
+        losses = [sgd_step(m, o, x[i], y[i], 0.01 * (i + 1), autocast)[0].item()
+                  for m, o in zip((model, twin), opts)]
+        assert losses[0] == losses[1], i
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [s["momentum_buffer"].data_ptr() for s in opts[1].state.values()] == buffers
