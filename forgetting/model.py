@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from forgetting.errors import ConfigError
 
@@ -29,6 +28,16 @@ class ConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
         )
+
+
+class GlobalMaxPool(nn.Module):
+    """Max over each channel's whole map, (N, C, H, W) -> (N, C, 1, 1): AdaptiveMaxPool2d(1)'s
+    values and gradients (the first maximum takes a tie), as one max_pool2d window. On a GPU
+    torch.compile fuses its backward into neighbouring kernels; the adaptive pool's backward
+    stays an atomic scatter there (3.5% of a compiled ResNet-9 step on an H100)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(x, x.shape[-2:])
 
 
 class Residual(nn.Module):
@@ -57,7 +66,7 @@ class ResNet9(nn.Module):
         self.layer1 = nn.Sequential(ConvBN(c64, c128), nn.MaxPool2d(2), Residual(c128))
         self.layer2 = nn.Sequential(ConvBN(c128, c256), nn.MaxPool2d(2))
         self.layer3 = nn.Sequential(ConvBN(c256, c512), nn.MaxPool2d(2), Residual(c512))
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = GlobalMaxPool()
         self.linear = nn.Linear(c512, num_classes, bias=False)
         self.scale = scale
 
@@ -110,7 +119,7 @@ class Dawn18(nn.Module):
         self.layer2 = nn.Sequential(PreActBlock(c64, c128, 2), PreActBlock(c128, c128))
         self.layer3 = nn.Sequential(PreActBlock(c128, c256, 2), PreActBlock(c256, c256))
         self.layer4 = nn.Sequential(PreActBlock(c256, c256, 2), PreActBlock(c256, c256))
-        self.max_pool = nn.AdaptiveMaxPool2d(1)
+        self.max_pool = GlobalMaxPool()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(2 * c256, num_classes, bias=True)
 
@@ -132,7 +141,7 @@ class Tiny(nn.Module):
         c16, c32 = _ch(16, width), _ch(32, width)
         self.layer1 = nn.Sequential(ConvBN(3, c16), nn.MaxPool2d(2))
         self.layer2 = nn.Sequential(ConvBN(c16, c32), nn.MaxPool2d(2))
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = GlobalMaxPool()
         self.linear = nn.Linear(c32, num_classes, bias=False)
         self.scale = scale
 
@@ -157,6 +166,8 @@ def build_model(name: str, width: float = 1.0, num_classes: int = 10) -> nn.Modu
 
 def forward_flops(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)) -> int:
     """FLOPs (2 per multiply-add) of one image's forward pass, counted in eval mode; the mode is restored after."""
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton: not at start-up
+
     was_training = model.training
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")

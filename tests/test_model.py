@@ -145,3 +145,24 @@ def test_tiny_learns_a_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_global_max_pool_is_the_adaptive_pool(device, dtype):
+    """Same values and gradients as AdaptiveMaxPool2d(1), ties included (small integers)."""
+    from forgetting.model import GlobalMaxPool
+
+    torch.manual_seed(0)
+    for shape in [(64, 32, 4, 4), (8, 16, 2, 3)]:
+        x = torch.randint(0, 4, shape).to(device, dtype).contiguous(
+            memory_format=torch.channels_last)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = torch.nn.AdaptiveMaxPool2d(1)(a), GlobalMaxPool()(b)
+        grad = torch.randn_like(ya)
+        ya.backward(grad)
+        yb.backward(grad)
+        assert yb.shape == ya.shape and torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
