@@ -42,6 +42,16 @@ def atomic_write_parquet(path, frame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def atomic_write_rows(path, rows: list[dict]) -> None:
+    """Rows of plain values as a parquet table, through pyarrow alone: a run's own files are
+    written without importing pandas (a third of a second of every run's start-up)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+
+
 def atomic_write_csv(path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

@@ -28,7 +28,7 @@ from forgetting import preemption, provenance
 from forgetting.checkpoint import Checkpoint, Preempted
 from forgetting.config import register_configs, validate
 from forgetting.errors import ConfigError, UserError
-from forgetting.files import atomic_write_json, atomic_write_parquet, atomic_write_text
+from forgetting.files import atomic_write_json, atomic_write_rows, atomic_write_text
 from forgetting.preflight import CONFIG_DIR, SWEEPS_DIR, preflight
 from forgetting.resume import config_hash, finished_run, register_resolver, run_key
 from hydra_plugins.forgetting_array_launcher.array_launcher import register_launcher
@@ -47,8 +47,6 @@ class RunFolderTaken(UserError):
 
 def run_one(cfg: DictConfig, run_dir: Path, choices: dict) -> float:
     """Validate and train one config, write its files into `run_dir`, return the test loss."""
-    import pandas as pd
-
     from forgetting.train import train
 
     start = time.perf_counter()
@@ -74,9 +72,9 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict) -> float:
                "wall_s": time.perf_counter() - start, **trial_fields(cfg),
                **provenance.describe(), "choices": choices,
                "config": OmegaConf.to_container(cfg, resolve=True)}
-    atomic_write_parquet(run_dir / "history.parquet", pd.DataFrame(result.history))
+    atomic_write_rows(run_dir / "history.parquet", result.history)
     if result.recency:
-        atomic_write_parquet(run_dir / "recency.parquet", pd.DataFrame(result.recency))
+        atomic_write_rows(run_dir / "recency.parquet", result.recency)
     atomic_write_json(run_dir / "metrics.json", metrics)
     checkpoint.remove()
     if result.status == "diverged":
