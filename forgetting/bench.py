@@ -1,6 +1,6 @@
 """Benchmark: our training step against a plain-PyTorch baseline; prints figures, asserts nothing.
 
-    python -m forgetting.bench --quick                    # about a minute on a 2-core CPU
+    python -m forgetting.bench --quick                    # about 1.5 minutes on a 2-core CPU
     python -m forgetting.bench --data cifar10 --root PATH --json bench.json
 
 Measured in one process and one sitting, per ResNet-9 width x precision:
@@ -10,8 +10,10 @@ Measured in one process and one sitting, per ResNet-9 width x precision:
 - baseline: a torchvision DataLoader with per-image transforms and a mean-reduced loss
   (forgetting/baseline.py), with `num_workers` 0 and 2;
 - pipeline: `get_batch` alone, as a share of our step.
-Warm-up steps, then timed repeats of several steps, the device synchronised before every clock
-read (CUDA events on a GPU); medians and min-max over repeats. Then, from subprocesses
+Warm-up steps, then rounds: each round times several steps of every contender, in an order
+rotated from round to round, the device synchronised before every clock read (CUDA events on a
+GPU); medians and min-max over rounds, and ratios as medians of per-round ratios, so that the
+machine's drift does not land on one contender only. Then, from subprocesses
 (forgetting/bench_runs.py): a run's start-up overhead and sweep throughput (basic vs joblib).
 """
 
@@ -33,10 +35,11 @@ from forgetting.data import load_dataset, synthetic
 from forgetting.model import build_model
 from forgetting.augment import get_batch
 from forgetting.device import device_name, resolve_device, resolve_precision, sync
-from forgetting.train import make_autocast, make_optimizer, sgd_step, step_lr
+from forgetting.compile import compile_and_warm
+from forgetting.train import make_autocast, make_optimizer, make_step, step_lr
 
-# (warm-up steps, steps per repeat, repeats) by device type and --quick
-DEFAULTS = {("cpu", True): (1, 1, 2), ("cpu", False): (2, 2, 4),
+# (warm-up steps, steps per round, rounds) by device type and --quick
+DEFAULTS = {("cpu", True): (1, 1, 2), ("cpu", False): (2, 2, 7),
             ("cuda", True): (10, 20, 3), ("cuda", False): (20, 50, 7)}
 BATCH = {"cpu": 128, "cuda": 512}
 
@@ -57,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="warm-up steps per case")
     p.add_argument("--steps", type=int, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, help="timed repeats per case")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile our model (its compile time is printed as setup)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay our step as a CUDA graph (on a GPU; capture is setup)")
     p.add_argument("--no-baseline", action="store_true", help="skip the DataLoader baseline")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep throughput")
@@ -83,28 +90,43 @@ def load_images(args) -> tuple[torch.Tensor, torch.Tensor, float | None]:
     return train_x, train_y, time.perf_counter() - t0
 
 
-def timed(fn, args, device: torch.device) -> list[float]:
-    """Seconds per call of fn after warm-up, one figure per repeat of `args.steps` calls."""
-    for _ in range(args.warmup):
+def seconds_per_call(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of fn over `steps` calls (CUDA events on a GPU)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / steps
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
         fn()
-    out = []
-    for _ in range(args.repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.steps):
-                fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3 / args.steps)
-        else:
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                fn()
-            sync(device)
-            out.append((time.perf_counter() - t0) / args.steps)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def rounds(contenders: dict, args, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each contender, one figure per round. Every round times every
+    contender, in an order rotated from round to round, so that a machine whose speed drifts
+    (this benchmark's CPU drifts by 30% within seconds) slows all of them alike and the
+    per-round ratios compare like with like."""
+    for fn in contenders.values():
+        for _ in range(args.warmup):
+            fn()
+    names = list(contenders)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(seconds_per_call(contenders[name], args.steps, device))
     return out
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    """Median over rounds of b's time / a's time (> 1: a ran faster than b)."""
+    return statistics.median(y / x for x, y in zip(a, b))
 
 
 def rate(batch_size: int, seconds: list[float]) -> dict:
@@ -120,15 +142,14 @@ def fresh_model(width: float, device: torch.device):
 
 def bench_case(maker: BatchMaker, images, labels, width: float, precision: str, args,
                device: torch.device) -> dict:
-    """Ours, the ceiling, the pipeline alone and the baseline for one width x precision."""
+    """Ours, the ceiling, the pipeline alone and the baselines for one width x precision,
+    timed in interleaved rounds (`rounds`); ratios are medians of per-round ratios."""
     bs = args.batch_size
     cfg = Config(model=ModelConfig("resnet9", width), data=DataConfig(), batch_size=bs)
     autocast = make_autocast(device, precision)
     train_y = labels.to(device)
     steps_per_epoch = len(maker) // bs
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(maker), generator=gen)
-    params = maker.sample(len(maker), gen)
+    order, params = maker.draw_epoch(torch.Generator().manual_seed(0))
     lr = step_lr(cfg, 5.0, cfg.epochs)  # the schedule's peak
     counter = {"i": 0}
 
@@ -137,29 +158,38 @@ def bench_case(maker: BatchMaker, images, labels, width: float, precision: str, 
         return get_batch(maker, train_y, order, params, counter["i"] % steps_per_epoch, bs)
 
     model = fresh_model(width, device)
+    start = time.perf_counter()
+    net = compile_and_warm(model, maker, bs, [], bs, autocast) if args.compile else model
     optimizer = make_optimizer(model, cfg)
-    ours = rate(bs, timed(lambda: sgd_step(model, optimizer, *make_batch(), lr, autocast),
-                          args, device))
+    step = make_step(net, model, optimizer, precision, maker, train_y, bs, args.cuda_graphs)
+    sync(device)
+    setup_s = time.perf_counter() - start
     x, y = make_batch()
-    ceiling = rate(bs, timed(lambda: sgd_step(model, optimizer, x, y, lr, autocast), args,
-                             device))
-    batch_s = statistics.median(timed(make_batch, args, device))
+    contenders = {"ours": lambda: step(*make_batch(), lr), "ceiling": lambda: step(x, y, lr),
+                  "pipeline": make_batch}
+    workers = [] if args.no_baseline else [int(w) for w in args.workers.split(",")]
+    loaders = []
+    for w in workers:
+        loaders.append(baseline.endless(baseline.loader(images, labels, cfg.data.mean,
+                                                        cfg.data.std, bs, w, device)))
+        contenders[f"baseline_w{w}"] = baseline.make_step(fresh_model(width, device),
+                                                          loaders[-1], lr * bs, device, autocast)
+    t = rounds(contenders, args, device)
+    del loaders  # stops the loaders' worker processes
+    ours = rate(bs, t["ours"])
     case = {"width": width, "precision": precision, "ours_img_s": ours["img_s"],
-            "ours_spread": ours["spread"], "ceiling_img_s": ceiling["img_s"],
-            "of_ceiling": ours["img_s"] / ceiling["img_s"], "step_ms": ours["step_ms"],
-            "batch_ms": 1e3 * batch_s, "pipeline_share": batch_s / (ours["step_ms"] / 1e3)}
-    if not args.no_baseline:
-        by_workers = {}
-        for workers in [int(w) for w in args.workers.split(",")]:
-            model = fresh_model(width, device)
-            batches = baseline.endless(baseline.loader(images, labels, cfg.data.mean,
-                                                       cfg.data.std, bs, workers, device))
-            step = baseline.make_step(model, batches, lr * bs, device, autocast)
-            by_workers[workers] = rate(bs, timed(step, args, device))["img_s"]
-            del batches  # stops the loader's worker processes
-        best = max(by_workers.values())
-        case.update(baseline_img_s=best, baseline_by_workers=by_workers,
-                    ratio=ours["img_s"] / best)
+            "ours_spread": ours["spread"], "ceiling_img_s": rate(bs, t["ceiling"])["img_s"],
+            "of_ceiling": paired(t["ours"], t["ceiling"]), "step_ms": ours["step_ms"],
+            "batch_ms": 1e3 * statistics.median(t["pipeline"]),
+            "pipeline_share": paired(t["ours"], t["pipeline"]),
+            "compile": args.compile, "cuda_graphs": args.cuda_graphs, "setup_s": setup_s,
+            "seconds": t}
+    if workers:
+        best = [min(times) for times in zip(*(t[f"baseline_w{w}"] for w in workers))]
+        case.update(baseline_img_s=bs / statistics.median(best),
+                    baseline_by_workers={w: rate(bs, t[f"baseline_w{w}"])["img_s"]
+                                         for w in workers},
+                    ratio=paired(t["ours"], best))
     return case
 
 
@@ -169,12 +199,15 @@ def print_case(c: dict) -> None:
     print(f"{c['width']:>6g} {c['precision']:>5} {c['ours_img_s']:>9.0f} "
           f"({c['ours_spread'][0]:.0f}-{c['ours_spread'][1]:.0f})  ceiling "
           f"{c['ceiling_img_s']:>7.0f} ({100 * c['of_ceiling']:.0f}%)  pipeline "
-          f"{100 * c['pipeline_share']:>4.1f}%  baseline {base}  ratio {ratio}", flush=True)
+          f"{100 * c['pipeline_share']:>4.1f}%  baseline {base}  ratio {ratio}"
+          + (f"  setup {c['setup_s']:.1f}s" if c["compile"] or c["cuda_graphs"] else ""),
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    args.cuda_graphs = args.cuda_graphs and device.type == "cuda"
     warmup, steps, repeats = DEFAULTS[(device.type, args.quick)]
     args.warmup = warmup if args.warmup is None else args.warmup
     args.steps = steps if args.steps is None else args.steps
@@ -191,7 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device: {device} ({device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads; data: {args.data}, {len(maker)} images, "
           f"batch {args.batch_size}; {args.warmup} warm-up steps, {args.repeats} repeats x "
-          f"{args.steps} steps")
+          f"{args.steps} steps; ours: {'compiled' if args.compile else 'eager'}"
+          f"{', CUDA graph' if args.cuda_graphs else ''}")
     if load_s is not None:
         print(f"real data warm load: {load_s:.2f} s")
     print("width prec  ours img/s (min-max)  ceiling (ours/ceiling)  pipeline  "
@@ -205,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"device": device_name(device), "device_type": device.type,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps,
-              "repeats": args.repeats, "cases": cases, "load_s": load_s,
+              "repeats": args.repeats, "compile": args.compile,
+              "cuda_graphs": args.cuda_graphs, "cases": cases, "load_s": load_s,
               "pipeline_share": max(c["pipeline_share"] for c in cases)}
     overrides = data_overrides(args.data, args.root)
     if not args.no_startup:
