@@ -57,9 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=50000,
                    help="synthetic training images held on the device (default: CIFAR-10's)")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats, small sweep")
-    p.add_argument("--warmup", type=int, help="warm-up steps per case")
-    p.add_argument("--steps", type=int, help="steps per timed repeat")
-    p.add_argument("--repeats", type=int, help="timed repeats per case")
+    p.add_argument("--warmup", type=int, help="warm-up steps per contender")
+    p.add_argument("--steps", type=int, help="steps per contender in each timed round")
+    p.add_argument("--repeats", type=int, help="timed rounds per case")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile our model (its compile time is printed as setup)")
     p.add_argument("--cuda-graphs", action="store_true",
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     maker = BatchMaker(images, dc.mean, dc.std, device, torch.float32)  # crop + flip
     print(f"device: {device} ({device_name(device)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads; data: {args.data}, {len(maker)} images, "
-          f"batch {args.batch_size}; {args.warmup} warm-up steps, {args.repeats} repeats x "
+          f"batch {args.batch_size}; {args.warmup} warm-up steps, {args.repeats} rounds x "
           f"{args.steps} steps; ours: {'compiled' if args.compile else 'eager'}"
           f"{', CUDA graph' if args.cuda_graphs else ''}")
     if load_s is not None:
