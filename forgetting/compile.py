@@ -8,12 +8,11 @@ restored afterwards, so the run trains exactly as if nothing had happened.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
 from forgetting.augment import BatchMaker
+from forgetting.model import state_kept
 
 
 def eval_shapes(sizes: list[int], eval_batch_size: int) -> list[int]:
@@ -27,17 +26,16 @@ def compile_and_warm(model: torch.nn.Module, maker: BatchMaker, batch_size: int,
                      eval_sizes: list[int], eval_batch_size: int, autocast):
     """Return the compiled model, every shape of the run compiled."""
     net = torch.compile(model)
-    state = copy.deepcopy(model.state_dict())
-    with autocast():
-        out = net(maker.example(batch_size))
-    F.cross_entropy(out.float(), torch.zeros(batch_size, dtype=torch.long, device=out.device),
-                    reduction="sum").backward()
-    model.zero_grad(set_to_none=True)
-    net.eval()
-    with torch.no_grad():
-        for n in eval_shapes(eval_sizes, eval_batch_size):
-            with autocast():
-                net(maker.batch(torch.arange(min(n, len(maker)))))
-    net.train()
-    model.load_state_dict(state)
+    with state_kept(model):
+        with autocast():
+            out = net(maker.example(batch_size))
+        F.cross_entropy(out.float(), torch.zeros(batch_size, dtype=torch.long,
+                                                 device=out.device), reduction="sum").backward()
+        model.zero_grad(set_to_none=True)
+        net.eval()
+        with torch.no_grad():
+            for n in eval_shapes(eval_sizes, eval_batch_size):
+                with autocast():
+                    net(maker.batch(torch.arange(min(n, len(maker)))))
+        net.train()
     return net

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from forgetting.model import state_kept
 from forgetting.sgd import SGD
 
 WARMUP_STEPS = 3
@@ -26,15 +27,9 @@ def warm_up_in_place(step, model: torch.nn.Module, optimizer: SGD, steps: int) -
     """Run `step()` `steps` times, then put the model's weights and BatchNorm statistics and
     the optimizer's momentum buffers back as they were, in the same tensors (addresses kept)."""
     optimizer.init_state()
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-    buffers = [s["momentum_buffer"] for s in optimizer.state.values()]
-    saved_buffers = [b.clone() for b in buffers]
-    for _ in range(steps):
-        step()
-    with torch.no_grad():
-        model.load_state_dict(saved)  # copies into the same tensors
-        for b, s in zip(buffers, saved_buffers):
-            b.copy_(s)
+    with state_kept(model, [s["momentum_buffer"] for s in optimizer.state.values()]):
+        for _ in range(steps):
+            step()
     optimizer.zero_grad(set_to_none=True)
 
 

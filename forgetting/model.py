@@ -6,6 +6,8 @@ under torch.autocast.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -149,6 +151,18 @@ class Tiny(nn.Module):
         x = self.layer2(self.layer1(x))
         x = torch.flatten(self.pool(x), 1)
         return self.linear(x) * self.scale
+
+
+@contextmanager
+def state_kept(model: nn.Module, extra: list[torch.Tensor] = ()):
+    """Run the block, then put the model's weights and BatchNorm statistics (and the `extra`
+    tensors) back as they were, copied into the same tensors: their addresses are kept."""
+    tensors = [*model.state_dict().values(), *extra]
+    saved = [t.clone() for t in tensors]
+    yield
+    with torch.no_grad():
+        for t, s in zip(tensors, saved):
+            t.copy_(s)
 
 
 def build_model(name: str, width: float = 1.0, num_classes: int = 10) -> nn.Module:
