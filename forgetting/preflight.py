@@ -28,6 +28,25 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+# a value's check and its message, by the schema field's declared type
+SCALAR_TYPES = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+ALLOWED = {"bool": "must be true or false", "int": "must be an integer",
+           "float": "must be a number"}
+
+
+def _field_type(root: str, rest: str) -> str | None:
+    """The declared type (as written in the schema) of key root[.rest], or None."""
+    if not rest:
+        return next((f.type for f in dataclasses.fields(Config) if f.name == root), None)
+    if root in SECTIONS and "." not in rest:
+        return next((f.type for f in dataclasses.fields(SECTIONS[root]) if f.name == rest), None)
+    return None
+
+
 def _sweep_values(override) -> list[object]:
     """All values an override stands for (one for a plain value, each of a sweep)."""
     if override.is_sweep_override():
@@ -72,7 +91,11 @@ def preflight(argv: list[str]) -> None:
             if rest.split(".")[0] not in sub:
                 raise UserError(f"unknown key {key!r}; keys of {root} are "
                                 f"{', '.join(sorted(sub))}")
-        if key in CHECKED_KEYS:
-            for value in _sweep_values(ov):
+        kind = _field_type(root, rest)
+        for value in _sweep_values(ov):
+            if key in CHECKED_KEYS:
                 validate_value(key, value)
+            elif kind in SCALAR_TYPES and not SCALAR_TYPES[kind](value) \
+                    and not (isinstance(value, str) and value.startswith("${")):
+                raise ConfigError(key, value, ALLOWED[kind])
     check_launch(overrides, CONFIG_DIR)  # hydra/launcher choice, sbatch, writable folders

@@ -119,6 +119,10 @@ BAD_INPUTS = [
     (["data=cifar10", "data.download=false", "data.root=/nonexistent/cifar"],
      "data.root='/nonexistent/cifar': no CIFAR-10 found"),
     (["data=imagefolder"], "data.root='': required for data=imagefolder"),
+    (["cuda_graphs=maybe"], "cuda_graphs='maybe': must be true or false"),
+    (["-m", "compile=false,maybe"], "compile='maybe': must be true or false"),
+    (["data.train_size=1.5"], "data.train_size=1.5: must be an integer"),
+    (["seed=abc"], "seed='abc': must be an integer"),
 ]
 
 
