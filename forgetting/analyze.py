@@ -22,7 +22,6 @@ Reads the run folders under each DIR (forgetting/results.py), prints a short tex
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.config import Config
+from forgetting.errors import ArgumentParser
 from forgetting.files import atomic_write_json, atomic_write_text
 from forgetting.recency import PROBE_KEYS, finished_probes, summarize
 
@@ -251,7 +251,7 @@ def render(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = Thresholds()
-    parser = argparse.ArgumentParser(prog="python -m forgetting.analyze",
+    parser = ArgumentParser(prog="python -m forgetting.analyze",
                                      description="What a sweep shows: optimal LR factors, "
                                                  "instability onset, verdict, probe.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders (merged)")

@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from forgetting import baseline
-from forgetting.augment import BatchMaker
+from forgetting.augment import BatchMaker, get_batch
 from forgetting.bench_runs import data_overrides, measure_startup, measure_sweeps
+from forgetting.compile import compile_and_warm
 from forgetting.config import Config, DataConfig, ModelConfig
 from forgetting.data import load_dataset, synthetic
-from forgetting.model import build_model
-from forgetting.augment import get_batch
 from forgetting.device import device_name, resolve_device, resolve_precision, sync
-from forgetting.compile import compile_and_warm
+from forgetting.errors import ArgumentParser
+from forgetting.model import build_model
 from forgetting.train import make_autocast, make_optimizer, make_step, step_lr
 
 # (warm-up steps, steps per round, rounds) by device type and --quick
@@ -45,7 +45,7 @@ BATCH = {"cpu": 128, "cuda": 512}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m forgetting.bench", description=__doc__.split(
+    p = ArgumentParser(prog="python -m forgetting.bench", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--widths", default="1,0.5,0.25", help="ResNet-9 widths, comma-separated")

@@ -8,15 +8,15 @@ all DIRs are also merged into one table there. Prints the test-loss pivot.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from forgetting.errors import ArgumentParser
 from forgetting.results import build_tables, collect, pivot, report_failures, write_tables
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forgetting.collect",
+    parser = ArgumentParser(prog="python -m forgetting.collect",
                                      description="Rebuild sweep tables from run folders.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders")
     parser.add_argument("--out", type=Path, help="also write a merged table here")

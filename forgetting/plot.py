@@ -18,13 +18,13 @@ Reads the run folders under each DIR (forgetting/results.py) and writes into `DI
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analyze import Thresholds, is_lr_subset_grid
+from forgetting.errors import ArgumentParser
 from forgetting.recency import finished_probes, recency_curve, steps_per_epoch_of
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forgetting.plot",
+    parser = ArgumentParser(prog="python -m forgetting.plot",
                                      description="Figures (PNG) of one or more sweeps.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders (merged)")
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default DIR/figures)")

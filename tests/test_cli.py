@@ -162,3 +162,18 @@ def test_failing_run_does_not_touch_a_finished_one(tmp_path):
     proc = run_cli(*TINY, "lr=-1", f"hydra.run.dir={folder / '0'}")
     assert proc.returncode == 2
     assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("forgetting.bench", ["--steps", "0"], "--steps must be >= 1"),
+    ("forgetting.bench", ["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+    ("forgetting.analyze", ["DIR", "--jump", "x"], "argument --jump: invalid float value"),
+    ("forgetting.plot", ["--bin"], "argument --bin: expected one argument"),
+    ("forgetting.collect", [], "the following arguments are required: dirs"),
+])
+def test_bad_arguments_of_the_tools_are_one_line(module, args, message):
+    proc = run_cli(*args, module=module)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert lines[0].endswith(f"(see python -m {module} --help)")
