@@ -1,268 +1,30 @@
-"""What a sweep shows: the optimal LR factor per subset, the instability edge, and a verdict.
-
-    python -m forgetting.analyze DIR [DIR ...] [--out FOLDER] [--jump 1.0] [--within 0.1] ...
-
-Reads the run folders under each DIR (forgetting/results.py), prints a short text and writes
-`verdict.json` and `verdict.txt` into the first DIR. Sections, each where the data allow:
-
-- **LR × subset** (per batch size): the optimal LR factor per subset size by mean test loss over
-  seeds among the factors below the onset, interpolated on the log2 grid (a parabola through the
-  best point and its neighbours);
-  the instability onset: the smallest factor where a run diverged (non-finite loss), or the
-  final train loss rose by more than `--jump` (relative) and `--jump-abs` (nats) over the
-  previous grid point; and the verdict:
-  *forgetting-limited* when the full set's optimum sits below the edge by at least
-  `--edge-gap` (a factor) and the smallest subset's optimum is at least `--shift` times the
-  largest subset's; *curvature-limited* when the largest subset's optimum is within
-  `--edge-gap` of the edge; otherwise *inconclusive*, with the reason.
-- **Recipes** (runs that differ in recipe): runs, share reaching `target_acc`, median time.
-- **Probe** (recency.parquet): per run, how many steps ago a batch must have been seen for its
-  loss (averaged over bins of `--bin` of an epoch) to be within `--within` of the test loss.
-"""
+"""`python -m forgetting.analyze DIR [DIR ...]`: what a sweep shows, as text, verdict.json and
+verdict.txt (forgetting/analysis/analyze.py says what and how)."""
 
 from __future__ import annotations
 
-import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from forgetting.config import Config
-from forgetting.errors import ArgumentParser
-from forgetting.files import atomic_write_json, atomic_write_text
-from forgetting.recency import PROBE_KEYS, finished_probes, summarize
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-
-@dataclass
-class Thresholds:
-    jump: float = 1.0  # relative rise of the final train loss over one grid step (1.0 = doubling)
-    jump_abs: float = 0.05  # ... and at least this many nats
-    edge_gap: float = 2.0  # "at the edge": optimum within this factor of the onset
-    shift: float = 2.0  # "moves with subset size": smallest/largest subset optimum >= this
-    within: float = 0.1  # probe: recent-batch loss within this fraction of the test loss
-    bin: float = 0.05  # probe: bin width in epochs for the recency curve
-    target_acc: float | None = None  # recipes: default the runs' own target_acc
-
-
-def optimum(lrs: list[float], losses: list[float]) -> tuple[float, bool]:
-    """The loss-minimising factor on a log2 grid, refined by a parabola through the best point
-    and its two neighbours; and whether the best point is at the grid's edge."""
-    i = min(range(len(losses)), key=losses.__getitem__)
-    if i == 0 or i == len(lrs) - 1:
-        return lrs[i], True
-    x = [math.log2(v) for v in lrs[i - 1:i + 2]]
-    y = losses[i - 1:i + 2]
-    denom = (x[0] - x[1]) * (x[0] - x[2]) * (x[1] - x[2])
-    a = (x[2] * (y[1] - y[0]) + x[1] * (y[0] - y[2]) + x[0] * (y[2] - y[1])) / denom
-    b = (x[2] ** 2 * (y[0] - y[1]) + x[1] ** 2 * (y[2] - y[0]) + x[0] ** 2 * (y[1] - y[2])) / denom
-    if a <= 0:
-        return lrs[i], False
-    vertex = min(max(-b / (2 * a), x[0]), x[2])
-    return 2 ** vertex, False
-
-
-def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
-    """First factor of a subset's curve (columns lr, train_loss, unstable) that is unstable."""
-    previous = None
-    for row in curve.itertuples():
-        if row.unstable:
-            return row.lr, "diverged"
-        if previous is not None and math.isfinite(row.train_loss) and (
-                row.train_loss - previous > max(th.jump * previous, th.jump_abs)):
-            return row.lr, f"train loss {previous:.3g} -> {row.train_loss:.3g}"
-        if math.isfinite(row.train_loss):
-            previous = row.train_loss
-    return None, "none within the grid"
-
-
-def is_lr_subset_grid(results: pd.DataFrame) -> bool:
-    """Runs that vary LR factor and subset size, and nothing else about the data (the probe
-    preset's datasets also differ in augmentation: not a subset-size comparison)."""
-    results = results[results["status"].isin(["ok", "diverged"])]  # with an outcome
-    same_data = all(results[k].nunique() <= 1 for k in ("augment", "cutout") if k in results)
-    return results["lr"].nunique() > 1 and results["subset"].nunique() > 1 and same_data
-
-
-def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
-    """The LR x subset analysis, one entry per batch size."""
-    out = []
-    for batch_size, group in results.groupby("batch_size"):
-        ok = group[group["status"] == "ok"]
-        bad = group[group["status"] == "diverged"]
-        curves, edges = {}, []
-        for subset, runs in group.groupby("subset"):
-            means = ok[ok["subset"] == subset].groupby("lr")[["train_loss", "test_loss"]].mean()
-            lrs = sorted(runs["lr"].unique())
-            curve = means.reindex(lrs)
-            curve["unstable"] = [bool((bad["subset"] == subset).mul(bad["lr"] == v).any())
-                                 for v in lrs]
-            curve = curve.reset_index()
-            edge, why = onset(curve, th)
-            # the optimum among the stable factors: below the onset, finite losses
-            stable = curve["lr"] < edge if edge is not None else True
-            finite = curve[curve["test_loss"].notna() & ~curve["unstable"] & stable]
-            entry = {"subset": float(subset), "runs": int(len(runs)), "onset": edge,
-                     "onset_reason": why}
-            if len(finite):
-                best, at_end = optimum(finite["lr"].tolist(), finite["test_loss"].tolist())
-                where = "interior"
-                if at_end:
-                    where = ("grid low end" if best == lrs[0] else "grid high end"
-                             if best == lrs[-1] else "last stable factor")
-                entry.update(best_lr=best, best_lr_where=where,
-                             best_test_loss=float(finite["test_loss"].min()))
-            curves[float(subset)] = entry
-            if edge is not None:
-                edges.append(edge)
-        entry = {"batch_size": int(batch_size), "subsets": list(curves.values()),
-                 "onset": min(edges) if edges else None}
-        entry.update(judge(entry, th))
-        out.append(entry)
-    return out
-
-
-def judge(entry: dict, th: Thresholds) -> dict:
-    """forgetting-limited / curvature-limited / inconclusive for one batch size."""
-    subsets = [s for s in entry["subsets"] if "best_lr" in s]
-    if len(subsets) < 2:
-        return {"verdict": "inconclusive", "why": "needs optimal LR factors for >= 2 subsets"}
-    largest, smallest = subsets[-1], subsets[0]
-    edge = entry["onset"]
-    shift = smallest["best_lr"] / largest["best_lr"]
-    moves = shift >= th.shift
-    facts = (f"optimum {largest['best_lr']:.3g} on subset {largest['subset']:g}, "
-             f"{smallest['best_lr']:.3g} on subset {smallest['subset']:g} "
-             f"(x{shift:.2g}); instability from "
-             f"{f'{edge:g}' if edge is not None else 'beyond the grid'}")
-    if edge is not None and largest["best_lr"] * th.edge_gap >= edge:
-        return {"verdict": "curvature-limited", "shift": shift,
-                "why": f"{facts}: the largest subset's optimum is within x{th.edge_gap:g} of "
-                       "the instability edge"}
-    if moves:
-        where = (f"sits below the edge (> x{th.edge_gap:g})" if edge is not None else
-                 "is not at an instability (none in the grid)")
-        return {"verdict": "forgetting-limited", "shift": shift,
-                "why": f"{facts}: the optimum {where} and rises >= x{th.shift:g} as the "
-                       "subset shrinks"}
-    if shift * th.shift <= 1:
-        return {"verdict": "inconclusive", "shift": shift,
-                "why": f"{facts}: the optimum falls as the subset shrinks, the opposite of "
-                       "what forgetting predicts"}
-    if largest["best_lr_where"] == "grid low end":
-        return {"verdict": "inconclusive", "shift": shift,
-                "why": f"{facts}: the optimum is at the grid's low end; extend the grid"}
-    return {"verdict": "inconclusive", "shift": shift,
-            "why": f"{facts}: the optimum sits below the edge but does not move with subset "
-                   f"size (< x{th.shift:g})"}
-
-
-def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
-    """Per recipe: runs, how many reached the target accuracy, median test accuracy and time."""
-    out = []
-    for recipe, group in results.groupby("recipe"):
-        ok = group[group["status"] == "ok"]
-        target = th.target_acc if th.target_acc is not None else float(
-            group["target_acc"].dropna().iloc[0] if group["target_acc"].notna().any()
-            else Config.target_acc)  # runs from before the key existed
-        reached = int((ok["test_acc"] >= target).sum())
-        out.append({"recipe": recipe, "batch_size": int(group["batch_size"].iloc[0]),
-                    "runs": int(len(group)), "ok": int(len(ok)), "target_acc": target,
-                    "reached": reached, "share": reached / len(group),
-                    "median_test_acc": float(ok["test_acc"].median()) if len(ok) else None,
-                    "median_train_s": float(ok["train_s"].median()) if len(ok) else None})
-    return out
-
-
-def analyze(dirs: list[Path], th: Thresholds) -> dict:
-    """The report of the runs under `dirs` (see the module's docstring)."""
-    from forgetting.results import build_tables
-
-    results, tables, _ = build_tables(dirs)
-    if results.empty:
-        return {"dirs": [str(d) for d in dirs], "runs": 0}
-    report: dict = {"dirs": [str(d) for d in dirs], "thresholds": asdict(th),
-                    "runs": int(len(results)),
-                    "status": {k: int(v) for k, v in results["status"].value_counts().items()}}
-    done = results[results["status"].isin(["ok", "diverged"])]  # failed/pruned: no outcome
-    if is_lr_subset_grid(done):
-        report["lr_subset"] = lr_subset(done, th)
-    if "lr_subset" not in report and results["recipe"].nunique() > 1:
-        report["recipes"] = recipes(results, th)
-    recency = finished_probes(results, tables.get("recency"))
-    if not recency.empty:
-        report["probe"] = summarize(recency, th.within, th.bin)
-    return report
-
-
-def render(report: dict) -> str:
-    """The report as a short text; every threshold it used is stated."""
-    th = report["thresholds"]
-    status = ", ".join(f"{v} {k}" for k, v in report["status"].items())
-    lines = [f"{', '.join(report['dirs'])}: {report['runs']} runs ({status})"]
-    for entry in report.get("lr_subset", []):
-        edge = entry["onset"]
-        lines += ["", f"LR factor x subset, batch {entry['batch_size']}: instability from "
-                      f"factor {edge:g}" if edge is not None else
-                  f"LR factor x subset, batch {entry['batch_size']}: no instability in the grid",
-                  f"  {'subset':>8} {'best LR factor':>32} {'test loss':>10}  onset"]
-        for s in entry["subsets"]:
-            best = (f"{s['best_lr']:.3g}" + ("" if s["best_lr_where"] == "interior" else
-                                               f" ({s['best_lr_where']})")
-                    if "best_lr" in s else "-")
-            loss = f"{s['best_test_loss']:.4f}" if "best_lr" in s else "-"
-            where = f"{s['onset']:g} ({s['onset_reason']})" if s["onset"] is not None else "-"
-            lines.append(f"  {s['subset']:>8g} {best:>32} {loss:>10}  {where}")
-        lines.append(f"  verdict: {entry['verdict']} ({entry['why']})")
-    if "lr_subset" in report:
-        lines.append(
-            f"  thresholds: unstable = a run diverged or the final train loss rose by "
-            f"> {th['jump']:.0%} and > {th['jump_abs']:g} nats over one grid step; at the edge "
-            f"= optimum within x{th['edge_gap']:g} of the onset; moves = smallest/largest "
-            f"subset optimum >= x{th['shift']:g}; optimum = min mean test loss, parabola on "
-            f"log2(LR)")
-    if report.get("recipes"):
-        lines += ["", "recipes:"]
-        for r in report["recipes"]:
-            acc = f"{r['median_test_acc']:.4f}" if r["median_test_acc"] is not None else "-"
-            secs = f"{r['median_train_s']:.1f} s" if r["median_train_s"] is not None else "-"
-            lines.append(f"  {r['recipe']} (batch {r['batch_size']}): {r['reached']}/{r['runs']}"
-                         f" runs reached {r['target_acc']:.2%}; median test acc {acc}, "
-                         f"median time per run {secs}")
-    if report.get("probe"):
-        lines += ["", f"forgetting probe (loss of recently seen batches, bins of {th['bin']:g} "
-                      f"epoch; 'test level' = within {th['within']:.0%} of the test loss):"]
-        shown = [k for k in PROBE_KEYS
-                 if k == "lr" or len({str(p.get(k)) for p in report["probe"]}) > 1]
-        for p in report["probe"]:
-            name = " ".join(f"{k}={p[k]:g}" if isinstance(p[k], float) else f"{k}={p[k]}"
-                            for k in shown if k in p)
-            reach = (f"at test level from {p['steps_to_test_level']} steps "
-                     f"({p['epochs_to_test_level']:.2f} epoch) ago"
-                     if p["steps_to_test_level"] is not None else
-                     f"never at test level within {p['probed_epochs']:.3g} epochs")
-            lines.append(f"  {name}: test loss {p['test_loss']:.4f}; most recent batches "
-                         f"{p['recent_loss']:.4f}, oldest probed {p['oldest_loss']:.4f}; {reach}")
-    return "\n".join(lines) + "\n"
+from forgetting.analysis.analyze import Thresholds, analyze, render
+from forgetting.core.files import atomic_write_json, atomic_write_text
+from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     defaults = Thresholds()
     parser = ArgumentParser(prog="python -m forgetting.analyze",
-                                     description="What a sweep shows: optimal LR factors, "
-                                                 "instability onset, verdict, probe.")
+                            description="What a sweep shows: optimal LR factors, "
+                                        "instability onset, verdict, probe.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders (merged)")
     parser.add_argument("--out", type=Path, help="folder for verdict.json/.txt (first DIR)")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
     args = parser.parse_args(argv)
-    for folder in args.dirs:
-        if not folder.is_dir():
-            print(f"error: DIR={str(folder)!r}: no such folder", file=sys.stderr)
-            return 2
+    if missing := missing_folder(args.dirs):
+        print(missing, file=sys.stderr)
+        return 2
     th = Thresholds(**{k: getattr(args, k) for k in asdict(defaults)})
     for key in ("jump", "jump_abs", "within", "bin"):
         if not getattr(th, key) > 0:
@@ -276,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     report = analyze(args.dirs, th)
     if report["runs"] == 0:
-        print(f"error: DIR={str(args.dirs[0])!r}: no run folders (metrics.json or "
-              ".hydra/config.yaml) found", file=sys.stderr)
+        print(f"error: DIR={str(args.dirs[0])!r}: {NO_RUNS}", file=sys.stderr)
         return 2
     text = render(report)
     out = args.out or args.dirs[0]

@@ -11,26 +11,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from forgetting.errors import ArgumentParser
-from forgetting.results import build_tables, collect, pivot, report_failures, write_tables
+from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder
+from forgetting.runs.results import build_tables, collect, pivot, report_failures, write_tables
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m forgetting.collect",
-                                     description="Rebuild sweep tables from run folders.")
+                            description="Rebuild sweep tables from run folders.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders")
     parser.add_argument("--out", type=Path, help="also write a merged table here")
     args = parser.parse_args(argv)
-    for folder in args.dirs:
-        if not folder.is_dir():
-            print(f"error: DIR={str(folder)!r}: no such folder", file=sys.stderr)
-            return 2
+    if missing := missing_folder(args.dirs):
+        print(missing, file=sys.stderr)
+        return 2
     failed = 0
     for folder in args.dirs:
         results, swept = collect(folder)
         if results.empty:
-            print(f"error: DIR={str(folder)!r}: no run folders (metrics.json or "
-                  ".hydra/config.yaml) found", file=sys.stderr)
+            print(f"error: DIR={str(folder)!r}: {NO_RUNS}", file=sys.stderr)
             return 2
         print(f"{folder}: {len(results)} runs -> {folder / 'results.parquet'}")
         print(pivot(results, swept))

@@ -1,28 +1,28 @@
-"""Shared fixtures: configs composed by Hydra with tiny overrides, CPU only, no network."""
+"""Shared fixtures: configs composed by Hydra with tiny overrides, CPU only, no network.
+Helpers shared by several test files live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from forgetting.config import register_configs
-from forgetting.preflight import CONFIG_DIR
-
-REPO = Path(__file__).resolve().parent.parent
-CIFAR_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg"
-TINY = ["data=synthetic", "model=tiny", "device=cpu", "precision=fp32", "batch_size=64",
-        "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true"]
+from forgetting.runs.configs import CONFIG_DIR, register_configs
+from helpers import TINY
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FORGETTING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """train(threads=N) sets torch's thread count for the process: restore it after a test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -36,12 +36,3 @@ def make_cfg():
         return OmegaConf.to_object(cfg)
 
     return make
-
-
-def run_cli(*args: str, cwd: Path | str = REPO, module: str | None = "forgetting.run",
-            env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m MODULE ARGS` (plain `python ARGS` without a module) in a subprocess."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    command = [sys.executable] + (["-m", module] if module else []) + list(args)
-    return subprocess.run(command, cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)

@@ -6,8 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import run_cli
-from forgetting.analyze import Thresholds, analyze, main, optimum
+from forgetting.analysis.analyze import Thresholds, analyze, optimum
+from forgetting.analyze import main
+from helpers import run_cli
 
 GRID = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16]
 
@@ -148,7 +149,7 @@ def test_bad_folders_are_one_line_errors(tmp_path, module):
 
 @pytest.mark.slow
 def test_plot_and_analyze_a_real_tiny_sweep_with_diverged_and_failed_runs(tmp_path):
-    from conftest import TINY
+    from helpers import TINY
 
     sweep = tmp_path / "sweep"
     # subset 0.05 = 32 images < batch 64: failed; LR factor 1e5: diverged

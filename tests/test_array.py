@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
-from conftest import TINY, run_cli
-from forgetting.errors import UserError
-from forgetting.preflight import preflight
-from forgetting.results import collect
+from forgetting.core.errors import UserError
+from forgetting.runs.preflight import preflight
+from forgetting.runs.results import collect
+from helpers import TINY, run_cli
 
 GRID = ["lr=1,2", "subset=0.5,1.0"]
 

@@ -1,6 +1,6 @@
 import torch
 
-from forgetting.augment import BatchMaker, sample_params
+from forgetting.core.augment import BatchMaker, sample_params
 
 MEAN, STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
 

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from forgetting import bench
+from forgetting.bench import steps as bench
 
 
 def _positive(x) -> bool:

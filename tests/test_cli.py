@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,8 @@ def test_collect_rebuilds_and_reports_broken_folders(tmp_path):
 def test_collect_on_missing_folder(tmp_path):
     proc = run_cli(str(tmp_path / "nope"), module="forgetting.collect")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: DIR={str(tmp_path / 'nope')!r}: no such folder"]
+    missing = tmp_path / "nope"
+    assert proc.stderr.strip().splitlines() == [f"error: DIR={str(missing)!r}: no such folder"]
 
 
 def _tree_with_broken_image(root: Path) -> Path:

@@ -18,12 +18,13 @@ import copy
 import pytest
 import torch
 
-from forgetting.augment import BatchMaker, get_batch
-from forgetting.checkpoint import Checkpoint, Preempted
-from forgetting.data import synthetic
-from forgetting.model import build_model
-from forgetting.sgd import SGD
-from forgetting.train import make_step, train
+from forgetting.core.augment import BatchMaker, get_batch
+from forgetting.core.checkpoint import Checkpoint, Preempted
+from forgetting.core.data import synthetic
+from forgetting.core.model import build_model
+from forgetting.core.sgd import SGD
+from forgetting.core.step import make_step
+from forgetting.core.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from forgetting.config import DataConfig
-from forgetting.data import load_dataset, subset_indices, synthetic
-from forgetting.errors import DataError
+from forgetting.core.config import DataConfig
+from forgetting.core.data import load_dataset, subset_indices, synthetic
+from forgetting.core.errors import DataError
 
 
 def labels_10x100():

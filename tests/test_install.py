@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from helpers import REPO, TINY, run_cli
 
 pytestmark = pytest.mark.slow
 

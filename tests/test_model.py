@@ -4,12 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from forgetting.errors import ConfigError
-from forgetting.model import MODELS, build_model, forward_flops
+from forgetting.bench.flops import forward_flops
+from forgetting.core.config import MODELS
+from forgetting.core.errors import ConfigError
+from forgetting.core.model import build_model
 
 
 def _convs(model: nn.Module, kernel: int | None = None) -> list[nn.Conv2d]:
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and (kernel is None or m.kernel_size[0] == kernel)]
+    return [m for m in model.modules()
+            if isinstance(m, nn.Conv2d) and (kernel is None or m.kernel_size[0] == kernel)]
 
 
 def _conv_params(model: nn.Module) -> int:
@@ -44,7 +47,8 @@ def test_other_input_size(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_half_width_quarters_conv_params(name):
     full, half = build_model(name, width=1.0), build_model(name, width=0.5)
-    # Conv weights are c_in * c_out * k * k: every conv scales by 1/4, except the 3-channel input conv (1/2).
+    # Conv weights are c_in * c_out * k * k: every conv scales by 1/4, except the 3-channel input
+    # conv (1/2).
     for f, h in zip(_convs(full), _convs(half)):
         assert h.weight.numel() * (2 if f.in_channels == 3 else 4) == f.weight.numel()
     if name != "tiny":  # in the big nets the input conv is negligible: total is ~1/4
@@ -54,12 +58,16 @@ def test_half_width_quarters_conv_params(name):
 def test_channel_rounding():
     model = build_model("resnet9", width=0.3)
     assert [m.out_channels for m in _convs(model)] == [19, 38, 38, 38, 77, 154, 154, 154]
-    assert build_model("tiny", width=0.01)(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # max(1, ...) channels
+    # max(1, ...) channels
+    assert build_model("tiny", width=0.01)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
-# FlopCounterMode counts only convs and matmuls (2 FLOPs per multiply-add); BN, ReLU, pooling and the residual
-# adds are ~0.3% extra and uncounted, as in the source's figures. The source quotes 3 significant figures, so a 1%
-# tolerance covers its rounding and the uncounted elementwise ops while still catching any wrong layer
+# FlopCounterMode counts only convs and matmuls (2 FLOPs per multiply-add); BN, ReLU, pooling and
+# the residual
+# adds are ~0.3% extra and uncounted, as in the source's figures. The source quotes 3 significant
+# figures, so a 1%
+# tolerance covers its rounding and the uncounted elementwise ops while still catching any wrong
+# layer
 # (the smallest conv, resnet9's prep, is 3.5 MFLOP = 0.5%; any other layer is > 5%).
 def test_resnet9_flops():
     assert forward_flops(build_model("resnet9")) == pytest.approx(0.759e9, rel=0.01)
@@ -114,9 +122,8 @@ def test_layer_counts():
 def test_dawn18_projection_uses_preactivation():
     block = build_model("dawn18", width=0.25).layer2[0].eval()
     x = torch.randn(1, 16, 8, 8)
-    expected = block.conv2(torch.relu(block.bn2(block.conv1(torch.relu(block.bn1(x)))))) + block.shortcut(
-        torch.relu(block.bn1(x))
-    )
+    first = torch.relu(block.bn1(x))
+    expected = block.conv2(torch.relu(block.bn2(block.conv1(first)))) + block.shortcut(first)
     torch.testing.assert_close(block(x), expected)
 
 
@@ -154,7 +161,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_global_max_pool_is_the_adaptive_pool(device, dtype):
     """Same values and gradients as AdaptiveMaxPool2d(1), ties included (small integers)."""
-    from forgetting.model import GlobalMaxPool
+    from forgetting.core.model import GlobalMaxPool
 
     torch.manual_seed(0)
     for shape in [(64, 32, 4, 4), (8, 16, 2, 3)]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY, run_cli
+from helpers import REPO, TINY, run_cli
 
 pytestmark = pytest.mark.slow
 

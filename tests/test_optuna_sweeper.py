@@ -23,9 +23,9 @@ from optuna.trial import TrialState
 
 from hydra_plugins.forgetting_optuna_sweeper import _workers as workers
 from hydra_plugins.forgetting_optuna_sweeper._errors import SweeperError
+from hydra_plugins.forgetting_optuna_sweeper._outcome import judge
 from hydra_plugins.forgetting_optuna_sweeper._space import parse_space
 from hydra_plugins.forgetting_optuna_sweeper._study import open_storage, resolve_storage
-from hydra_plugins.forgetting_optuna_sweeper._outcome import judge
 from hydra_plugins.forgetting_optuna_sweeper.sweeper import OptunaStudySweeper
 
 SWEEPER = ["hydra/sweeper=optuna_study"]
@@ -54,8 +54,7 @@ def space(*args, params=None):
 
 
 def test_every_sweep_syntax_becomes_a_distribution():
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     s = space("a=choice(x,'y z',[1,2])", "b=range(1,10,3)", "c=range(0.1,0.5,0.1)",
               "d=tag(log, interval(0.01, 10))", "e=tag(int, interval(1, 8))", "f=1,2",

@@ -20,21 +20,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli
-from forgetting import preemption
-from forgetting.checkpoint import Checkpoint, Preempted
-from forgetting.train import train
+from forgetting.core.checkpoint import Checkpoint, Preempted
+from forgetting.core.train import train
+from forgetting.runs import preemption
+from helpers import REPO, TINY, run_cli
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "step_lr"]
 FINAL = ["train_loss", "clean_train_loss", "test_loss", "test_acc", "clean_train_acc"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    """train(threads=1) sets torch's thread count for the process: restore it."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def stop_before_step(k: int):
@@ -73,7 +65,7 @@ def test_checkpoint_of_another_config_is_ignored(make_cfg, tmp_path):
         train(cfg, checkpoint=Checkpoint(path, "one", stop=stop_before_step(5)))
     assert Checkpoint(path, "other").load() is None
     assert Checkpoint(path, "one", fresh=True).load() is None  # force=true
-    assert Checkpoint(path, "one").load()["step"] == 5
+    assert Checkpoint(path, "one").load().progress.step == 5
 
 
 def test_watch_turns_signals_into_a_flag(monkeypatch):

@@ -8,9 +8,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import run_cli
-from forgetting.config import register_configs, validate
-from forgetting.preflight import CONFIG_DIR, SWEEPS_DIR
+from forgetting.core.config import validate
+from forgetting.runs.configs import CONFIG_DIR, SWEEPS_DIR, register_configs
+from helpers import run_cli
 
 LR_LOG2 = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 SUBSETS = [0.0625, 0.125, 0.25, 0.5, 1.0]
@@ -48,7 +48,7 @@ TRAINSET = {"half_plain": {"subset": 0.5, "augment": False},
 
 @pytest.fixture(scope="module")
 def hydra_context():
-    register_configs(SWEEPS_DIR)
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         yield
 

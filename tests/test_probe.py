@@ -4,21 +4,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_cli
-from forgetting.augment import BatchMaker, get_batch
-from forgetting.data import load_dataset
-from forgetting.probe import BatchLog, batch_checksum, replay
-from forgetting.train import make_autocast, train
+from forgetting.core.augment import BatchMaker, get_batch
+from forgetting.core.data import load_dataset
+from forgetting.core.probe import BatchLog, batch_checksum, replay
+from forgetting.core.step import make_autocast
+from forgetting.core.train import train
+from helpers import TINY, run_cli
 
 
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("aug", [["cutout=6"], ["augment=false"]], ids=["crop-flip-cutout", "plain"])
+@pytest.mark.parametrize("aug", [["cutout=6"], ["augment=false"]],
+                         ids=["crop-flip-cutout", "plain"])
 def test_rebuilt_batches_are_bit_identical_to_the_fed_ones(make_cfg, aug):
     # 640 images / batch 64: 10 steps per epoch, 3 epochs, the last 2 probed
     cfg = make_cfg("epochs=3", "probe.epochs=2", "probe.verify=true", "threads=1", *aug)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import CIFAR_JPG, run_cli
+from helpers import CIFAR_JPG, run_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CIFAR_JPG.is_dir(), reason="offline CIFAR-10 copy absent")]

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY, run_cli
-from forgetting.resume import config_hash, job_folder, latest_runs
+from forgetting.runs.resume import config_hash, job_folder, latest_runs
+from helpers import REPO, TINY, run_cli
 
 LRS = "lr=0.5,1,1.5,2,2.5,3"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from forgetting.schedule import piecewise_linear, stretch
-from forgetting.train import plan_passes, step_lr
+from forgetting.core.schedule import piecewise_linear, stretch
+from forgetting.core.setup import plan_passes, step_lr
 
 
 @pytest.mark.parametrize("t, expected", [(0, 0.0), (5, 0.4), (24, 0.0), (2.5, 0.2),

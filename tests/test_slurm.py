@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from helpers import REPO, TINY, run_cli
 
 EXAMPLE = REPO / "examples" / "sweep_array.sbatch"
 GRID = ["lr=1,2", "subset=0.5,1.0"]

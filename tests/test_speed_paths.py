@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from forgetting import baseline, precision
-from forgetting.augment import BatchMaker
-from forgetting.device import resolve_precision
-from forgetting.train import train
+from forgetting.bench import baseline
+from forgetting.core import precision
+from forgetting.core.augment import BatchMaker
+from forgetting.core.device import resolve_precision
+from forgetting.core.train import train
 
 MEAN, STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from forgetting.errors import ConfigError
-from forgetting.model import build_model
-from forgetting.train import make_optimizer, step_lr, train
+from forgetting.core.errors import ConfigError
+from forgetting.core.model import build_model
+from forgetting.core.setup import make_optimizer, step_lr
+from forgetting.core.train import train
 
 
 def test_summed_loss_sgd_step_equals_the_mean_loss_step(make_cfg):
@@ -68,7 +69,8 @@ def test_divergence_is_an_outcome_not_a_crash(make_cfg):
 
 
 def test_batch_larger_than_subset_is_refused(make_cfg):
-    with pytest.raises(ConfigError, match=r"batch_size=128: must be <= the subset size 60 \(subset=0.1 of 640"):
+    with pytest.raises(ConfigError,
+                       match=r"batch_size=128: must be <= the subset size 60 \(subset=0.1 of 640"):
         train(make_cfg("subset=0.1", "batch_size=128"))
 
 
@@ -99,7 +101,7 @@ def test_on_epoch_hook_sees_each_epoch_and_can_stop_the_run(make_cfg):
 
 @pytest.mark.parametrize("nesterov, weight_decay", [(True, 5e-4 * 64), (False, 0.0)])
 def test_our_sgd_is_bit_identical_to_torch_optim_sgd(nesterov, weight_decay):
-    from forgetting.sgd import SGD
+    from forgetting.core.sgd import SGD
 
     torch.manual_seed(1)
     model = build_model("tiny")
@@ -119,7 +121,7 @@ def test_our_sgd_is_bit_identical_to_torch_optim_sgd(nesterov, weight_decay):
 
 
 def test_sgd_state_dict_round_trip_continues_identically():
-    from forgetting.sgd import SGD
+    from forgetting.core.sgd import SGD
 
     torch.manual_seed(2)
     model = build_model("tiny")
@@ -144,10 +146,10 @@ def test_sgd_state_dict_round_trip_continues_identically():
 
 
 def test_sgd_ready_for_capture_matches_the_plain_optimizer():
-    """What a captured CUDA graph needs of SGD (forgetting/graphs.py) changes no result: zero
+    """What a captured CUDA graph needs of SGD (forgetting/core/step.py) changes no result: zero
     momentum buffers made in advance give the same steps bit for bit, an LR held in a 0-d tensor
     the same up to rounding, and loading a state dict copies into the existing buffers."""
-    from forgetting.sgd import SGD
+    from forgetting.core.sgd import SGD
 
     torch.manual_seed(3)
     model = build_model("tiny")
@@ -181,12 +183,11 @@ def test_sgd_ready_for_capture_matches_the_plain_optimizer():
 
 
 def test_warm_up_before_capture_leaves_no_trace():
-    """The warm-up a CUDA graph needs (forgetting/graphs.py) restores the weights, BatchNorm
+    """The warm-up a CUDA graph needs (forgetting/core/step.py) restores the weights, BatchNorm
     statistics and momentum buffers in place: what follows is bit-identical to a model that
     never warmed up, and every tensor keeps its address. (On a CPU, with a float LR.)"""
-    from forgetting.graphs import warm_up_in_place
-    from forgetting.sgd import SGD
-    from forgetting.train import make_autocast, sgd_step
+    from forgetting.core.sgd import SGD
+    from forgetting.core.step import make_autocast, sgd_step, warm_up_in_place
 
     torch.manual_seed(4)
     model = build_model("tiny")

@@ -12,7 +12,7 @@ LSB_JOBINDEX for LSF with first_index=1, JOB_COMPLETION_INDEX for a Kubernetes i
 All tasks write into one sweep folder, which must not depend on the task: by default
 `outputs/multirun/array-$SLURM_ARRAY_JOB_ID` (`sweep_dir`; conf/config.yaml's `hydra.sweep.dir`
 uses it when the array launcher is selected); outside a SLURM array pass
-`hydra.sweep.dir=PATH`. Point i's run folder is `i` (see forgetting/resume.py for reruns).
+`hydra.sweep.dir=PATH`. Point i's run folder is `i` (see forgetting/runs/resume.py for reruns).
 
 After its point a task rebuilds the sweep's table under the table's file lock (so the last task
 to finish leaves the complete table; runs still in flight are `failed` rows until then), prints
@@ -27,13 +27,19 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job
-from hydra.core.utils import setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
@@ -45,7 +51,7 @@ LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM 
 @dataclass
 class ArrayLauncherConf:
     _target_: str = "hydra_plugins.forgetting_array_launcher.array_launcher.ArrayLauncher"
-    index: Optional[int] = None  # the array index to run; null: from the variable index_env
+    index: int | None = None  # the array index to run; null: from the variable index_env
     index_env: str = "SLURM_ARRAY_TASK_ID"
     first_index: int = 0  # the array index of point 0 (1 for LSF's LSB_JOBINDEX)
     count: bool = False  # print the number of points and exit, running nothing
@@ -59,7 +65,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="array", node=ArrayLau
 
 def register_launcher() -> None:
     """Make sure Hydra knows the launcher, also where its plugin scan cannot see this package
-    (an editable install, used from another folder). forgetting.run calls it at import."""
+    (an editable install, used from another folder). forgetting.run.register() calls it."""
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance()
@@ -85,7 +91,7 @@ def requeue_slurm_job(signum: int, frame: object) -> None:
 
 
 class ArrayLauncher(Launcher):
-    def __init__(self, index: Optional[int] = None, index_env: str = "SLURM_ARRAY_TASK_ID",
+    def __init__(self, index: int | None = None, index_env: str = "SLURM_ARRAY_TASK_ID",
                  first_index: int = 0, count: bool = False, requeue: bool = True,
                  sweep_dir: str = LOCAL_SWEEP_DIR) -> None:
         self.index = index
@@ -94,9 +100,9 @@ class ArrayLauncher(Launcher):
         self.count = count
         self.requeue = requeue
         self.sweep_dir = sweep_dir
-        self.config: Optional[DictConfig] = None
-        self.task_function: Optional[TaskFunction] = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -157,8 +163,8 @@ class ArrayLauncher(Launcher):
 
     def finish(self, ret: JobReturn, point: int, sweep_dir: Path) -> int:
         """Rebuild the sweep's table (under its lock), print one line, return the exit code."""
-        from forgetting.resume import read_metrics
-        from forgetting.results import collect
+        from forgetting.runs.results import collect
+        from forgetting.runs.resume import read_metrics
 
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
         metrics = read_metrics(run_dir) or {}

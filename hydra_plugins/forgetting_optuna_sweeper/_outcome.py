@@ -16,6 +16,8 @@ from pathlib import Path
 
 from omegaconf import ListConfig
 
+from forgetting.runs.folders import METRICS
+
 
 def judge(ret, objectives: list | None, directions: list, on_nan: str):
     """(state, values or None, note) for one JobReturn (see the module docstring)."""
@@ -58,7 +60,7 @@ def judge(ret, objectives: list | None, directions: list, on_nan: str):
 def read_metrics(ret) -> dict:
     """The job's metrics.json (forgetting's runs write one), or {}."""
     try:
-        path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "metrics.json"
+        path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / METRICS
         metrics = json.loads(path.read_text())
     except Exception:
         return {}

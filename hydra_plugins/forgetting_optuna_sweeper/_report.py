@@ -4,7 +4,7 @@
   (one objective) or the Pareto front (several), with params and values by objective name.
 - `optuna_trials.parquet`: one row per trial: `study`, `trial` (number), `trial_state`,
   `trial_duration_s`, `params_<name>`, `value_<objective>`, `discarded`, `retry_of`, `note`
-  (why it failed, or that it got the worst value). `forgetting.results` merges it into the
+  (why it failed, or that it got the worst value). `forgetting.runs.results` merges it into the
   sweep's results table on (study, trial).
 """
 
@@ -14,10 +14,10 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from forgetting.files import atomic_write_parquet, atomic_write_text
+from forgetting.core.files import atomic_write_parquet, atomic_write_text
+from forgetting.runs.folders import OPTUNA_TRIALS
 
 RESULTS_FILE = "optimization_results.yaml"
-TRIALS_FILE = "optuna_trials.parquet"
 
 
 def objective_names(objectives: list | None, n_directions: int) -> list[str]:
@@ -48,7 +48,7 @@ def write_trials(study, folder: Path, objectives: list | None) -> None:
     frame = pd.DataFrame(rows)
     for column in ("discarded", "retry_of", "note"):
         frame[column] = frame[column].astype(object)
-    atomic_write_parquet(folder / TRIALS_FILE, frame)
+    atomic_write_parquet(folder / OPTUNA_TRIALS, frame)
 
 
 def summarize(study, storage_url: str, objectives: list | None) -> dict:

@@ -92,8 +92,7 @@ def to_entry(ov: Override):
 
 
 def make_param(ov: Override) -> Param:
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     name, key, value = ov.key_or_group, ov.get_key_element(), ov.value()
     if ov.is_interval_sweep():
@@ -122,8 +121,7 @@ def make_param(ov: Override) -> Param:
 
 def discrete_values(distribution) -> list | None:
     """All values of a discrete distribution in order; None for a continuous one."""
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(distribution, CategoricalDistribution):
         return list(distribution.choices)

@@ -53,7 +53,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
 
 def register_plugin() -> None:
     """Make sure Hydra knows the sweeper, also where its plugin scan cannot see this package
-    (an editable install, used from another folder). forgetting.run calls it at import."""
+    (an editable install, used from another folder). forgetting.run.register() calls it."""
     from hydra.core.plugins import Plugins
     from hydra.plugins.sweeper import Sweeper
 

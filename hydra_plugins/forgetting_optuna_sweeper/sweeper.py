@@ -28,10 +28,17 @@ from hydra_plugins.forgetting_optuna_sweeper import _workers as workers
 from hydra_plugins.forgetting_optuna_sweeper._errors import SweeperError, bad_value
 from hydra_plugins.forgetting_optuna_sweeper._outcome import judge
 from hydra_plugins.forgetting_optuna_sweeper._space import SearchSpace, parse_space
-from hydra_plugins.forgetting_optuna_sweeper._study import (Settings, check_settings,
-                                                           display_url, lock_file, make_pruner,
-                                                           make_sampler, open_storage,
-                                                           open_study, resolve_storage)
+from hydra_plugins.forgetting_optuna_sweeper._study import (
+    Settings,
+    check_settings,
+    display_url,
+    lock_file,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    resolve_storage,
+)
 
 log = logging.getLogger(__name__)
 

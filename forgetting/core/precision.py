@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from forgetting.files import atomic_write_json
+from forgetting.core.files import atomic_write_json
 
 PROBE_BATCH = 64
 
@@ -43,7 +43,7 @@ def time_steps(model: torch.nn.Module, precision: str, batch: int, steps: int = 
 
 
 def measure_cpu_precision(model_name: str, width: float, cache_dir: Path, cpu: str) -> str:
-    from forgetting.model import build_model
+    from forgetting.core.model import build_model
 
     key = f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{model_name}|{width}"
     path = Path(cache_dir) / "precision.json"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from forgetting.data import config_path
-from forgetting.errors import ConfigError
+from forgetting.core.data import config_path
+from forgetting.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,12 +21,12 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device, model_name: str = "resnet9",
                       width: float = 1.0, cache_dir: str | None = None) -> str:
     """`auto`: bf16 on a GPU that has it; on a CPU, whichever measures faster for this model
-    (forgetting/precision.py); fp32 where bf16 is not supported."""
+    (forgetting/core/precision.py); fp32 where bf16 is not supported."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from forgetting.precision import cpu_has_bf16, measure_cpu_precision
+    from forgetting.core.precision import cpu_has_bf16, measure_cpu_precision
 
     if not cpu_has_bf16():
         return "fp32"

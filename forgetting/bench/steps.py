@@ -1,4 +1,5 @@
-"""Benchmark: our training step against a plain-PyTorch baseline; prints figures, asserts nothing.
+"""The step benchmark: our training step against a plain-PyTorch baseline; prints figures, asserts
+nothing.
 
     python -m forgetting.bench --quick                    # about 1.5 minutes on a 2-core CPU
     python -m forgetting.bench --data cifar10 --root PATH --json bench.json
@@ -8,13 +9,13 @@ Measured in one process and one sitting, per ResNet-9 width x precision:
   augmentation, `sgd_step` on the summed loss);
 - ceiling: the same `sgd_step` on one fixed, ready batch (no data pipeline at all);
 - baseline: a torchvision DataLoader with per-image transforms and a mean-reduced loss
-  (forgetting/baseline.py), with `num_workers` 0 and 2;
+  (forgetting/bench/baseline.py), with `num_workers` 0 and 2;
 - pipeline: `get_batch` alone, as a share of our step.
 Warm-up steps, then rounds: each round times several steps of every contender, in an order
 rotated from round to round, the device synchronised before every clock read (CUDA events on a
 GPU); medians and min-max over rounds, and ratios as medians of per-round ratios, so that the
 machine's drift does not land on one contender only. Then, from subprocesses
-(forgetting/bench_runs.py): a run's start-up overhead and sweep throughput (basic vs joblib).
+(forgetting/bench/runs.py): a run's start-up overhead and sweep throughput (basic vs joblib).
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from pathlib import Path
 
 import torch
 
-from forgetting import baseline
-from forgetting.augment import BatchMaker, get_batch
-from forgetting.bench_runs import data_overrides, measure_startup, measure_sweeps
-from forgetting.compile import compile_and_warm
-from forgetting.config import Config, DataConfig, ModelConfig
-from forgetting.data import load_dataset, synthetic
-from forgetting.device import device_name, resolve_device, resolve_precision, sync
-from forgetting.errors import ArgumentParser
-from forgetting.model import build_model
-from forgetting.train import make_autocast, make_optimizer, make_step, step_lr
+from forgetting.bench import baseline
+from forgetting.bench.runs import data_overrides, measure_startup, measure_sweeps
+from forgetting.core.augment import BatchMaker, get_batch
+from forgetting.core.config import Config, DataConfig, ModelConfig
+from forgetting.core.data import load_dataset, synthetic
+from forgetting.core.device import device_name, resolve_device, resolve_precision, sync
+from forgetting.core.model import build_model
+from forgetting.core.setup import make_optimizer, step_lr
+from forgetting.core.step import compile_and_warm, make_autocast, make_step
+from forgetting.runs.cli import ArgumentParser
 
 # (warm-up steps, steps per round, rounds) by device type and --quick
 DEFAULTS = {("cpu", True): (1, 1, 2), ("cpu", False): (2, 2, 7),
@@ -263,5 +264,3 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
-    main()

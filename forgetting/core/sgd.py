@@ -6,7 +6,7 @@ torch.optim.SGD with dampening 0 — weight decay added to the gradient, the mom
 started as a copy of the first gradient, Nesterov's look-ahead, then the update — so results are
 bit-identical (tests/test_train.py), with `torch._foreach_*` kernels on every device.
 
-For a captured CUDA graph (forgetting/graphs.py) the LR can be a 0-d device tensor, read when
+For a captured CUDA graph (forgetting/core/step.py) the LR can be a 0-d device tensor, read when
 the graph replays, and `init_state()` creates the momentum buffers (zeros: the first step's
 `0 * momentum + grad` is the gradient exactly) so that no step allocates; loading a state dict
 copies into existing buffers, keeping the addresses a graph was captured with.

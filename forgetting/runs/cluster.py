@@ -1,4 +1,5 @@
-"""Checks, before Hydra starts, of where a run or sweep will go (called by forgetting/preflight.py).
+"""Checks, before Hydra starts, of where a run or sweep will go (called by
+forgetting/runs/preflight.py).
 
 - `hydra/launcher=NAME`: a preset in conf/hydra/launcher/ (slurm_cpu, slurm_gpu) or an installed
   launcher (basic, joblib, submitit_local, submitit_slurm, array).
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from forgetting.errors import ConfigError, UserError
+from forgetting.core.errors import ConfigError, UserError
 
 INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array")
 SLURM_LAUNCHERS = ("submitit_slurm", "slurm_cpu", "slurm_gpu")

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from forgetting.preflight import PACKAGE_DIR
+from forgetting.core.train import epoch_marker
+from forgetting.runs import folders
+from forgetting.runs.configs import PACKAGE_DIR
 
 GRID = ["lr=1,2,4,8", "subset=0.25,0.5,1.0"]
 
@@ -50,13 +52,13 @@ def measure_startup(data: list[str], device: str) -> dict:
         proc = subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
-            if seen is None and " epoch 1/" in line:
+            if seen is None and epoch_marker(1) in line:
                 seen = time.perf_counter() - t0
             lines.append(line)
         total = time.perf_counter() - t0
         if proc.wait() != 0 or seen is None:
             raise RuntimeError("start-up run failed: " + " ".join(cmd) + "\n" + "".join(lines))
-        epoch_wall = float(pd.read_parquet(Path(tmp) / "history.parquet")["wall_s"].iloc[0])
+        epoch_wall = float(pd.read_parquet(Path(tmp) / folders.HISTORY)["wall_s"].iloc[0])
     return {"startup_s": seen - epoch_wall, "first_epoch_s": epoch_wall, "process_s": total,
             "command": " ".join(cmd[1:])}
 
@@ -77,7 +79,7 @@ def measure_sweeps(run_overrides: list[str], device: str) -> dict:
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"sweep failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-            runs = len(pd.read_parquet(Path(tmp) / "sweep" / "results.parquet"))
+            runs = len(pd.read_parquet(Path(tmp) / "sweep" / folders.RESULTS))
         out[name] = {"wall_s": wall, "runs": runs, "runs_per_hour": 3600 * runs / wall}
     out["command"] = " ".join(["python -m forgetting.run -m", *GRID, *run_overrides])
     return out

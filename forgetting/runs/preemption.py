@@ -6,7 +6,7 @@ SIGUSR1 (`sbatch --signal=B:USR1@120`: a warning before the time limit; the arra
 
 While a run trains (`watch()`), these signals only set a flag; the training loop polls
 `requested()` before every step, saves the run's checkpoint and raises `Preempted`
-(forgetting/checkpoint.py). forgetting.run then calls `hand_over(signum)`: the handler that was
+(forgetting/core/checkpoint.py). forgetting.run then calls `hand_over(signum)`: the handler that was
 installed before ours gets the signal, as if it had been delivered to it:
 - in a submitit job, submitit's own (`checkpoint_and_try_requeue` for SIGUSR2): it calls the
   hydra-submitit launcher's `checkpoint`, which resubmits the same job (same overrides, same

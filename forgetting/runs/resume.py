@@ -1,7 +1,9 @@
 """Resume and skip: which run folder of a sweep belongs to which config, and which are finished.
 
 A run is identified by its **config hash**: sha256 of the composed job config (resolved, Hydra's
-own `hydra` node left out) minus the keys in RUNTIME_KEYS, which never change what it computes.
+own `hydra` node left out) minus the keys declared `hashed=False` in forgetting/core/config.py
+(how a run is shown, forced, executed on a GPU, where its data cache lives), which never change
+what it computes.
 Every metrics.json records it (`config_hash`); a folder without one (killed before it
 finished, or written before hashes existed) is hashed from its `.hydra/config.yaml`.
 
@@ -26,11 +28,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-# keys left out of the config hash: they change how a run is shown, forced, executed on a GPU
-# (cuda_graphs: the same step, replayed) or where its data cache lives, never its results
-RUNTIME_KEYS = ("quiet", "force", "target_acc", "cuda_graphs", "data.cache_dir",
-                "data.download")
-FINISHED = ("ok", "diverged", "pruned")  # statuses of a run that is not rerun
+from forgetting.core.config import UNHASHED
+from forgetting.core.metrics import FINISHED
+from forgetting.runs.folders import HYDRA_CONFIG, METRICS
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -39,7 +39,7 @@ def config_hash(cfg: DictConfig | dict) -> str:
         data = OmegaConf.to_container(cfg, resolve=True)
     else:
         data = copy.deepcopy(dict(cfg))
-    for key in ("hydra", *RUNTIME_KEYS):
+    for key in ("hydra", *UNHASHED):
         *parents, last = key.split(".")
         node = data
         for part in parents:
@@ -53,7 +53,7 @@ def config_hash(cfg: DictConfig | dict) -> str:
 def read_metrics(run_dir: Path) -> dict | None:
     """The run's metrics.json as a dict, or None when absent or unreadable."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS).read_text())
     except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) else None
@@ -77,7 +77,7 @@ def folder_state(run_dir: Path) -> tuple[str | None, bool]:
     if key is not None:
         return key, finished
     try:
-        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        saved = OmegaConf.load(run_dir / HYDRA_CONFIG)
         return config_hash(saved), finished
     except Exception:  # absent, unreadable or unresolvable: not identifiable
         return None, False
@@ -146,7 +146,7 @@ def latest_runs(run_dirs: list[Path]) -> list[Path]:
 
 
 def _mtime_ns(run_dir: Path) -> int:
-    for name in ("metrics.json", ".hydra/config.yaml"):
+    for name in (METRICS, HYDRA_CONFIG):
         try:
             return (run_dir / name).stat().st_mtime_ns
         except OSError:

@@ -19,7 +19,7 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
-from forgetting.augment import BatchMaker, get_batch
+from forgetting.core.augment import BatchMaker, get_batch
 
 
 def batch_checksum(x: torch.Tensor, y: torch.Tensor) -> str:

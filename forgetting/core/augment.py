@@ -23,10 +23,10 @@ class AugParams:
     cy: torch.Tensor  # int64 (B,), cutout top row (ignored when cutout == 0)
     cx: torch.Tensor  # int64 (B,), cutout left column
 
-    def to(self, device: torch.device) -> "AugParams":
+    def to(self, device: torch.device) -> AugParams:
         return AugParams(*(getattr(self, k).to(device) for k in ("dy", "dx", "flip", "cy", "cx")))
 
-    def slice(self, start: int, stop: int) -> "AugParams":
+    def slice(self, start: int, stop: int) -> AugParams:
         return AugParams(self.dy[start:stop], self.dx[start:stop], self.flip[start:stop],
                          self.cy[start:stop], self.cx[start:stop])
 

@@ -1,7 +1,5 @@
 """User-facing errors: one line, naming the key and what is allowed."""
 
-import argparse
-
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2, no traceback."""
@@ -18,10 +16,3 @@ class ConfigError(UserError):
 class DataError(UserError):
     """Missing, corrupt or unreadable data."""
 
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose errors are one line (`error: ...`, exit code 2), like every
-    other bad input, instead of the usage block followed by the message."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -1,19 +1,17 @@
-"""Networks for fast CIFAR-10 training: the ResNet-9 and the 18-layer DAWNBench net of the source recipe, plus a tiny test net.
+"""Networks for fast CIFAR-10 training: the ResNet-9 and the 18-layer DAWNBench net of the source
+recipe, plus a tiny test net.
 
-Every channel count c is scaled to max(1, round(c * width)). All models accept channels_last inputs and run
-under torch.autocast.
+Every channel count c is scaled to max(1, round(c * width)). All models accept channels_last
+inputs and run under torch.autocast.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-from forgetting.errors import ConfigError
-
-MODELS = ("resnet9", "dawn18", "tiny")
+from forgetting.core.config import MODELS
+from forgetting.core.errors import ConfigError
 
 
 def _ch(c: int, width: float) -> int:
@@ -57,8 +55,9 @@ class Residual(nn.Module):
 class ResNet9(nn.Module):
     """The part-4 ResNet-9.
 
-    prep conv_bn 3->64; layer1 conv_bn 64->128, maxpool 2, residual(128); layer2 conv_bn 128->256, maxpool 2;
-    layer3 conv_bn 256->512, maxpool 2, residual(512); global max pool -> Linear 512->classes (no bias) -> x0.125.
+    prep conv_bn 3->64; layer1 conv_bn 64->128, maxpool 2, residual(128); layer2 conv_bn
+    128->256, maxpool 2; layer3 conv_bn 256->512, maxpool 2, residual(512); global max pool ->
+    Linear 512->classes (no bias) -> x0.125.
     """
 
     def __init__(self, width: float = 1.0, num_classes: int = 10, scale: float = 0.125):
@@ -84,8 +83,8 @@ class ResNet9(nn.Module):
 class PreActBlock(nn.Module):
     """Pre-activation block: BN -> ReLU -> conv3x3(stride) -> BN -> ReLU -> conv3x3, plus shortcut.
 
-    The shortcut is the identity, or, when stride != 1 or channels change, a 1x1 stride-s conv (no bias)
-    applied to the first ReLU's output.
+    The shortcut is the identity, or, when stride != 1 or channels change, a 1x1 stride-s conv
+    (no bias) applied to the first ReLU's output.
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
@@ -109,8 +108,9 @@ class PreActBlock(nn.Module):
 class Dawn18(nn.Module):
     """The 18-layer pre-activation ResNet of parts 1-2.
 
-    prep Conv3x3 3->64 (no BN/ReLU); stages of two PreActBlocks at widths 64, 128, 256, 256, stride 2 in the first
-    block of stages 2-4; head concat(global max pool, global avg pool) -> Linear 512->classes (with bias).
+    prep Conv3x3 3->64 (no BN/ReLU); stages of two PreActBlocks at widths 64, 128, 256, 256,
+    stride 2 in the first block of stages 2-4; head concat(global max pool, global avg pool) ->
+    Linear 512->classes (with bias).
     """
 
     def __init__(self, width: float = 1.0, num_classes: int = 10):
@@ -136,7 +136,8 @@ class Dawn18(nn.Module):
 
 
 class Tiny(nn.Module):
-    """Small test net: conv_bn 3->16, maxpool 2, conv_bn 16->32, maxpool 2, global max pool -> Linear -> x0.125."""
+    """Small test net: conv_bn 3->16, maxpool 2, conv_bn 16->32, maxpool 2, global max pool ->
+    Linear -> x0.125."""
 
     def __init__(self, width: float = 1.0, num_classes: int = 10, scale: float = 0.125):
         super().__init__()
@@ -153,22 +154,10 @@ class Tiny(nn.Module):
         return self.linear(x) * self.scale
 
 
-@contextmanager
-def state_kept(model: nn.Module, extra: list[torch.Tensor] = ()):
-    """Run the block, then put the model's weights and BatchNorm statistics (and the `extra`
-    tensors) back as they were, copied into the same tensors: their addresses are kept."""
-    tensors = [*model.state_dict().values(), *extra]
-    saved = [t.clone() for t in tensors]
-    yield
-    with torch.no_grad():
-        for t, s in zip(tensors, saved):
-            t.copy_(s)
-
-
 def build_model(name: str, width: float = 1.0, num_classes: int = 10) -> nn.Module:
     """The network called name, with channel counts scaled by width."""
     if name not in MODELS:
-        raise ConfigError("model.name", name, "choose one of resnet9, dawn18, tiny")
+        raise ConfigError("model.name", name, f"choose one of {', '.join(MODELS)}")
     if not width > 0:
         raise ConfigError("model.width", width, "must be > 0")
     if name == "resnet9":
@@ -176,21 +165,3 @@ def build_model(name: str, width: float = 1.0, num_classes: int = 10) -> nn.Modu
     if name == "dawn18":
         return Dawn18(width, num_classes)
     return Tiny(width, num_classes)
-
-
-def forward_flops(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)) -> int:
-    """FLOPs (2 per multiply-add) of one image's forward pass, counted in eval mode; the mode is restored after."""
-    from torch.utils.flop_counter import FlopCounterMode  # imports triton: not at start-up
-
-    was_training = model.training
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros((1, *image_shape), device=device)
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())

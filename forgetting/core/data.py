@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forgetting.errors import ConfigError, DataError
-from forgetting.files import atomic_torch_save
+from forgetting.core.errors import ConfigError, DataError
+from forgetting.core.files import atomic_torch_save
 
 CACHE_FORMAT = "v1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -193,7 +193,8 @@ def _load_cifar_archive(folder: Path) -> Dataset:
                 ys.extend(batch["labels"])
             except Exception as e:
                 raise DataError(f"data.root: corrupt CIFAR-10 archive file {folder / name} "
-                                f"({type(e).__name__}); re-extract cifar-10-python.tar.gz") from None
+                                f"({type(e).__name__}); re-extract cifar-10-python.tar.gz"
+                                ) from None
         return torch.from_numpy(np.concatenate(xs)), torch.tensor(ys, dtype=torch.int64)
 
     train_x, train_y = read([f"data_batch_{i}" for i in range(1, 6)])

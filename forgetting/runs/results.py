@@ -6,7 +6,7 @@ by other processes; a run without readable metrics is a row with `status=failed`
 Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run),
 `history.parquet` (one row per run and epoch) and `recency.parquet` (the forgetting probe's
 rows of every run that has them). Runs of the same config (config hash) in one
-sweep folder give one row, the newest finished (forgetting/resume.py); writers of a folder's
+sweep folder give one row, the newest finished (forgetting/runs/resume.py); writers of a folder's
 tables take its `.results.lock` first.
 """
 
@@ -23,31 +23,27 @@ from typing import TYPE_CHECKING
 import yaml
 from hydra.experimental.callback import Callback
 
-from forgetting.files import atomic_write_csv, atomic_write_parquet
-from forgetting.resume import latest_runs
+from forgetting.core.config import COLUMNS
+from forgetting.core.files import atomic_write_csv, atomic_write_parquet
+from forgetting.core.metrics import FAILED, FINAL, TIMINGS
+from forgetting.runs import folders
+from forgetting.runs.resume import latest_runs
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
     import pandas as pd
 
 log = logging.getLogger("forgetting")
 
-# config values every table carries: column -> dotted path in the composed config
-CONFIG_COLUMNS = {"lr": "lr", "subset": "subset", "batch_size": "batch_size",
-                  "epochs": "epochs", "budget": "budget", "seed": "seed",
-                  "subset_seed": "subset_seed", "model": "model.name", "width": "model.width",
-                  "data": "data.name", "augment": "augment", "cutout": "cutout",
-                  "precision": "precision", "target_acc": "target_acc"}
-METRIC_COLUMNS = ["status", "train_loss", "clean_train_loss", "test_loss", "test_acc",
-                  "train_acc", "clean_train_acc", "epochs_run", "wall_s", "train_s",
-                  "device", "error", "study", "storage", "trial", "resumes", "config_hash"]
-# written by the optuna_study sweeper; merged on (study, trial): trial_state, params_*, ...
-OPTUNA_TRIALS = "optuna_trials.parquet"
+# config values every table carries (declared `column=` in the schema): column -> dotted key
+CONFIG_COLUMNS = COLUMNS
+METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
+                  "resumes", "config_hash"]
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 
 
 def find_runs(root: Path) -> list[Path]:
-    found = {p.parent for p in root.rglob("metrics.json")}
-    found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    found = {p.parent for p in root.rglob(folders.METRICS)}
+    found |= {p.parent.parent for p in root.rglob(folders.HYDRA_CONFIG)}
     return sorted(found, key=_natural_key)
 
 
@@ -68,7 +64,7 @@ def _lookup(config: dict, dotted: str):
 
 
 def _swept_keys(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = run_dir / folders.HYDRA_OVERRIDES
     try:
         overrides = yaml.safe_load(path.read_text()) or []
     except (OSError, yaml.YAMLError):
@@ -81,19 +77,19 @@ def _swept_keys(run_dir: Path) -> list[str]:
 def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     """One table row for a run folder, and the keys its command line set."""
     row: dict = {}
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / folders.METRICS
     try:
         metrics = json.loads(metrics_path.read_text())
         if not isinstance(metrics, dict) or "status" not in metrics:
             raise ValueError("no status field")
     except FileNotFoundError:
-        metrics = {"status": "failed", "error": "no metrics.json (the run did not finish)"}
+        metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
     except (OSError, ValueError) as e:
-        metrics = {"status": "failed", "error": f"unreadable metrics.json ({e})"}
+        metrics = {"status": FAILED, "error": f"unreadable metrics.json ({e})"}
     config = metrics.get("config")
     if not isinstance(config, dict):
         try:
-            config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+            config = yaml.safe_load((run_dir / folders.HYDRA_CONFIG).read_text()) or {}
         except (OSError, yaml.YAMLError):
             config = {}
     for column, dotted in CONFIG_COLUMNS.items():
@@ -124,7 +120,7 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
     rows, swept = [], []
     gathered: dict[str, list] = {name: [] for name in PER_RUN_TABLES}
     for root in roots:
-        for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/resume.py)
+        for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/runs/resume.py)
             row, keys = read_run(run_dir)
             rows.append(row)
             swept += [k for k in keys if k not in swept]
@@ -156,8 +152,8 @@ def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
     """Add each Optuna trial's state, params, values and duration to its run's row."""
     import pandas as pd
 
-    frames = [pd.read_parquet(root / OPTUNA_TRIALS) for root in roots
-              if (root / OPTUNA_TRIALS).is_file()]
+    frames = [pd.read_parquet(root / folders.OPTUNA_TRIALS) for root in roots
+              if (root / folders.OPTUNA_TRIALS).is_file()]
     if not frames or "trial" not in results:
         return results
     trials = pd.concat(frames, ignore_index=True).drop_duplicates(["study", "trial"], keep="last")
@@ -170,8 +166,8 @@ def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
 
 def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
     """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe."""
-    atomic_write_parquet(folder / "results.parquet", results)
-    atomic_write_csv(folder / "results.csv", results)
+    atomic_write_parquet(folder / folders.RESULTS, results)
+    atomic_write_csv(folder / folders.RESULTS_CSV, results)
     for name, table in tables.items():
         if name == "history" or not table.empty:
             atomic_write_parquet(folder / f"{name}.parquet", table)
@@ -207,7 +203,7 @@ def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     last one writes last and has seen every run finished before it started."""
     from filelock import FileLock
 
-    with FileLock(folder / ".results.lock"):
+    with FileLock(folder / folders.TABLE_LOCK):
         results, tables, swept = build_tables([folder])
         write_tables(folder, results, tables)
     return results, swept
@@ -215,7 +211,7 @@ def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def report_failures(results: pd.DataFrame) -> int:
     """Print one line per distinct failure reason; return the number of failed runs."""
-    failed = results[results["status"] == "failed"]
+    failed = results[results["status"] == FAILED]
     for reason, group in failed.groupby(failed["error"].fillna("unknown")):
         print(f"error: {len(group)} run(s) failed: {reason}", file=sys.stderr)
     return len(failed)
@@ -232,7 +228,7 @@ class ResultsTable(Callback):
         results, swept = collect(folder)
         counts = results["status"].value_counts().to_dict()
         print(f"\n{len(results)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
-              f"table: {folder / 'results.parquet'}")
+              f"table: {folder / folders.RESULTS}")
         print(pivot(results, swept))
         if report_failures(results):
             raise SystemExit(1)

@@ -1,0 +1,3 @@
+from forgetting.bench.steps import main
+
+main()

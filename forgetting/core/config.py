@@ -1,0 +1,228 @@
+"""The config schema: every key declared once, with its type, default, allowed values, help,
+whether it is part of the config hash and whether it is a column of the sweep table.
+
+How a key is declared: forgetting/core/keys.py. Everything else is derived from these
+declarations (`KEYS`): the checks of a composed config
+(`validate`) and of command-line overrides (forgetting/runs/preflight.py), the keys left out of
+the config hash (forgetting/runs/identity.py), the table's config columns
+(forgetting/runs/results.py) and the README's key table (`python -m forgetting.core.config`
+prints it; a test compares).
+
+Units, once and for all (see also the README's "Training semantics"):
+- `lr` is a *factor* on the recipe's per-example learning rate. The recipe's schedule gives LR
+  values as the seed's code writes them, for `schedule.batch_size` examples per step, so the
+  per-example LR at epoch e is `schedule(e) / schedule.batch_size`. The optimizer sees
+  `lr * schedule(e) / schedule.batch_size` on a loss *summed* over the batch, whatever the run's
+  `batch_size`: the same factor is the same per-example LR at every batch size.
+- `optimizer.weight_decay` is per example; the optimizer applies `weight_decay * batch_size`
+  once per step, which is the seed's "5e-4 x batch size".
+- `subset` is a fraction of the training set; `epochs` counts passes over the subset
+  (`budget: epochs`) or sets the step count of that many passes over the full set
+  (`budget: steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Optional
+
+from forgetting.core.errors import ConfigError
+from forgetting.core.keys import Key, Rule, declared_keys, key, number_text, section
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "auto")
+BUDGETS = ("epochs", "steps")
+DATASETS = ("cifar10", "imagefolder", "synthetic")
+MODELS = ("resnet9", "dawn18", "tiny")
+POSITIVE_INT = Rule(ge=1)
+
+
+@dataclass
+class ModelConfig:
+    name: str = key("resnet9", "the network: `resnet9` (the seed's part 4), `dawn18` (parts "
+                    "1-2), `tiny` (tests)", rule=Rule(choices=MODELS), column="model")
+    width: float = key(1.0, "multiplies every channel count", rule=Rule(gt=0), column=True)
+
+
+@dataclass
+class DataConfig:
+    name: str = key("cifar10", "`cifar10`, `imagefolder` (your own tree) or `synthetic`",
+                    rule=Rule(choices=DATASETS), column="data")
+    root: str = key("${oc.env:FORGETTING_DATA,'~/.cache/forgetting/cifar10'}",
+                    "cifar10: a folder with `cifar-10-batches-py/` or an ImageFolder tree "
+                    "`train/<class>`, `test/<class>`; imagefolder: any such tree",
+                    shown="`$FORGETTING_DATA`, else `~/.cache/forgetting/cifar10`")
+    cache_dir: str = key("${oc.env:FORGETTING_CACHE,'~/.cache/forgetting/tensors'}",
+                         "where decoded images are cached as uint8 tensors", hashed=False,
+                         shown="`$FORGETTING_CACHE`, else `~/.cache/forgetting/tensors`")
+    download: bool = key(True, "cifar10 only: fetch the official archive through torchvision "
+                         "when `root` has none", hashed=False)
+    mean: list[float] = key(help="channel mean on the 0-255 scale (the seed's CIFAR-10 values)",
+                            factory=lambda: [125.31, 122.95, 113.87])
+    std: list[float] = key(help="channel std on the 0-255 scale",
+                           factory=lambda: [62.99, 62.09, 66.70])
+    num_classes: int = key(10, "synthetic: classes", rule=Rule(ge=2))
+    train_size: int = key(2000, "synthetic: training images", rule=POSITIVE_INT)
+    test_size: int = key(500, "synthetic: test images", rule=POSITIVE_INT)
+    image_size: int = key(32, "synthetic: image side in pixels", rule=Rule(ge=8))
+    noise: float = key(48.0, "synthetic: pixel noise (0-255 scale) around each class's pattern",
+                       rule=Rule(ge=0))
+    data_seed: int = key(0, "synthetic: the generator's seed")
+
+
+@dataclass
+class ScheduleConfig:
+    knots: list[float] = key(help="piecewise-linear LR schedule: knots in epochs, stretched to "
+                             "the run's `epochs`", factory=lambda: [0.0, 5.0, 24.0],
+                             shown="from the recipe")
+    values: list[float] = key(help="the schedule's LR at each knot, for `schedule.batch_size` "
+                              "examples per step (the seed's numbers)",
+                              factory=lambda: [0.0, 0.4, 0.0], shown="from the recipe")
+    batch_size: int = key(512, "the batch size `values` are written for", rule=POSITIVE_INT,
+                          shown="from the recipe")
+
+
+@dataclass
+class OptimizerConfig:
+    momentum: float = key(0.9, "SGD momentum", rule=Rule(ge=0, lt=1))
+    nesterov: bool = key(True, "Nesterov momentum (PyTorch's form)")
+    weight_decay: float = key(5e-4, "per example; applied as `weight_decay * batch_size` once "
+                              "per step", rule=Rule(ge=0))
+
+
+@dataclass
+class OptunaConfig:
+    """Which Optuna trial this run is. Set per job by `hydra/sweeper=optuna_study`; null outside
+    an Optuna search. The run reports its test loss each epoch to the trial (pruning) and
+    records all three in metrics.json."""
+    study: Optional[str] = key(None, "set by `hydra/sweeper=optuna_study`: the study's name")
+    storage: Optional[str] = key(None, "set by the sweeper: `memory`, `journal:/abs/path.log` "
+                                 "or a database URL")
+    trial: Optional[int] = key(None, "set by the sweeper: the trial's number")
+
+
+@dataclass
+class ProbeConfig:
+    """The forgetting probe (forgetting/core/probe.py): when training stops, the loss of every
+    batch of the last `epochs` epochs, rebuilt exactly as it was fed, under the final model."""
+    epochs: int = key(2, "the forgetting probe: when training stops, the loss of every batch of "
+                      "the last K epochs, rebuilt exactly as fed; 0 = off",
+                      rule=Rule(ge=0, note="0 = off"))
+    every: int = key(0, "also probe after every N-th epoch (0 = only at the end)",
+                     rule=Rule(ge=0, note="0 = only when training stops"))
+    verify: bool = key(False, "record a checksum of each probed batch when fed and when rebuilt")
+
+
+@dataclass
+class Config:
+    lr: float = key(1.0, "LR **factor** on the recipe's per-example learning rate, at every "
+                    "point of the schedule; the same factor is the same per-example LR at "
+                    "every batch size", rule=Rule(gt=0), column=True)
+    subset: float = key(1.0, "fraction of the training set; class-balanced, **nested** (for "
+                        "one `subset_seed` the 0.25 subset lies inside the 0.5 one)",
+                        rule=Rule(gt=0, le=1), column=True)
+    batch_size: int = key(512, "examples per step (drop-last batches)", rule=POSITIVE_INT,
+                          column=True, shown="from the recipe")
+    epochs: int = key(24, "passes over the subset; the schedule's knots are stretched to fit",
+                      rule=POSITIVE_INT, column=True, shown="from the recipe")
+    budget: str = key("epochs", "`epochs`: `epochs` passes over the subset; `steps`: as many "
+                      "steps as `epochs` passes over the **full** set (a 1/4 subset gets 4x the "
+                      "passes), which separates forgetting from under-training",
+                      rule=Rule(choices=BUDGETS), column=True)
+    seed: int = key(0, "model init, batch order and augmentation", column=True)
+    subset_seed: int = key(0, "chooses the subset, independently of `seed`", column=True)
+    model: ModelConfig = section(ModelConfig, "`model=resnet9|dawn18|tiny`", group=True)
+    data: DataConfig = section(DataConfig, "`data=cifar10|imagefolder|synthetic`", group=True)
+    augment: bool = key(True, "reflect-pad 4 + random 32x32 crop + horizontal flip",
+                        column=True)
+    cutout: int = key(0, "side of a cutout square (8 in the `resnet9` recipe, as in the seed's "
+                      "part 4; 0 in `part1`, `part2`); 0 = off", rule=Rule(ge=0), column=True,
+                      shown="from the recipe")
+    precision: str = key("auto", "`fp32`, `bf16` (autocast), `auto`: bf16 on a GPU that has "
+                         "it; on a CPU with bf16 units, whichever measures faster for this "
+                         "model (timed once, cached in `$FORGETTING_CACHE/precision.json`)",
+                         rule=Rule(choices=PRECISIONS), column=True)
+    device: str = key("auto", "`auto` (a GPU when there is one), `cpu`, `cuda`",
+                      rule=Rule(choices=DEVICES))
+    schedule: ScheduleConfig = section(ScheduleConfig, "set by `recipe=`")
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    probe: ProbeConfig = section(ProbeConfig)
+    eval_batch_size: int = key(1024, "images per evaluation batch", rule=POSITIVE_INT)
+    eval_every: int = key(1, "test-set evaluation every N epochs and after the last (other "
+                          "rows have test_loss NaN); 0 = only after the last",
+                          rule=Rule(ge=0, note="0 = only after the last epoch"))
+    threads: int = key(0, "torch CPU threads for the run (0 = all cores; the joblib launcher "
+                       "wants cores / n_jobs)", rule=Rule(ge=0, note="0 = all cores"))
+    compile: bool = key(False, "`torch.compile` the model; every shape is compiled before the "
+                        "clock starts and `compile_s` is reported apart")
+    cuda_graphs: bool = key(True, "on a GPU, the whole training step (forward, loss, backward, "
+                            "SGD) is captured once as a CUDA graph and replayed; capture counts "
+                            "in `compile_s`; no effect on a CPU", hashed=False)
+    quiet: bool = key(False, "no progress line per epoch", hashed=False)
+    target_acc: float = key(0.94, "the test accuracy a run counts as reaching in "
+                            "`forgetting.analyze` (analysis only)", rule=Rule(gt=0, le=1),
+                            hashed=False, column=True)
+    force: bool = key(False, "train even when this config already finished in its run folder "
+                      "(a rerun of a sweep skips those), ignoring any checkpoint", hashed=False)
+    optuna: OptunaConfig = section(OptunaConfig)
+
+
+KEYS: dict[str, Key] = {k.name: k for k in declared_keys(Config)}
+# sections: the first part of a dotted key -> its dataclass; groups: filled by conf/NAME/
+SECTIONS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+            if f.metadata.get("section")}
+GROUP_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("group"))
+UNHASHED = tuple(k.name for k in KEYS.values() if not k.hashed)
+COLUMNS = {k.column: k.name for k in KEYS.values() if k.column}  # table column -> key
+
+
+def lookup(cfg: object, name: str) -> object:
+    """The value of dotted key `name` in a Config (or any object of attributes)."""
+    node = cfg
+    for part in name.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError (one line: key, value, allowed) for the first bad value."""
+    for k in KEYS.values():
+        k.check(lookup(cfg, k.name))
+    s = cfg.schedule
+    if not (len(s.knots) >= 2 and len(s.knots) == len(s.values)):
+        raise ConfigError("schedule.knots", s.knots, "needs >= 2 knots and one value per knot")
+    if not (all(b > a for a, b in zip(s.knots, s.knots[1:])) and s.knots[0] == 0):
+        raise ConfigError("schedule.knots", s.knots, "must start at 0 and increase")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in s.values):
+        raise ConfigError("schedule.values", s.values, "must be finite and >= 0")
+    d = cfg.data
+    if d.name == "synthetic" and d.train_size < d.num_classes:
+        raise ConfigError("data.train_size", d.train_size, "must be >= data.num_classes")
+
+
+def markdown_table() -> str:
+    """The README's key table, one row per declared key."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for k in KEYS.values():
+        if k.shown is not None:
+            default = k.shown
+        elif isinstance(k.default, bool):
+            default = str(k.default).lower()
+        elif k.default is None:
+            default = "null"
+        elif isinstance(k.default, str):
+            default = f"`{k.default}`"
+        elif isinstance(k.default, list):
+            default = "[" + ", ".join(number_text(v) for v in k.default) + "]"
+        else:
+            default = number_text(k.default)
+        extra = "" if k.hashed else "; not part of the config hash"
+        rows.append(f"| `{k.name}` | {default} | {k.help}{extra} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,23 @@
+"""The names of what a run measures: one home for every metric and status name.
+
+A run's history has one row per epoch with HISTORY's fields; its final metrics are FINAL plus
+the timings; its status is one of STATUSES. The sweep table, the Optuna sweeper's objectives,
+the analysis and the figures all name metrics from here.
+"""
+
+from __future__ import annotations
+
+OK, DIVERGED, PRUNED, FAILED = "ok", "diverged", "pruned", "failed"
+STATUSES = (OK, DIVERGED, PRUNED, FAILED)
+FINISHED = (OK, DIVERGED, PRUNED)  # a run that is not rerun (failed ones are)
+
+# one row per epoch (history.parquet)
+HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_s",
+           "wall_s")
+# the final metrics of a run (metrics.json and the sweep table)
+FINAL = ("train_loss", "clean_train_loss", "test_loss", "test_acc", "train_acc",
+         "clean_train_acc", "epochs_run")
+TIMINGS = ("wall_s", "train_s")  # process seconds for the run; training seconds
+# what a sweeper may optimise (a number per run); the first is the entry point's return value
+OBJECTIVES = ("test_loss", "test_acc", "train_loss", "clean_train_loss", "train_acc",
+              "clean_train_acc", "train_s", "wall_s")

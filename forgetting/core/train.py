@@ -1,0 +1,155 @@
+"""The training loop: setup, epochs of steps, evaluation, finish. Knows nothing of Hydra: tests
+call `train` directly. What a run trains with is built in forgetting/core/setup.py (where the
+seed's semantics are stated); its state between steps is one `Progress` (checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from forgetting.core.augment import get_batch
+from forgetting.core.checkpoint import Checkpoint, Preempted, Progress
+from forgetting.core.config import Config
+from forgetting.core.data import Dataset
+from forgetting.core.device import sync
+from forgetting.core.metrics import DIVERGED, OK, PRUNED
+from forgetting.core.probe import BatchLog, replay
+from forgetting.core.setup import Setup, prepare, step_lr
+
+log = logging.getLogger("forgetting")
+
+
+@dataclass
+class RunResult:
+    status: str  # ok | diverged | pruned
+    history: list[dict]  # one row per epoch (metrics.HISTORY)
+    final: dict  # metrics.FINAL and train_s
+    info: dict = field(default_factory=dict)  # device, precision, sizes, steps
+    recency: list[dict] = field(default_factory=list)  # the probe's rows (core/probe.py)
+
+
+def epoch_marker(epoch: int) -> str:
+    """The start of epoch `epoch`'s progress line (forgetting.bench waits for it)."""
+    return f"epoch {epoch}/"
+
+
+def train(cfg: Config, dataset: Dataset | None = None,
+          on_epoch: Callable[[dict], bool] | None = None,
+          checkpoint: Checkpoint | None = None) -> RunResult:
+    """Train one model as `cfg` says; return per-epoch history, final metrics and the probe's
+    rows (`recency`, core/probe.py).
+
+    `on_epoch(row)` is called with each epoch's history row; returning True stops the run
+    there with `status: pruned` (a sweeper's pruner uses it). With `checkpoint`, the run
+    resumes from `checkpoint.load()` when there is one, and when `checkpoint.stop()` turns true
+    it saves its state before the next step and raises `Preempted` (core/checkpoint.py)."""
+    # setup
+    saved = checkpoint.load() if checkpoint is not None else None
+    run = prepare(cfg, dataset, saved.precision if saved else None)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
+    batch_log = BatchLog(cfg.probe.epochs, cfg.probe.verify)
+    progress = Progress()
+    if saved is not None:
+        saved.restore(run.model, run.optimizer, gen, run.device)
+        batch_log.load(saved.batch_log, run.device)
+        progress = saved.progress
+        progress.resumes += 1
+        log.info("resumed from %s at epoch %d, batch %d", checkpoint.path, progress.epoch,
+                 progress.batch)
+    sync(run.device)
+    start = time.perf_counter() - progress.wall_s
+    run.model.train()
+
+    # the loop
+    status = OK
+    while progress.epoch <= run.passes:
+        row = train_epoch(run, cfg, gen, batch_log, progress, checkpoint, start)
+        progress.history.append(row)
+        log.log(logging.DEBUG if cfg.quiet else logging.INFO,
+                epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
+                "test_loss %.4f  test_acc %.4f  %.1fs", run.passes,
+                row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
+                row["test_loss"], row["test_acc"], row["wall_s"])
+        if not math.isfinite(row["train_loss"]):
+            status = DIVERGED
+            break
+        if on_epoch is not None and on_epoch(row):
+            status = PRUNED
+            break
+        if batch_log and cfg.probe.every and row["epoch"] % cfg.probe.every == 0 \
+                and row["epoch"] < run.passes:
+            progress.recency += probe(run, batch_log, cfg, row, progress.step)
+        progress.next_epoch()
+
+    # finish
+    last = progress.history[-1]
+    clean_loss, clean_acc = math.nan, math.nan
+    if status != DIVERGED:
+        clean_loss, clean_acc = run.evaluate_train(cfg.eval_batch_size)
+        if batch_log:
+            progress.recency += probe(run, batch_log, cfg, last, progress.step)
+    final = {"train_loss": last["train_loss"], "train_acc": last["train_acc"],
+             "clean_train_loss": clean_loss, "clean_train_acc": clean_acc,
+             "test_loss": last["test_loss"], "test_acc": last["test_acc"],
+             "epochs_run": len(progress.history), "train_s": last["wall_s"]}
+    run.info["resumes"] = progress.resumes
+    return RunResult(status, progress.history, final, run.info, progress.recency)
+
+
+def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchLog,
+                progress: Progress, checkpoint: Checkpoint | None, start: float) -> dict:
+    """Take the steps left in `progress.epoch`, evaluate, and return the epoch's history row.
+    Before each step, a stop request saves the checkpoint and raises `Preempted`."""
+    t0 = time.perf_counter() - progress.epoch_s
+    epoch_rng = gen.get_state()  # a resumed run redraws this epoch's order and params
+    order, params = run.maker.draw_epoch(gen)
+    if progress.loss_sum is None:  # a new epoch (not one resumed part-way)
+        batch_log.start_epoch(progress.epoch, progress.step, epoch_rng)
+        loss_sum = torch.zeros((), device=run.device)
+        correct = torch.zeros((), device=run.device, dtype=torch.int64)
+    else:
+        loss_sum = progress.loss_sum.to(run.device)
+        correct = progress.correct.to(run.device)
+    for i in range(progress.batch, run.steps_per_epoch):
+        if checkpoint is not None and checkpoint.stop():
+            progress.batch, progress.loss_sum, progress.correct = i, loss_sum.cpu(), correct.cpu()
+            progress.epoch_s = time.perf_counter() - t0
+            progress.wall_s = time.perf_counter() - start
+            checkpoint.save(progress, run.model, run.optimizer, run.precision, epoch_rng,
+                            batch_log.state())
+            raise Preempted(checkpoint.path, progress.epoch, i)
+        x, y = get_batch(run.maker, run.train_y, order, params, i, cfg.batch_size)
+        lr = step_lr(cfg, progress.step / run.steps_per_epoch, run.passes)
+        loss, hits = run.step(x, y, lr)
+        batch_log.record(loss, x, y)
+        loss_sum += loss
+        correct += hits
+        progress.step += 1
+    seen = run.steps_per_epoch * cfg.batch_size
+    epoch = progress.epoch
+    row = {"epoch": epoch, "step_lr": lr, "train_loss": loss_sum.item() / seen,
+           "train_acc": correct.item() / seen, "test_loss": math.nan, "test_acc": math.nan}
+    if math.isfinite(row["train_loss"]) and (
+            epoch == run.passes or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+        row["test_loss"], row["test_acc"] = run.evaluate_test(cfg.eval_batch_size)
+    sync(run.device)
+    now = time.perf_counter()
+    row.update(epoch_s=now - t0, wall_s=now - start)
+    return row
+
+
+def probe(run: Setup, batch_log: BatchLog, cfg: Config, row: dict, step: int) -> list[dict]:
+    """The probe's rows after the epoch of `row` (its test loss is the reference; evaluated
+    here when that epoch skipped the test set)."""
+    test_loss, test_acc = row["test_loss"], row["test_acc"]
+    if not math.isfinite(test_loss):
+        test_loss, test_acc = run.evaluate_test(cfg.eval_batch_size)
+    reference = {"probe_epoch": row["epoch"], "test_loss": test_loss, "test_acc": test_acc}
+    return replay(run.net, run.maker, run.train_y, batch_log, cfg.batch_size, step,
+                  run.autocast, reference)

@@ -1,0 +1,20 @@
+"""What a run folder and a sweep folder hold: the name of every file, in one place.
+
+Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), ERROR_LOG
+(traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), Hydra's
+`.hydra/config.yaml`. Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over
+its runs, OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it).
+"""
+
+METRICS = "metrics.json"
+HISTORY = "history.parquet"
+RECENCY = "recency.parquet"
+ERROR_LOG = "error.log"
+CHECKPOINT = "checkpoint.pt"
+HYDRA_CONFIG = ".hydra/config.yaml"
+HYDRA_OVERRIDES = ".hydra/overrides.yaml"
+
+RESULTS = "results.parquet"
+RESULTS_CSV = "results.csv"
+OPTUNA_TRIALS = "optuna_trials.parquet"
+TABLE_LOCK = ".results.lock"

@@ -1,0 +1,46 @@
+"""Helpers shared by the tests: paths, the tiny config, subprocess runs, one-line error checks,
+constructed run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CIFAR_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg"
+TINY = ["data=synthetic", "model=tiny", "device=cpu", "precision=fp32", "batch_size=64",
+        "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true"]
+
+
+def run_cli(*args: str, cwd: Path | str = REPO, module: str | None = "forgetting.run",
+            env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m MODULE ARGS` (plain `python ARGS` without a module) in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    command = [sys.executable] + (["-m", module] if module else []) + list(args)
+    return subprocess.run(command, cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, code: int | None = 2) -> str:
+    """The single `error: ...` line a failed command printed (asserted: one line, no
+    traceback, exit code `code` unless None); returned for the caller's own checks."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    if code is not None:
+        assert proc.returncode == code, (proc.returncode, proc.stderr)
+    return lines[0]
+
+
+def write_run(folder: Path, status: str = "ok", config: dict | None = None,
+              **metrics) -> Path:
+    """A run folder holding only a metrics.json with `status`, `config` and `metrics`."""
+    folder.mkdir(parents=True)
+    record = {"status": status, **metrics}
+    if config is not None:
+        record["config"] = config
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
