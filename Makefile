@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install, run a small CPU sweep on CIFAR-10 and print its table
-#   make test   create .venv, install with test extras, run the test suite
+#   make test   create .venv, install with test extras, run the whole test suite (what CI runs)
+# For everyday work: make test-fast (the tier without subprocess sweeps, under 2 minutes on
+# 2 cores; the linter is one of its tests) and make lint.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ PY := $(VENV)/bin/python
 # ~/.cache/forgetting/cifar10 by torchvision on first use.
 DATA ?= $(or $(FORGETTING_DATA),$(wildcard ../shared/data/cifar10-jpg))
 
-.PHONY: demo test bench install clean reproduce-quick
+.PHONY: demo test test-fast lint bench install clean reproduce-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(PY) -m ruff check forgetting hydra_plugins tests
 
 # the seed's experiments at CPU scale: the four quick presets, then figures and verdicts (~1 h)
 QUICK_PRESETS := quick_batch512 quick_lr_subset_bs128 quick_lr_subset_bs512 quick_forgetting_probe

@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 
+import helpers
 from forgetting.analysis.analyze import Thresholds, analyze, optimum
 from forgetting.analyze import main
 from helpers import run_cli
@@ -15,14 +16,12 @@ GRID = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16]
 
 def write_run(folder, lr, subset, batch_size, status="ok", train_loss=0.1, test_loss=1.0,
               seed=0, test_acc=0.9, recipe="part1", train_s=10.0, error=None):
-    folder.mkdir(parents=True)
-    metrics = {"status": status, "train_loss": train_loss, "test_loss": test_loss,
-               "test_acc": test_acc, "train_s": train_s, "choices": {"recipe": recipe},
-               "config": {"lr": lr, "subset": subset, "batch_size": batch_size, "seed": seed,
-                          "augment": True, "target_acc": 0.94}}
-    if error:
-        metrics["error"] = error
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    """A finished run of the seed's grid (helpers.write_run with this file's defaults)."""
+    config = {"lr": lr, "subset": subset, "batch_size": batch_size, "seed": seed,
+              "augment": True, "target_acc": 0.94}
+    extra = {"error": error} if error else {}
+    helpers.write_run(folder, status, config, train_loss=train_loss, test_loss=test_loss,
+                      test_acc=test_acc, train_s=train_s, choices={"recipe": recipe}, **extra)
 
 
 def bowl(lr, best, base=1.0):

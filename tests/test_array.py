@@ -11,16 +11,9 @@ from filelock import FileLock
 from forgetting.core.errors import UserError
 from forgetting.runs.preflight import preflight
 from forgetting.runs.results import collect
-from helpers import TINY, run_cli
+from helpers import TINY, one_line_error, run_cli
 
 GRID = ["lr=1,2", "subset=0.5,1.0"]
-
-
-def one_line_error(proc) -> str:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return lines[0]
 
 
 @pytest.mark.slow

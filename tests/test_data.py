@@ -1,3 +1,4 @@
+import os
 import pickle
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from PIL import Image
 from forgetting.core.config import DataConfig
 from forgetting.core.data import load_dataset, subset_indices, synthetic
 from forgetting.core.errors import DataError
+from helpers import CIFAR_JPG
 
 
 def labels_10x100():
@@ -130,13 +132,10 @@ def test_mixed_image_sizes_are_named(tmp_path):
         load_dataset(_cfg("imagefolder", tmp_path / "tree", tmp_path / "cache"))
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg").is_dir(),
-                    reason="offline CIFAR-10 copy absent")
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR_JPG.is_dir(), reason="offline CIFAR-10 copy absent")
 def test_offline_cifar10_copy_is_balanced():
-    root = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg"
-    import os
-
-    ds = load_dataset(_cfg("cifar10", root, os.environ["FORGETTING_CACHE"]))
+    ds = load_dataset(_cfg("cifar10", CIFAR_JPG, os.environ["FORGETTING_CACHE"]))
     assert ds.train_x.shape == (50000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)
     assert torch.bincount(ds.train_y).tolist() == [5000] * 10
     assert ds.classes[:3] == ["airplane", "automobile", "bird"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, TINY, run_cli
+from helpers import REPO, TINY, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -153,9 +153,7 @@ def test_bad_sweeper_config_is_one_line(tmp_path, args, message):
         (tmp_path / "cmaes" / "__init__.py").write_text("raise ImportError('hidden')\n")
         env = {"PYTHONPATH": str(tmp_path)}
     proc = optuna_sweep(tmp_path / "sweep", *args, env=env)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert message in one_line_error(proc)
     assert not list((tmp_path).glob("sweep/*/metrics.json"))
 
 

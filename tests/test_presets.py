@@ -106,6 +106,7 @@ def test_preset_has_a_stable_sweep_folder(name, hydra_context):
     assert cfg.hydra.mode.name == "MULTIRUN"
 
 
+@pytest.mark.slow
 def test_preset_composes_on_the_command_line():
     r = run_cli("+sweep=quick_forgetting_probe", "+trainset=half_plain", "lr=4", "--cfg", "job")
     assert r.returncode == 0, r.stderr

@@ -1,14 +1,18 @@
 """The forgetting probe: recent training batches rebuilt exactly as fed, and their losses."""
 
+import re
+
 import pandas as pd
 import pytest
 import torch
 
 from forgetting.core.augment import BatchMaker, get_batch
 from forgetting.core.data import load_dataset
+from forgetting.core.errors import ConfigError
 from forgetting.core.probe import BatchLog, batch_checksum, replay
 from forgetting.core.step import make_autocast
 from forgetting.core.train import train
+from forgetting.runs.preflight import preflight
 from helpers import TINY, run_cli
 
 
@@ -100,8 +104,6 @@ def test_cli_writes_recency_and_the_sweep_gathers_it(tmp_path):
     ("probe.every=-2", "probe.every=-2: must be an integer >= 0"),
     ("eval_every=-1", "eval_every=-1: must be an integer >= 0"),
 ])
-def test_bad_probe_settings_are_one_line_errors(override, message):
-    r = run_cli(*TINY, override)
-    assert r.returncode == 2
-    assert message in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_bad_probe_settings_are_refused_before_a_run(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        preflight([*TINY, override])

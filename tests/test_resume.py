@@ -1,7 +1,6 @@
 """Resume and skip: a rerun of a sweep into its folder skips finished runs (matched by config
 hash), reruns the others, never duplicates a row; force=true recomputes."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+import helpers
 from forgetting.runs.resume import config_hash, job_folder, latest_runs
 from helpers import REPO, TINY, run_cli
 
@@ -92,9 +92,7 @@ def root_config(sweep_dir: Path, num: int, **values):
 
 
 def write_run(folder: Path, status: str, **values) -> None:
-    folder.mkdir(parents=True)
-    key = config_hash({"lr": 1.0, **values})
-    (folder / "metrics.json").write_text(json.dumps({"status": status, "config_hash": key}))
+    helpers.write_run(folder, status, config_hash=config_hash({"lr": 1.0, **values}))
 
 
 def test_job_folder_rules(tmp_path):

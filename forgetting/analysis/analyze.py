@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
 from forgetting.core.config import Config
+from forgetting.core.metrics import DIVERGED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +68,7 @@ def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
     previous = None
     for row in curve.itertuples():
         if row.unstable:
-            return row.lr, "diverged"
+            return row.lr, DIVERGED
         if previous is not None and math.isfinite(row.train_loss) and (
                 row.train_loss - previous > max(th.jump * previous, th.jump_abs)):
             return row.lr, f"train loss {previous:.3g} -> {row.train_loss:.3g}"
@@ -79,7 +80,7 @@ def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
 def is_lr_subset_grid(results: pd.DataFrame) -> bool:
     """Runs that vary LR factor and subset size, and nothing else about the data (the probe
     preset's datasets also differ in augmentation: not a subset-size comparison)."""
-    results = results[results["status"].isin(["ok", "diverged"])]  # with an outcome
+    results = results[results["status"].isin([OK, DIVERGED])]  # with an outcome
     same_data = all(results[k].nunique() <= 1 for k in ("augment", "cutout") if k in results)
     return results["lr"].nunique() > 1 and results["subset"].nunique() > 1 and same_data
 
@@ -88,8 +89,8 @@ def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     """The LR x subset analysis, one entry per batch size."""
     out = []
     for batch_size, group in results.groupby("batch_size"):
-        ok = group[group["status"] == "ok"]
-        bad = group[group["status"] == "diverged"]
+        ok = group[group["status"] == OK]
+        bad = group[group["status"] == DIVERGED]
         curves, edges = {}, []
         for subset, runs in group.groupby("subset"):
             means = ok[ok["subset"] == subset].groupby("lr")[["train_loss", "test_loss"]].mean()
@@ -161,13 +162,13 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     """Per recipe: runs, how many reached the target accuracy, median test accuracy and time."""
     out = []
     for recipe, group in results.groupby("recipe"):
-        ok = group[group["status"] == "ok"]
+        ok = group[group["status"] == OK]
         target = th.target_acc if th.target_acc is not None else float(
             group["target_acc"].dropna().iloc[0] if group["target_acc"].notna().any()
             else Config.target_acc)  # runs from before the key existed
         reached = int((ok["test_acc"] >= target).sum())
         out.append({"recipe": recipe, "batch_size": int(group["batch_size"].iloc[0]),
-                    "runs": int(len(group)), "ok": int(len(ok)), "target_acc": target,
+                    "runs": int(len(group)), OK: int(len(ok)), "target_acc": target,
                     "reached": reached, "share": reached / len(group),
                     "median_test_acc": float(ok["test_acc"].median()) if len(ok) else None,
                     "median_train_s": float(ok["train_s"].median()) if len(ok) else None})
@@ -184,7 +185,7 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
     report: dict = {"dirs": [str(d) for d in dirs], "thresholds": asdict(th),
                     "runs": int(len(results)),
                     "status": {k: int(v) for k, v in results["status"].value_counts().items()}}
-    done = results[results["status"].isin(["ok", "diverged"])]  # failed/pruned: no outcome
+    done = results[results["status"].isin([OK, DIVERGED])]  # failed/pruned: no outcome
     if is_lr_subset_grid(done):
         report["lr_subset"] = lr_subset(done, th)
     if "lr_subset" not in report and results["recipe"].nunique() > 1:

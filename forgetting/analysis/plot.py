@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis.analyze import Thresholds, is_lr_subset_grid
 from forgetting.analysis.recency import finished_probes, recency_curve, steps_per_epoch_of
+from forgetting.core.metrics import DIVERGED, FAILED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,7 +65,7 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                                   (row[1], "test_loss", "final test loss")):
             for k, subset in enumerate(subsets):
                 color = cmap(k / max(1, len(subsets) - 1) * 0.9)
-                ok = runs[(runs["subset"] == subset) & (runs["status"] == "ok")]
+                ok = runs[(runs["subset"] == subset) & (runs["status"] == OK)]
                 stats = ok.groupby("lr")[metric].agg(["mean", "min", "max", "count"])
                 if len(stats):
                     yerr = [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
@@ -72,7 +73,7 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                                 yerr=yerr if stats["count"].max() > 1 else None,
                                 color=color, marker="o", ms=4, capsize=3,
                                 label=f"subset {subset:g}")
-                div = runs[(runs["subset"] == subset) & (runs["status"] == "diverged")]
+                div = runs[(runs["subset"] == subset) & (runs["status"] == DIVERGED)]
                 if len(div):
                     ax.plot(div["lr"], [1.0] * len(div), "x", color=color, ms=9, mew=2,
                             transform=ax.get_xaxis_transform(), clip_on=False)
@@ -82,12 +83,12 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                 ax.set_yscale("log")
             ax.set_xlabel("LR factor (x the recipe's LR)")
             ax.set_ylabel(metric.replace("_", " "))
-            failed = runs[runs["status"] == "failed"]
+            failed = runs[runs["status"] == FAILED]
             note = f"; {len(failed)} failed" if len(failed) else ""
             ax.set_title(f"batch {int(bs)}: {title}{note}", fontsize=10)
             ax.grid(True, alpha=0.3)
         handles, labels = row[1].get_legend_handles_labels()
-        if (runs["status"] == "diverged").any():
+        if (runs["status"] == DIVERGED).any():
             handles.append(row[1].plot([], [], "x", color="k", ms=8, mew=2)[0])
             labels.append("diverged (x at top)")
         row[1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -173,7 +174,7 @@ def recipes(results: pd.DataFrame, path: Path, target: float | None = None) -> P
     names = sorted(results["recipe"].dropna().unique())
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4))
     for i, name in enumerate(names):
-        ok = results[(results["recipe"] == name) & (results["status"] == "ok")]
+        ok = results[(results["recipe"] == name) & (results["status"] == OK)]
         ax.plot([i] * len(ok), ok["test_acc"], "o", alpha=0.7)
     if target is None and results["target_acc"].notna().any():
         target = float(results["target_acc"].dropna().iloc[0])

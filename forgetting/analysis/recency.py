@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from forgetting.core.metrics import OK, PRUNED
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -21,7 +23,7 @@ def finished_probes(results: pd.DataFrame, recency: pd.DataFrame | None) -> pd.D
 
     if recency is None or recency.empty:
         return pd.DataFrame()
-    finished = results.loc[results["status"].isin(["ok", "pruned"]), "run_dir"]
+    finished = results.loc[results["status"].isin([OK, PRUNED]), "run_dir"]
     return recency[recency["run_dir"].isin(set(finished))]
 
 

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 
 from forgetting.core.config import COLUMNS
 from forgetting.core.files import atomic_write_csv, atomic_write_parquet
-from forgetting.core.metrics import FAILED, FINAL, TIMINGS
+from forgetting.core.metrics import FAILED, FINAL, OK, TIMINGS
 from forgetting.runs import folders
 from forgetting.runs.resume import latest_runs
 
@@ -182,7 +182,7 @@ def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> 
                          and k in results and results[k].nunique(dropna=False) > 1]
 
     def cell(group: pd.DataFrame) -> str:
-        ok = group[group["status"] == "ok"][value].dropna()
+        ok = group[group["status"] == OK][value].dropna()
         if len(ok):
             return f"{ok.mean():.4f}" + ("*" if len(ok) < len(group) else "")
         return "/".join(sorted(set(group["status"])))

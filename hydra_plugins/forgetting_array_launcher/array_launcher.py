@@ -44,6 +44,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from forgetting.core.metrics import FAILED
+
 log = logging.getLogger(__name__)
 LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM array
 
@@ -168,14 +170,14 @@ class ArrayLauncher(Launcher):
 
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
         metrics = read_metrics(run_dir) or {}
-        status = metrics.get("status", "failed")
+        status = metrics.get("status", FAILED)
         if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
-            status = "failed"
+            status = FAILED
         results, _ = collect(sweep_dir)
         counts = results["status"].value_counts().to_dict() if len(results) else {}
         print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
               f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
-        return 1 if status == "failed" else 0
+        return 1 if status == FAILED else 0
 
 
 def _drop_if_only_multirun_yaml(sweep_dir: Path) -> None:

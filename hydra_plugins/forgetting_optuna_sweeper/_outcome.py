@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import ListConfig
 
+from forgetting.core.metrics import DIVERGED, FAILED, PRUNED
 from forgetting.runs.folders import METRICS
 
 
@@ -29,9 +30,9 @@ def judge(ret, objectives: list | None, directions: list, on_nan: str):
         return TrialState.FAIL, None, f"{type(e).__name__}: {e}".splitlines()[0]
     metrics = read_metrics(ret)
     status = metrics.get("status")
-    if status == "failed":
+    if status == FAILED:
         return TrialState.FAIL, None, str(metrics.get("error") or "failed")
-    if status == "pruned":
+    if status == PRUNED:
         return TrialState.PRUNED, None, None
     if objectives:
         missing = [name for name in objectives if name not in metrics]
@@ -49,7 +50,7 @@ def judge(ret, objectives: list | None, directions: list, on_nan: str):
                                        f"{len(directions)} directions")
     if all(math.isfinite(v) for v in values):
         return TrialState.COMPLETE, values, None
-    note = "diverged" if status == "diverged" else "non-finite objective"
+    note = DIVERGED if status == DIVERGED else "non-finite objective"
     if on_nan == "fail":
         return TrialState.FAIL, None, note
     worst = [v if math.isfinite(v) else (math.inf if d == "minimize" else -math.inf)
