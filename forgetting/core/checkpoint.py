@@ -61,6 +61,7 @@ class Progress:
     loss_sum: torch.Tensor | None = None
     correct: torch.Tensor | None = None
     epoch_s: float = 0.0
+    diag: dict = field(default_factory=dict)  # the diagnostics' state (core/diagnostics/)
 
     def next_epoch(self) -> None:
         self.epoch, self.batch = self.epoch + 1, 0

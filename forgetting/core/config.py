@@ -117,6 +117,29 @@ class ProbeConfig:
 
 
 @dataclass
+class DiagConfig:
+    """Measurements of curvature, gradient noise and forgetting during training
+    (forgetting/core/diagnostics/). They never change what a run computes: not in the hash."""
+    sharpness: bool = key(False, "measure the top Hessian eigenvalue of the mean training loss "
+                          "(power iteration on Hessian-vector products, BatchNorm in batch "
+                          "mode) and `sharpness_ratio` against the optimiser's stability edge",
+                          hashed=False)
+    every: int = key(1, "measure sharpness after every N-th epoch and after the last",
+                     rule=Rule(ge=1), hashed=False)
+    sharpness_examples: int = key(512, "fixed training examples (no augmentation) the "
+                                  "sharpness is measured on", rule=Rule(ge=1), hashed=False)
+    iters: int = key(20, "power iterations per sharpness measurement (fewer when converged)",
+                     rule=Rule(ge=1), hashed=False)
+    noise: bool = key(False, "measure the gradient noise scale B_simple = tr(Sigma)/|G|^2 from "
+                      "gradient norms at the batch size and a quarter of it", hashed=False)
+    noise_every: int = key(16, "steps between two noise measurements (each costs about 1.25 "
+                           "extra steps)", rule=Rule(ge=1), hashed=False)
+    forgetting_events: bool = key(False, "record every training example's correctness when fed "
+                                  "and count its forgetting events (correct -> incorrect); "
+                                  "writes examples.parquet", hashed=False)
+
+
+@dataclass
 class Config:
     lr: float = key(1.0, "LR **factor** on the recipe's per-example learning rate, at every "
                     "point of the schedule; the same factor is the same per-example LR at "
@@ -150,6 +173,7 @@ class Config:
     schedule: ScheduleConfig = section(ScheduleConfig, "set by `recipe=`")
     optimizer: OptimizerConfig = section(OptimizerConfig)
     probe: ProbeConfig = section(ProbeConfig)
+    diag: DiagConfig = section(DiagConfig)
     eval_batch_size: int = key(1024, "images per evaluation batch", rule=POSITIVE_INT)
     eval_every: int = key(1, "test-set evaluation every N epochs and after the last (other "
                           "rows have test_loss NaN); 0 = only after the last",
@@ -220,7 +244,8 @@ def markdown_table() -> str:
         else:
             default = number_text(k.default)
         extra = "" if k.hashed else "; not part of the config hash"
-        rows.append(f"| `{k.name}` | {default} | {k.help}{extra} |")
+        text = k.help.replace("|", "\\|")  # a pipe would end the cell
+        rows.append(f"| `{k.name}` | {default} | {text}{extra} |")
     return "\n".join(rows)
 
 

@@ -18,6 +18,14 @@ HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc
 FINAL = ("train_loss", "clean_train_loss", "test_loss", "test_acc", "train_acc",
          "clean_train_acc", "epochs_run")
 TIMINGS = ("wall_s", "train_s")  # process seconds for the run; training seconds
+# what `diag.*` adds (core/diagnostics/monitor.py): per epoch in the history, final in metrics
+DIAG_HISTORY = ("eta_eff", "sharpness", "sharpness_rel_change", "sharpness_iters",
+                "sharpness_ratio", "sharpness_note", "noise_scale", "grad_sq", "trace_sigma",
+                "noise_measurements", "forgetting_events")
+DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_edge",
+              "noise_scale", "noise_scale_run", "grad_sq_run", "trace_sigma_run",
+              "noise_measurements", "share_never_forgotten", "mean_forgetting_events",
+              "share_never_learned", "n_presented", "n_learned")
 # what a sweeper may optimise (a number per run); the first is the entry point's return value
 OBJECTIVES = ("test_loss", "test_acc", "train_loss", "clean_train_loss", "train_acc",
               "clean_train_acc", "train_s", "wall_s")

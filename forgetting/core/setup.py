@@ -78,7 +78,7 @@ class Setup:
     model: torch.nn.Module  # weights, for checkpoints
     net: torch.nn.Module  # what is called: the model or its compiled form
     optimizer: SGD
-    step: Callable  # (x, y, lr) -> (summed loss, correct count): make_step
+    step: Callable  # (x, y, lr) -> (summed loss, correct count, hits): make_step
     autocast: Callable
     maker: BatchMaker  # the training subset
     test: BatchMaker
@@ -87,6 +87,7 @@ class Setup:
     steps_per_epoch: int
     passes: int
     info: dict
+    subset: torch.Tensor  # the training subset's indices in the full training set
 
     def evaluate_test(self, batch_size: int) -> tuple[float, float]:
         return evaluate(self.net, self.test, self.test_y, batch_size, self.autocast)
@@ -110,6 +111,9 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None) -> Setu
         raise ConfigError("batch_size", cfg.batch_size,
                           f"must be <= the subset size {n} (subset={cfg.subset} of "
                           f"{len(data.train_y)} training images)")
+    if cfg.diag.sharpness and cfg.diag.sharpness_examples > n:
+        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
+                          f"must be <= the subset size {n}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
@@ -136,4 +140,4 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None) -> Setu
     sync(device)
     info["compile_s"] = time.perf_counter() - start if cfg.compile or graphs else 0.0
     return Setup(device, precision, model, net, optimizer, step, autocast, maker, test, train_y,
-                 test_y, steps_per_epoch, passes, info)
+                 test_y, steps_per_epoch, passes, info, subset)

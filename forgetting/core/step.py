@@ -41,7 +41,8 @@ def make_autocast(device: torch.device, precision: str):
 
 
 def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, autocast):
-    """One step on the summed loss; returns the (detached) loss and the correct count."""
+    """One step on the summed loss; returns the (detached) loss, the correct count and which
+    examples were correct (bool per example, from the step's own forward pass)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast():
@@ -50,12 +51,13 @@ def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, auto
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach(), (out.detach().argmax(1) == y).sum()
+    hits = out.detach().argmax(1) == y
+    return loss.detach(), hits.sum(), hits
 
 
 def make_step(net, model, optimizer: SGD, precision: str, maker: BatchMaker,
               labels: torch.Tensor, batch_size: int, graphs: bool) -> Callable:
-    """The training step `step(x, y, lr) -> (loss, correct)`: `sgd_step`, or with `graphs`
+    """The training step `step(x, y, lr) -> (loss, correct, hits)`: `sgd_step`, or with `graphs`
     (a GPU's) the same step captured as one CUDA graph."""
     if graphs:
         return GraphStep(net, model, optimizer, precision, maker.example(batch_size),
@@ -112,7 +114,7 @@ def warm_up_in_place(step, model: torch.nn.Module, optimizer: SGD, steps: int) -
 
 
 class GraphStep:
-    """Call with (x, y, lr) like `sgd_step`; returns (summed loss, correct count)."""
+    """Call with (x, y, lr) like `sgd_step`; returns (summed loss, correct count, hits)."""
 
     def __init__(self, net: torch.nn.Module, model: torch.nn.Module, optimizer: SGD,
                  precision: str, x: torch.Tensor, y: torch.Tensor):
@@ -133,11 +135,11 @@ class GraphStep:
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss, self.hits = step()
+            self.loss, self.correct, self.hits = step()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float):
         self.x.copy_(x, non_blocking=True)
         self.y.copy_(y, non_blocking=True)
         self.lr.fill_(lr)
         self.graph.replay()
-        return self.loss.clone(), self.hits.clone()
+        return self.loss.clone(), self.correct.clone(), self.hits.clone()

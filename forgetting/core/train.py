@@ -18,6 +18,7 @@ from forgetting.core.checkpoint import Checkpoint, Preempted, Progress
 from forgetting.core.config import Config
 from forgetting.core.data import Dataset
 from forgetting.core.device import sync
+from forgetting.core.diagnostics.monitor import Diagnostics
 from forgetting.core.metrics import DIVERGED, OK, PRUNED
 from forgetting.core.probe import BatchLog, replay
 from forgetting.core.setup import Setup, prepare, step_lr
@@ -32,6 +33,7 @@ class RunResult:
     final: dict  # metrics.FINAL and train_s
     info: dict = field(default_factory=dict)  # device, precision, sizes, steps
     recency: list[dict] = field(default_factory=list)  # the probe's rows (core/probe.py)
+    examples: list[dict] = field(default_factory=list)  # per example (diag.forgetting_events)
 
 
 def epoch_marker(epoch: int) -> str:
@@ -54,11 +56,13 @@ def train(cfg: Config, dataset: Dataset | None = None,
     run = prepare(cfg, dataset, saved.precision if saved else None)
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
     batch_log = BatchLog(cfg.probe.epochs, cfg.probe.verify)
+    diag = Diagnostics(cfg, run)
     progress = Progress()
     if saved is not None:
         saved.restore(run.model, run.optimizer, gen, run.device)
         batch_log.load(saved.batch_log, run.device)
         progress = saved.progress
+        diag.load(progress.diag)
         progress.resumes += 1
         log.info("resumed from %s at epoch %d, batch %d", checkpoint.path, progress.epoch,
                  progress.batch)
@@ -69,7 +73,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
     # the loop
     status = OK
     while progress.epoch <= run.passes:
-        row = train_epoch(run, cfg, gen, batch_log, progress, checkpoint, start)
+        row = train_epoch(run, cfg, gen, batch_log, diag, progress, checkpoint, start)
         progress.history.append(row)
         log.log(logging.DEBUG if cfg.quiet else logging.INFO,
                 epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
@@ -97,15 +101,19 @@ def train(cfg: Config, dataset: Dataset | None = None,
     final = {"train_loss": last["train_loss"], "train_acc": last["train_acc"],
              "clean_train_loss": clean_loss, "clean_train_acc": clean_acc,
              "test_loss": last["test_loss"], "test_acc": last["test_acc"],
-             "epochs_run": len(progress.history), "train_s": last["wall_s"]}
+             "epochs_run": len(progress.history), "train_s": last["wall_s"],
+             **diag.final(progress.history)}
     run.info["resumes"] = progress.resumes
-    return RunResult(status, progress.history, final, run.info, progress.recency)
+    return RunResult(status, progress.history, final, run.info, progress.recency,
+                     diag.examples(run))
 
 
 def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchLog,
-                progress: Progress, checkpoint: Checkpoint | None, start: float) -> dict:
-    """Take the steps left in `progress.epoch`, evaluate, and return the epoch's history row.
-    Before each step, a stop request saves the checkpoint and raises `Preempted`."""
+                diag: Diagnostics, progress: Progress, checkpoint: Checkpoint | None,
+                start: float) -> dict:
+    """Take the steps left in `progress.epoch`, evaluate, measure what `diag` asks, and return
+    the epoch's history row. Before each step, a stop request saves the checkpoint and raises
+    `Preempted`."""
     t0 = time.perf_counter() - progress.epoch_s
     epoch_rng = gen.get_state()  # a resumed run redraws this epoch's order and params
     order, params = run.maker.draw_epoch(gen)
@@ -121,15 +129,21 @@ def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchL
             progress.batch, progress.loss_sum, progress.correct = i, loss_sum.cpu(), correct.cpu()
             progress.epoch_s = time.perf_counter() - t0
             progress.wall_s = time.perf_counter() - start
+            progress.diag = diag.state()
             checkpoint.save(progress, run.model, run.optimizer, run.precision, epoch_rng,
                             batch_log.state())
             raise Preempted(checkpoint.path, progress.epoch, i)
         x, y = get_batch(run.maker, run.train_y, order, params, i, cfg.batch_size)
         lr = step_lr(cfg, progress.step / run.steps_per_epoch, run.passes)
-        loss, hits = run.step(x, y, lr)
+        if diag:
+            diag.before_step(run, x, y, progress.step)
+        loss, count, hits = run.step(x, y, lr)
         batch_log.record(loss, x, y)
+        if diag:
+            diag.after_step(order[i * cfg.batch_size:(i + 1) * cfg.batch_size], hits,
+                            progress.step)
         loss_sum += loss
-        correct += hits
+        correct += count
         progress.step += 1
     seen = run.steps_per_epoch * cfg.batch_size
     epoch = progress.epoch
@@ -138,6 +152,8 @@ def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchL
     if math.isfinite(row["train_loss"]) and (
             epoch == run.passes or (cfg.eval_every and epoch % cfg.eval_every == 0)):
         row["test_loss"], row["test_acc"] = run.evaluate_test(cfg.eval_batch_size)
+    if diag:
+        row.update(diag.after_epoch(run, row, last=epoch == run.passes))
     sync(run.device)
     now = time.perf_counter()
     row.update(epoch_s=now - t0, wall_s=now - start)

@@ -9,6 +9,7 @@ its runs, OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers
 METRICS = "metrics.json"
 HISTORY = "history.parquet"
 RECENCY = "recency.parquet"
+EXAMPLES = "examples.parquet"  # per training example, with diag.forgetting_events
 ERROR_LOG = "error.log"
 CHECKPOINT = "checkpoint.pt"
 HYDRA_CONFIG = ".hydra/config.yaml"

@@ -63,6 +63,8 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
     atomic_write_rows(run_dir / folders.HISTORY, result.history)
     if result.recency:
         atomic_write_rows(run_dir / folders.RECENCY, result.recency)
+    if result.examples:
+        atomic_write_rows(run_dir / folders.EXAMPLES, result.examples)
     atomic_write_json(run_dir / folders.METRICS, metrics)
     checkpoint.remove()
     if result.status == DIVERGED:

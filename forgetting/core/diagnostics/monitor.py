@@ -1,0 +1,157 @@
+"""What `diag.*` asks a run to measure, fed by the training loop (core/train.py).
+
+- `diag.sharpness`: after every `diag.every`-th epoch and after the last, the top Hessian
+  eigenvalue of the mean training loss on `diag.sharpness_examples` fixed training examples
+  (no augmentation; chosen once with their own generator, so training's random streams are
+  untouched), in chunks of the run's batch size with BatchNorm in batch mode (what the
+  optimiser sees), running statistics left as they were (sharpness.py). Beside it the LR the
+  step took, expressed for the mean loss (`eta_eff` = per-example LR x batch size), and
+  `sharpness_ratio` = eta_eff (lambda_max + weight decay) / the running optimiser's stability
+  edge (stability.py): about 1 at the edge of stability, far below 1 where curvature does not
+  limit the run.
+- `diag.noise`: every `diag.noise_every` steps, before the step, the mean-loss gradient norms
+  of the step's batch and of its first quarter at the current weights (noise.py; BatchNorm
+  statistics restored), accumulated per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is
+  their ratio of means (McCandlish et al. 2018, appendix A).
+- `diag.forgetting_events`: every example's correctness each time it is fed, taken from the
+  step's own predictions (no extra forward pass), and its forgetting events (events.py;
+  Toneva et al. 2019); the per-example table goes to examples.parquet.
+
+Measurements run in fp32 on the uncompiled model, whatever the run's precision and `compile`.
+None of them changes a trained weight, a BatchNorm statistic or a random stream: a run with
+diagnostics trains exactly as one without (tests/test_diagnostics_run.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from forgetting.core.config import Config
+from forgetting.core.diagnostics.events import ForgettingEvents
+from forgetting.core.diagnostics.noise import NoiseScale, gradient_sq_norms
+from forgetting.core.diagnostics.sharpness import top_eigenvalue
+from forgetting.core.diagnostics.stability import edge, mean_loss_lr, sharpness_ratio
+
+SHARPNESS_SEED = 0  # the fixed examples' generator, apart from every training stream
+
+
+class Diagnostics:
+    def __init__(self, cfg: Config, run):
+        d = cfg.diag
+        self.cfg = cfg
+        self.edge = edge(cfg.optimizer.momentum, cfg.optimizer.nesterov)
+        self.events = (ForgettingEvents(len(run.train_y), run.device)
+                       if d.forgetting_events else None)
+        self.noise_epoch = NoiseScale() if d.noise else None
+        self.noise_run = NoiseScale() if d.noise else None
+        self.small = max(1, cfg.batch_size // 4)
+        self.fixed = None
+        if d.sharpness:
+            n = len(run.train_y)
+            gen = torch.Generator().manual_seed(SHARPNESS_SEED)
+            self.fixed = torch.randperm(n, generator=gen)[:d.sharpness_examples].sort().values
+        self.measured: list[float] = []  # sharpness ratios measured so far
+
+    def __bool__(self) -> bool:
+        return bool(self.events is not None or self.noise_run is not None
+                    or self.fixed is not None)
+
+    def before_step(self, run, x: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        """A noise measurement on the batch about to be stepped on, every noise_every steps."""
+        if self.noise_run is None or step % self.cfg.diag.noise_every or self.small >= len(x):
+            return
+        g_small, g_big = gradient_sq_norms(run.model, x.float(), y, self.small)
+        if math.isfinite(g_small) and math.isfinite(g_big):
+            for acc in (self.noise_epoch, self.noise_run):
+                acc.add(g_small, self.small, g_big, len(x))
+
+    def after_step(self, idx: torch.Tensor, hits: torch.Tensor, step: int) -> None:
+        """The fed examples' correctness (subset-local indices) from the step's predictions."""
+        if self.events is not None:
+            self.events.record(idx.to(hits.device), hits, step)
+
+    def after_epoch(self, run, row: dict, last: bool) -> dict:
+        """The epoch's columns for its history row (NaN where nothing was measured)."""
+        out: dict = {}
+        finite = math.isfinite(row["train_loss"])
+        if self.noise_run is not None:
+            out.update(noise_scale=self.noise_epoch.b_simple(),
+                       grad_sq=self.noise_epoch.gradient_sq(),
+                       trace_sigma=self.noise_epoch.trace_sigma(),
+                       noise_measurements=self.noise_epoch.count)
+            self.noise_epoch.reset()
+        if self.fixed is not None:
+            eta = mean_loss_lr(row["step_lr"], self.cfg.batch_size)
+            out.update(eta_eff=eta, sharpness=math.nan, sharpness_rel_change=math.nan,
+                       sharpness_iters=0, sharpness_ratio=math.nan, sharpness_note=None)
+            if not finite:
+                out["sharpness_note"] = "not measured: the training loss is not finite"
+            elif last or row["epoch"] % self.cfg.diag.every == 0:
+                out.update(self.sharpness(run, eta))
+        if self.events is not None:
+            out["forgetting_events"] = int(self.events.forgetting_events.sum())
+        return out
+
+    def sharpness(self, run, eta: float) -> dict:
+        idx = self.fixed.to(run.train_y.device)
+        x = run.maker.batch(idx).float()
+        m = top_eigenvalue(run.model, x, run.train_y[idx], self.cfg.diag.iters,
+                           batch_size=self.cfg.batch_size)
+        lam = m["sharpness"]
+        ratio = sharpness_ratio(lam, eta, self.cfg.optimizer.weight_decay,
+                                self.cfg.optimizer.momentum, self.cfg.optimizer.nesterov)
+        if math.isfinite(ratio):
+            self.measured.append(ratio)
+        return {"sharpness": lam, "sharpness_rel_change": m["sharpness_rel_change"],
+                "sharpness_iters": m["sharpness_iters"], "sharpness_ratio": ratio,
+                "sharpness_note": m["sharpness_error"]}
+
+    def final(self, history: list[dict]) -> dict:
+        """The run's final figures for metrics.json and the sweep table."""
+        out: dict = {}
+        if self.fixed is not None:
+            last = next((r for r in reversed(history)
+                         if math.isfinite(r.get("sharpness", math.nan))), None)
+            out.update(sharpness=last["sharpness"] if last else math.nan,
+                       sharpness_ratio=last["sharpness_ratio"] if last else math.nan,
+                       max_sharpness_ratio=max(self.measured) if self.measured else math.nan,
+                       stability_edge=self.edge)
+        if self.noise_run is not None:
+            last = history[-1].get("noise_scale", math.nan) if history else math.nan
+            out.update(noise_scale=last, noise_scale_run=self.noise_run.b_simple(),
+                       grad_sq_run=self.noise_run.gradient_sq(),
+                       trace_sigma_run=self.noise_run.trace_sigma(),
+                       noise_measurements=self.noise_run.count)
+        if self.events is not None:
+            out.update(self.events.summary())
+        return out
+
+    def examples(self, run) -> list[dict]:
+        """One row per training example of the subset (examples.parquet), indexed by its
+        position in the full training set."""
+        if self.events is None:
+            return []
+        rows = self.events.table(run.train_y.cpu())
+        subset = run.subset.tolist()
+        for row in rows:
+            row["example"] = subset[row["example"]]
+        return rows
+
+    def state(self) -> dict:
+        """Everything a resumed run needs to go on measuring as if never stopped."""
+        return {"events": self.events.state() if self.events is not None else None,
+                "noise_epoch": self.noise_epoch.state() if self.noise_run is not None else None,
+                "noise_run": self.noise_run.state() if self.noise_run is not None else None,
+                "measured": list(self.measured)}
+
+    def load(self, state: dict) -> None:
+        if not state:
+            return
+        if self.events is not None and state.get("events") is not None:
+            self.events.load(state["events"])
+        if self.noise_run is not None and state.get("noise_run") is not None:
+            self.noise_epoch.load(state["noise_epoch"])
+            self.noise_run.load(state["noise_run"])
+        self.measured = list(state.get("measured", []))

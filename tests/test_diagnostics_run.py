@@ -1,0 +1,152 @@
+"""Diagnostics inside real (tiny) runs: they never change training, land in the run's history,
+metrics and examples table, survive a preemption, and a failed measurement is an outcome."""
+
+from __future__ import annotations
+
+import math
+from itertools import count
+
+import pandas as pd
+import pytest
+import torch
+
+from forgetting.core.checkpoint import Checkpoint, Preempted
+from forgetting.core.diagnostics import monitor
+from forgetting.core.diagnostics.events import ForgettingEvents, count_events
+from forgetting.core.diagnostics.stability import edge
+from forgetting.core.errors import ConfigError
+from forgetting.core.train import train
+from forgetting.runs.preflight import preflight
+from helpers import TINY
+
+ALL = ["diag.sharpness=true", "diag.sharpness_examples=128", "diag.iters=8", "diag.noise=true",
+       "diag.noise_every=2", "diag.forgetting_events=true"]
+TRAINING = ["epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+def test_diagnostics_do_not_change_training(make_cfg):
+    plain = train(make_cfg("epochs=3", "threads=1"))
+    measured = train(make_cfg("epochs=3", "threads=1", *ALL))
+    assert [{k: r[k] for k in TRAINING} for r in measured.history] == \
+        [{k: r[k] for k in TRAINING} for r in plain.history]
+    for key in ("train_loss", "clean_train_loss", "test_loss", "test_acc"):
+        assert measured.final[key] == plain.final[key]
+
+
+def test_every_measurement_lands_in_history_and_metrics(make_cfg):
+    cfg = make_cfg("epochs=3", "threads=1", "lr=4", *ALL)
+    result = train(cfg)
+    history = pd.DataFrame(result.history)
+    assert history["sharpness"].gt(0).all() and history["sharpness_iters"].ge(1).all()
+    wd, nesterov_edge = cfg.optimizer.weight_decay, edge(0.9, True)
+    expected = history["eta_eff"] * (history["sharpness"] + wd) / nesterov_edge
+    assert history["sharpness_ratio"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    assert history["eta_eff"].tolist() == pytest.approx(
+        (history["step_lr"] * cfg.batch_size).tolist())
+    assert history["noise_measurements"].tolist() == [5, 5, 5]  # 10 steps an epoch, every 2nd
+    # NaN where an epoch's few measurements give |G|^2 <= 0 (noise dominates): never negative
+    assert not history["noise_scale"].le(0).any() and history["noise_scale"].notna().any()
+    f = result.final
+    assert f["stability_edge"] == pytest.approx(1.3571428571)
+    assert f["sharpness"] == history["sharpness"].iloc[-1]
+    assert f["max_sharpness_ratio"] == history["sharpness_ratio"].max()
+    assert f["noise_measurements"] == 15
+    # the run's estimates are the epochs' means (equal counts), divided after averaging
+    assert f["grad_sq_run"] == pytest.approx(history["grad_sq"].mean(), rel=1e-9)
+    assert f["trace_sigma_run"] == pytest.approx(history["trace_sigma"].mean(), rel=1e-9)
+    assert history["trace_sigma"].gt(0).all()
+    assert (f["noise_scale_run"] == pytest.approx(f["trace_sigma_run"] / f["grad_sq_run"])
+            if f["grad_sq_run"] > 0 else math.isnan(f["noise_scale_run"]))
+    assert 0 <= f["share_never_forgotten"] <= 1 and f["mean_forgetting_events"] >= 0
+    examples = pd.DataFrame(result.examples)
+    assert len(examples) == 640 and examples["presentations"].eq(3).all()  # 3 passes
+    assert examples["forgetting_events"].sum() == history["forgetting_events"].iloc[-1]
+
+
+def test_sharpness_every_n_epochs_and_after_the_last(make_cfg):
+    history = pd.DataFrame(train(make_cfg("epochs=5", "threads=1", "diag.sharpness=true",
+                                          "diag.sharpness_examples=64", "diag.iters=3",
+                                          "diag.every=2")).history)
+    assert history["sharpness"].notna().tolist() == [False, True, False, True, True]
+
+
+def test_events_equal_those_recounted_from_the_fed_correctness(make_cfg, monkeypatch):
+    trace: list[tuple[list[int], list[bool]]] = []
+    record = ForgettingEvents.record
+
+    def logged(self, indices, correct, step):
+        trace.append((indices.tolist(), correct.tolist()))
+        record(self, indices, correct, step)
+
+    monkeypatch.setattr(ForgettingEvents, "record", logged)
+    result = train(make_cfg("epochs=4", "threads=1", "lr=8", "diag.forgetting_events=true"))
+    per_example: dict[int, list[bool]] = {}
+    for indices, correct in trace:
+        for i, c in zip(indices, correct):
+            per_example.setdefault(i, []).append(c)
+    assert len(trace) == 40 and len(per_example) == 640
+    table = pd.DataFrame(result.examples)
+    # examples are indexed in the full set; the tiny run's subset is the full set
+    recounted = [count_events(per_example[i]) for i in table["example"]]
+    assert table["forgetting_events"].tolist() == recounted
+    assert sum(recounted) > 0  # a run that forgets something: the check is not vacuous
+    first = [next((k for k, c in enumerate(per_example[i]) if c), None) for i in table["example"]]
+    assert table["never_learned"].tolist() == [f is None for f in first]
+
+
+def stop_before_step(k: int):
+    calls = count()
+    return lambda: next(calls) >= k
+
+
+def test_diagnostics_resume_as_if_never_stopped(make_cfg, tmp_path):
+    cfg = make_cfg("epochs=3", "threads=1", *ALL)
+    whole = train(cfg)
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(Preempted):
+        train(cfg, checkpoint=Checkpoint(path, "h", stop=stop_before_step(15)))
+    resumed = train(cfg, checkpoint=Checkpoint(path, "h"))
+    columns = ["train_loss", "sharpness", "noise_scale", "forgetting_events"]
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed.history)[columns],
+                                  pd.DataFrame(whole.history)[columns], check_exact=True)
+    assert resumed.examples == whole.examples
+
+
+def test_a_failed_measurement_is_recorded_and_the_run_goes_on(make_cfg, monkeypatch):
+    def broken(*args, **kwargs):
+        return {"sharpness": math.nan, "sharpness_rel_change": math.nan, "sharpness_iters": 1,
+                "sharpness_error": "non-finite Hessian-vector product"}
+
+    monkeypatch.setattr(monitor, "top_eigenvalue", broken)
+    result = train(make_cfg("threads=1", "diag.sharpness=true", "diag.sharpness_examples=64"))
+    assert result.status == "ok"
+    assert math.isnan(result.final["sharpness"]) and math.isnan(result.final["sharpness_ratio"])
+    assert result.history[-1]["sharpness_note"] == "non-finite Hessian-vector product"
+
+
+def test_measurements_leave_batchnorm_statistics_alone(make_cfg):
+    cfg = make_cfg("threads=1", "epochs=1", "diag.sharpness=true", "diag.sharpness_examples=64")
+    plain = make_cfg("threads=1", "epochs=1")
+    states = []
+    for c in (cfg, plain):
+        torch.manual_seed(0)
+        result = train(c)
+        states.append(result.final["clean_train_loss"])  # eval mode: running statistics
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("diag.every=-1", "diag.every=-1: must be an integer >= 1"),
+    ("diag.iters=0", "diag.iters=0: must be an integer >= 1"),
+    ("diag.noise_every=0", "diag.noise_every=0: must be an integer >= 1"),
+    ("diag.sharpness=maybe", "diag.sharpness='maybe': must be true or false"),
+])
+def test_bad_diagnostics_settings_are_refused_before_a_run(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        preflight([*TINY, override])
+
+
+def test_more_sharpness_examples_than_the_subset_is_refused(make_cfg):
+    with pytest.raises(ConfigError, match="diag.sharpness_examples=1000: must be <= the subset "
+                                          "size 640"):
+        train(make_cfg("diag.sharpness=true", "diag.sharpness_examples=1000"))
