@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         print(missing, file=sys.stderr)
         return 2
     th = Thresholds(**{k: getattr(args, k) for k in asdict(defaults)})
-    for key in ("jump", "jump_abs", "within", "bin"):
+    for key in ("jump", "jump_abs", "within", "bin", "fit", "edge_ratio"):
         if not getattr(th, key) > 0:
             print(f"error: --{key.replace('_', '-')}={getattr(th, key)!r}: must be > 0",
                   file=sys.stderr)
             return 2
-    for key in ("edge_gap", "shift"):
+    for key in ("edge_gap", "shift", "min_seeds"):
         if not getattr(th, key) >= 1:
             print(f"error: --{key.replace('_', '-')}={getattr(th, key)!r}: must be >= 1",
                   file=sys.stderr)

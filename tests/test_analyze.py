@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import helpers
-from forgetting.analysis.analyze import Thresholds, analyze, optimum
+from forgetting.analysis.analyze import Thresholds, analyze, optimum, render
 from forgetting.analyze import main
 from helpers import run_cli
 
@@ -15,30 +15,41 @@ GRID = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16]
 
 
 def write_run(folder, lr, subset, batch_size, status="ok", train_loss=0.1, test_loss=1.0,
-              seed=0, test_acc=0.9, recipe="part1", train_s=10.0, error=None):
+              seed=0, test_acc=0.9, recipe="part1", train_s=10.0, error=None, budget="steps",
+              **metrics):
     """A finished run of the seed's grid (helpers.write_run with this file's defaults)."""
     config = {"lr": lr, "subset": subset, "batch_size": batch_size, "seed": seed,
-              "augment": True, "target_acc": 0.94}
+              "augment": True, "target_acc": 0.94, "budget": budget}
     extra = {"error": error} if error else {}
     helpers.write_run(folder, status, config, train_loss=train_loss, test_loss=test_loss,
-                      test_acc=test_acc, train_s=train_s, choices={"recipe": recipe}, **extra)
+                      test_acc=test_acc, train_s=train_s, choices={"recipe": recipe},
+                      **extra, **metrics)
 
 
 def bowl(lr, best, base=1.0):
     return base + 0.1 * (math.log2(lr) - math.log2(best)) ** 2
 
 
-def make_sweep(root, batch_size, best, edge, base=1.0):
-    """Subsets 0.25 and 1 (optimum `best[subset]`), runs diverge from `edge` on."""
+def make_sweep(root, batch_size, best, edge, base=1.0, seeds=(0, 1), budget="steps",
+               train=lambda lr, subset: 0.05 * lr, ratio=None, noise=None):
+    """Subsets 0.25 and 1 (optimum `best[subset]`, the same for every seed), runs diverge from
+    `edge` on; `budget=epochs` gives the small subset 4x fewer steps; `ratio(lr)`: the measured
+    max sharpness ratio; `noise`: the noise scale of every run."""
     k = len(list(root.glob("*")))
-    for subset in (0.25, 1.0):
-        for lr in GRID:
-            diverged = lr >= edge
-            write_run(root / str(k), lr, subset, batch_size,
-                      status="diverged" if diverged else "ok",
-                      train_loss=math.nan if diverged else 0.05 * lr,
-                      test_loss=math.nan if diverged else bowl(lr, best[subset], base))
-            k += 1
+    for seed in seeds:
+        for subset in (0.25, 1.0):
+            for lr in GRID:
+                diverged = lr >= edge
+                measured = {} if ratio is None else {"max_sharpness_ratio": ratio(lr)}
+                if noise is not None:
+                    measured["noise_scale"] = noise
+                write_run(root / str(k), lr, subset, batch_size, seed=seed, budget=budget,
+                          status="diverged" if diverged else "ok",
+                          train_loss=math.nan if diverged else train(lr, subset),
+                          test_loss=math.nan if diverged else bowl(lr, best[subset], base),
+                          steps=1000 if budget == "steps" else int(1000 * subset),
+                          **measured)
+                k += 1
 
 
 def test_optimum_is_the_parabola_vertex_on_log2():
@@ -84,6 +95,70 @@ def test_failed_runs_are_not_instability(tmp_path):
     assert report["lr_subset"][0]["verdict"] == "forgetting-limited"
 
 
+def verdict_of(root, **th):
+    return analyze([root], Thresholds(**th))["lr_subset"][0]
+
+
+def test_an_under_trained_sweep_is_confounded_not_forgetting_limited(tmp_path):
+    """Like the demo: budget=epochs (the small subset takes 4x fewer steps) and train loss
+    about the test loss (nothing memorised); the optimum still rises as the subset shrinks."""
+    make_sweep(tmp_path, 128, {0.25: 4.0, 1.0: 1.0}, edge=99, budget="epochs",
+               train=lambda lr, subset: 1.0)
+    entry = verdict_of(tmp_path)
+    assert entry["loss_shape"] == "forgetting-limited"
+    assert entry["verdict"] == "confounded: equal steps, small subsets fit"
+    checks = {c["check"]: c for c in entry["checks"]}
+    assert checks["equal steps"]["text"] == "steps per run 250-1000 across subsets (x4)"
+    assert "factor 4: train_loss 1 vs test 1 " in checks["small subsets fit"]["text"]
+    text = render(analyze([tmp_path], Thresholds()))
+    assert "verdict: confounded: equal steps, small subsets fit" in text
+    assert "[fails] equal steps" in text and "fitted means <= 0.5 x test" in text
+
+
+def test_one_seed_or_a_spread_that_spans_the_claim_is_not_resolved(tmp_path):
+    make_sweep(tmp_path / "one", 128, {0.25: 4.0, 1.0: 1.0}, edge=99, seeds=(0,))
+    entry = verdict_of(tmp_path / "one")
+    assert entry["verdict"] == "not resolved: 1 seed(s) per point; a claim needs >= 2"
+    assert verdict_of(tmp_path / "one", min_seeds=1)["verdict"] == "forgetting-limited"
+    # seed 1's small-subset optimum is 1.5, below the x2 the claim needs; the mean still says 2.5
+    make_sweep(tmp_path / "spread", 128, {0.25: 4.0, 1.0: 1.0}, edge=99, seeds=(0,))
+    make_sweep(tmp_path / "spread", 128, {0.25: 1.5, 1.0: 1.0}, edge=99, seeds=(1,))
+    entry = verdict_of(tmp_path / "spread")
+    assert entry["loss_shape"] == "forgetting-limited"
+    assert entry["verdict"].startswith("not resolved: 2 seeds;") and "x1.5-x4" in entry["verdict"]
+    small = entry["subsets"][0]
+    assert sorted(small["best_lr_seeds"]) == pytest.approx([1.5, 4.0])
+
+
+def test_curvature_is_claimed_only_where_the_measured_ratio_reached_the_edge(tmp_path):
+    at_edge = (lambda lr: min(1.0, 0.95 * lr))  # ratio 0.95 from factor 1 on: the edge reached
+    far = (lambda lr: 0.05 * lr)  # far below the edge
+    make_sweep(tmp_path / "edge", 512, {0.25: 1.0, 1.0: 1.0}, edge=2, ratio=at_edge)
+    make_sweep(tmp_path / "far", 512, {0.25: 1.0, 1.0: 1.0}, edge=2, ratio=far)
+    entry = verdict_of(tmp_path / "edge")
+    assert entry["verdict"] == "curvature-limited"
+    assert entry["sharpness"]["at_optimum"] == 0.95 and entry["sharpness"]["at_onset"] == 1.0
+    assert verdict_of(tmp_path / "edge", edge_ratio=0.99)["verdict"].startswith("not resolved")
+    entry = verdict_of(tmp_path / "far")
+    assert entry["loss_shape"] == "curvature-limited"
+    assert entry["verdict"].startswith("not resolved: sharpness ratio at the optimum (factor 1) "
+                                       "0.05, at the onset (factor 2) 0.10")
+    assert "the edge was not reached" in entry["verdict"]
+
+
+def test_a_forgetting_limited_optimum_at_the_edge_is_a_disagreement(tmp_path):
+    make_sweep(tmp_path, 128, {0.25: 4.0, 1.0: 1.0}, edge=99, ratio=lambda lr: 0.9)
+    entry = verdict_of(tmp_path)
+    assert entry["loss_shape"] == "forgetting-limited"
+    assert "sits at the edge of stability" in entry["verdict"]
+    make_sweep(tmp_path / "b", 128, {0.25: 4.0, 1.0: 1.0}, edge=99, ratio=lambda lr: 0.1,
+               noise=2000.0)
+    entry = verdict_of(tmp_path / "b")
+    assert entry["verdict"] == "forgetting-limited"
+    assert entry["noise"]["noise_scale"] == 2000
+    assert "a 4x batch (512) is still below it" in entry["noise"]["text"]
+
+
 def test_recipes_share_reaching_the_target(tmp_path):
     for seed, acc in enumerate([0.941, 0.935, 0.95]):
         write_run(tmp_path / f"a{seed}", 1, 1.0, 128, seed=seed, test_acc=acc, recipe="part1",
@@ -126,7 +201,7 @@ def test_cli_writes_verdict_and_figures_with_diverged_and_failed_runs(tmp_path):
     assert main([str(tmp_path)]) == 0
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["lr_subset"][0]["verdict"] == "forgetting-limited"
-    assert verdict["status"] == {"ok": 12, "diverged": 4, "failed": 2}
+    assert verdict["status"] == {"ok": 24, "diverged": 8, "failed": 2}  # 2 seeds
     text = (tmp_path / "verdict.txt").read_text()
     assert "forgetting-limited" in text and "thresholds:" in text and "within 10%" in text
     r = run_cli(str(tmp_path), module="forgetting.plot")

@@ -17,7 +17,7 @@ from forgetting.core.diagnostics.stability import edge
 from forgetting.core.errors import ConfigError
 from forgetting.core.train import train
 from forgetting.runs.preflight import preflight
-from helpers import TINY
+from helpers import TINY, run_cli
 
 ALL = ["diag.sharpness=true", "diag.sharpness_examples=128", "diag.iters=8", "diag.noise=true",
        "diag.noise_every=2", "diag.forgetting_events=true"]
@@ -150,3 +150,28 @@ def test_more_sharpness_examples_than_the_subset_is_refused(make_cfg):
     with pytest.raises(ConfigError, match="diag.sharpness_examples=1000: must be <= the subset "
                                           "size 640"):
         train(make_cfg("diag.sharpness=true", "diag.sharpness_examples=1000"))
+
+
+@pytest.mark.slow
+def test_the_curvature_preset_end_to_end(tmp_path):
+    """+sweep=quick_curvature on tiny data: the table carries the measurements, the figures
+    and the verdict cite them."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("-m", "+sweep=quick_curvature", *TINY, "subset=1.0", "batch_size=64,128",
+                "lr=0.5,8", "diag.sharpness_examples=64", "diag.noise_every=2", "epochs=2",
+                f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = pd.read_parquet(sweep / "results.parquet")
+    assert len(results) == 4 and results["status"].eq("ok").all()
+    assert results["max_sharpness_ratio"].gt(0).all() and results["stability_edge"].notna().all()
+    assert results["share_never_learned"].between(0, 1).all()
+    examples = pd.read_parquet(results["run_dir"].iloc[0] + "/examples.parquet")
+    assert len(examples) == 640 and set(examples["label"]) == set(range(10))
+    history = pd.read_parquet(sweep / "history.parquet")
+    assert {"sharpness", "sharpness_ratio", "noise_scale", "eta_eff"} <= set(history.columns)
+    r = run_cli(str(sweep), module="forgetting.plot")
+    assert r.returncode == 0, r.stderr
+    figures = {p.name for p in (sweep / "figures").glob("*.png")}
+    assert {"sharpness.png", "noise_scale.png"} <= figures
+    r = run_cli(str(sweep), module="forgetting.analyze")
+    assert r.returncode == 0, r.stderr

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
+from forgetting.analysis.verdict import decide, render_lines
 from forgetting.core.config import Config
 from forgetting.core.metrics import DIVERGED, OK
 
@@ -44,6 +45,9 @@ class Thresholds:
     within: float = 0.1  # probe: recent-batch loss within this fraction of the test loss
     bin: float = 0.05  # probe: bin width in epochs for the recency curve
     target_acc: float | None = None  # recipes: default the runs' own target_acc
+    fit: float = 0.5  # "fitted": train loss at most this times the test loss (verdict.py)
+    min_seeds: float = 2  # seeds per point a label needs
+    edge_ratio: float = 0.8  # measured sharpness ratio from which the edge counts as reached
 
 
 def optimum(lrs: list[float], losses: list[float]) -> tuple[float, bool]:
@@ -119,6 +123,7 @@ def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
         entry = {"batch_size": int(batch_size), "subsets": list(curves.values()),
                  "onset": min(edges) if edges else None}
         entry.update(judge(entry, th))
+        entry.update(decide(group, entry, th, optimum))
         out.append(entry)
     return out
 
@@ -168,7 +173,7 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
             else Config.target_acc)  # runs from before the key existed
         reached = int((ok["test_acc"] >= target).sum())
         out.append({"recipe": recipe, "batch_size": int(group["batch_size"].iloc[0]),
-                    "runs": int(len(group)), OK: int(len(ok)), "target_acc": target,
+                    "runs": int(len(group)), "ok": int(len(ok)), "target_acc": target,
                     "reached": reached, "share": reached / len(group),
                     "median_test_acc": float(ok["test_acc"].median()) if len(ok) else None,
                     "median_train_s": float(ok["train_s"].median()) if len(ok) else None})
@@ -214,7 +219,7 @@ def render(report: dict) -> str:
             loss = f"{s['best_test_loss']:.4f}" if "best_lr" in s else "-"
             where = f"{s['onset']:g} ({s['onset_reason']})" if s["onset"] is not None else "-"
             lines.append(f"  {s['subset']:>8g} {best:>32} {loss:>10}  {where}")
-        lines.append(f"  verdict: {entry['verdict']} ({entry['why']})")
+        lines += render_lines(entry)
     if "lr_subset" in report:
         lines.append(
             f"  thresholds: unstable = a run diverged or the final train loss rose by "

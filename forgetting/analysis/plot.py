@@ -14,6 +14,7 @@ Reads the run folders under each DIR (forgetting/runs/results.py) and writes int
   steps ago, its binned mean, the test loss (dashed) and half an epoch (dotted).
 - `recency_evolution.png`: the binned probe curve at each probed epoch (`probe.every`).
 - `recipes.png`: test accuracy of each run per recipe, with the target accuracy.
+- `sharpness.png`, `noise_scale.png`: the diagnostics (forgetting/analysis/plot_diag.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forgetting.analysis import plot_diag
 from forgetting.analysis.analyze import Thresholds, is_lr_subset_grid
 from forgetting.analysis.recency import finished_probes, recency_curve, steps_per_epoch_of
 from forgetting.core.metrics import DIVERGED, FAILED, OK
@@ -219,6 +221,9 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
     history = tables["history"]
     if not history.empty and history["run_dir"].nunique() > 1:
         written.append(per_epoch(history, out / "test_loss_per_epoch.png"))
+    if not history.empty:
+        written.append(plot_diag.sharpness(history, results, out / "sharpness.png"))
+        written.append(plot_diag.noise_scale(history, out / "noise_scale.png"))
     table = finished_probes(results, tables["recency"])
     if not table.empty:
         written.append(recency(table, out / "recency.png", bin_epochs))
