@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 
 from forgetting.core.config import COLUMNS
 from forgetting.core.files import atomic_write_csv, atomic_write_parquet
-from forgetting.core.metrics import FAILED, FINAL, OK, TIMINGS
+from forgetting.core.metrics import DIAG_FINAL, FAILED, FINAL, OK, TIMINGS
 from forgetting.runs import folders
 from forgetting.runs.resume import latest_runs
 
@@ -37,7 +37,7 @@ log = logging.getLogger("forgetting")
 # config values every table carries (declared `column=` in the schema): column -> dotted key
 CONFIG_COLUMNS = COLUMNS
 METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
-                  "resumes", "config_hash"]
+                  "resumes", "config_hash", "steps", *DIAG_FINAL]
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 
 
