@@ -175,3 +175,23 @@ def test_the_curvature_preset_end_to_end(tmp_path):
     assert {"sharpness.png", "noise_scale.png"} <= figures
     r = run_cli(str(sweep), module="forgetting.analyze")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_step_s_own_gradient_is_the_big_batch_gradient():
+    """|G_B|^2 read between backward and update equals a separate mean-loss pass."""
+    import copy
+
+    from forgetting.core.diagnostics.noise import grad_sq_norm, mean_grad_sq
+    from forgetting.core.model import build_model
+    from forgetting.core.sgd import SGD
+    from forgetting.core.step import make_autocast, sgd_step
+
+    torch.manual_seed(0)
+    model = build_model("tiny", 0.5).train()
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    separate = mean_grad_sq(copy.deepcopy(model), x, y)
+    seen = []
+    opt = SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=0.5)
+    sgd_step(model, opt, x, y, 0.01, make_autocast(torch.device("cpu"), "fp32"),
+             on_grad=lambda: seen.append(grad_sq_norm(model, len(x))))
+    assert seen == [pytest.approx(separate, rel=1e-5)]  # weight decay not in it

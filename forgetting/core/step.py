@@ -40,9 +40,12 @@ def make_autocast(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, autocast):
+def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, autocast,
+             on_grad: Callable[[], None] | None = None):
     """One step on the summed loss; returns the (detached) loss, the correct count and which
-    examples were correct (bool per example, from the step's own forward pass)."""
+    examples were correct (bool per example, from the step's own forward pass). `on_grad()` is
+    called between backward and the update, while .grad holds the loss's gradient alone (the
+    gradient noise measurement reads it there, core/diagnostics/monitor.py)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast():
@@ -50,6 +53,8 @@ def sgd_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, lr: float, auto
     loss = F.cross_entropy(out.float(), y, reduction="sum")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if on_grad is not None:
+        on_grad()
     optimizer.step()
     hits = out.detach().argmax(1) == y
     return loss.detach(), hits.sum(), hits

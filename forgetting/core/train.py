@@ -135,9 +135,9 @@ def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchL
             raise Preempted(checkpoint.path, progress.epoch, i)
         x, y = get_batch(run.maker, run.train_y, order, params, i, cfg.batch_size)
         lr = step_lr(cfg, progress.step / run.steps_per_epoch, run.passes)
-        if diag:
-            diag.before_step(run, x, y, progress.step)
-        loss, count, hits = run.step(x, y, lr)
+        hook = diag.before_step(run, x, y, progress.step) if diag else None
+        loss, count, hits = run.step(x, y, lr) if hook is None else \
+            run.step(x, y, lr, on_grad=hook)
         batch_log.record(loss, x, y)
         if diag:
             diag.after_step(order[i * cfg.batch_size:(i + 1) * cfg.batch_size], hits,

@@ -9,10 +9,14 @@
   `sharpness_ratio` = eta_eff (lambda_max + weight decay) / the running optimiser's stability
   edge (stability.py): about 1 at the edge of stability, far below 1 where curvature does not
   limit the run.
-- `diag.noise`: every `diag.noise_every` steps, before the step, the mean-loss gradient norms
-  of the step's batch and of its first quarter at the current weights (noise.py; BatchNorm
-  statistics restored), accumulated per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is
-  their ratio of means (McCandlish et al. 2018, appendix A).
+- `diag.noise`: every `diag.noise_every` steps, the mean-loss gradient norms of the step's
+  batch B and of its first quarter b at the current weights, under the run's autocast,
+  accumulated per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is their ratio of means
+  (McCandlish et al. 2018, appendix A; noise.py). |G_B|^2 is read from the step's own gradient
+  (between backward and update: an eager step's `on_grad`); |G_b|^2 costs one forward and
+  backward of the quarter batch before the step (BatchNorm statistics restored): about 1/4 of a
+  step per measurement. A CUDA-graph step cannot be entered, so there B is measured by an extra
+  pass as well.
 - `diag.forgetting_events`: every example's correctness each time it is fed, taken from the
   step's own predictions (no extra forward pass), and its forgetting events (events.py;
   Toneva et al. 2019); the per-example table goes to examples.parquet.
@@ -30,7 +34,7 @@ import torch
 
 from forgetting.core.config import Config
 from forgetting.core.diagnostics.events import ForgettingEvents
-from forgetting.core.diagnostics.noise import NoiseScale, gradient_sq_norms
+from forgetting.core.diagnostics.noise import NoiseScale, grad_sq_norm, mean_grad_sq
 from forgetting.core.diagnostics.sharpness import top_eigenvalue
 from forgetting.core.diagnostics.stability import edge, mean_loss_lr, sharpness_ratio
 
@@ -58,14 +62,24 @@ class Diagnostics:
         return bool(self.events is not None or self.noise_run is not None
                     or self.fixed is not None)
 
-    def before_step(self, run, x: torch.Tensor, y: torch.Tensor, step: int) -> None:
-        """A noise measurement on the batch about to be stepped on, every noise_every steps."""
+    def before_step(self, run, x: torch.Tensor, y: torch.Tensor, step: int):
+        """Every noise_every steps, measure |G_b|^2 on the batch about to be stepped on and
+        return the step's `on_grad` hook that reads |G_B|^2 and adds both; else None."""
         if self.noise_run is None or step % self.cfg.diag.noise_every or self.small >= len(x):
-            return
-        g_small, g_big = gradient_sq_norms(run.model, x.float(), y, self.small)
-        if math.isfinite(g_small) and math.isfinite(g_big):
-            for acc in (self.noise_epoch, self.noise_run):
-                acc.add(g_small, self.small, g_big, len(x))
+            return None
+        with run.autocast():
+            g_small = mean_grad_sq(run.model, x[:self.small], y[:self.small])
+
+        def add(g_big: float) -> None:
+            if math.isfinite(g_small) and math.isfinite(g_big):
+                for acc in (self.noise_epoch, self.noise_run):
+                    acc.add(g_small, self.small, g_big, len(x))
+
+        if run.info.get("cuda_graphs"):  # a replayed graph: an extra pass for the big batch
+            with run.autocast():
+                add(mean_grad_sq(run.model, x, y))
+            return None
+        return lambda: add(grad_sq_norm(run.model, len(x)))
 
     def after_step(self, idx: torch.Tensor, hits: torch.Tensor, step: int) -> None:
         """The fed examples' correctness (subset-local indices) from the step's predictions."""

@@ -90,34 +90,34 @@ def grad_sq_norm(model: nn.Module, divide_by: float = 1.0) -> float:
     return float(total) / float(divide_by) ** 2
 
 
-def gradient_sq_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, small: int,
-                      loss_fn=None) -> tuple[float, float]:
-    """(|g_small|^2, |g_B|^2) for one batch of B = len(x) examples: g_small is the gradient of
-    the MEAN loss over the first `small` examples, g_B over all B; loss cross-entropy (or
-    `loss_fn(out, y)`, a mean) without weight decay.
-
-    Cost: two forward+backward passes (1 + small/B steps); in training the big one is the
-    step's own (see the module docstring). The model runs in its current mode: in train mode
-    BatchNorm normalises the slice with the slice's statistics, as a step on that batch would.
-    Buffers (BatchNorm running statistics) and parameters' .grad are left as they were. Wrap
-    the call in autocast to match a bf16 step; the norms are summed in float64.
-    """
-    if not 1 <= small < len(x):
-        raise ValueError(f"need 1 <= small < len(x), got small={small}, len(x)={len(x)}")
+def mean_grad_sq(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> float:
+    """|g|^2 of the MEAN loss over (x, y) (cross-entropy, or `loss_fn(out, y)`, a mean) at the
+    current weights, without weight decay, in the model's current mode (train mode: BatchNorm
+    normalises with the batch's statistics, as a step on it would). Buffers (BatchNorm running
+    statistics) are restored and .grad is not touched (torch.autograd.grad). Wrap the call in
+    autocast to match a bf16 step; the norm is summed in float64."""
     loss_fn = (lambda out, t: F.cross_entropy(out.float(), t)) if loss_fn is None else loss_fn
     params = [p for p in model.parameters() if p.requires_grad]
     buffers = list(model.buffers())
     saved = [b.detach().clone() for b in buffers]
-    norms = []
     try:
         with torch.enable_grad():
-            for n in (small, len(x)):
-                loss = loss_fn(model(x[:n]), y[:n])
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                norms.append(float(sum((g.detach().double() ** 2).sum() for g in grads
-                                       if g is not None)))
+            grads = torch.autograd.grad(loss_fn(model(x), y), params, allow_unused=True)
+        return float(sum((g.detach().double() ** 2).sum() for g in grads if g is not None))
     finally:
         with torch.no_grad():
             for b, s in zip(buffers, saved):
                 b.copy_(s)
-    return norms[0], norms[1]
+
+
+def gradient_sq_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, small: int,
+                      loss_fn=None) -> tuple[float, float]:
+    """(|g_small|^2, |g_B|^2) for one batch of B = len(x) examples: g_small is the gradient of
+    the MEAN loss over the first `small` examples, g_B over all B (`mean_grad_sq` each).
+
+    Cost: two forward+backward passes (1 + small/B steps); in training the big one is the
+    step's own (see the module docstring)."""
+    if not 1 <= small < len(x):
+        raise ValueError(f"need 1 <= small < len(x), got small={small}, len(x)={len(x)}")
+    return (mean_grad_sq(model, x[:small], y[:small], loss_fn),
+            mean_grad_sq(model, x, y, loss_fn))
