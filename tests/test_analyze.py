@@ -131,8 +131,12 @@ def test_one_seed_or_a_spread_that_spans_the_claim_is_not_resolved(tmp_path):
 
 
 def test_curvature_is_claimed_only_where_the_measured_ratio_reached_the_edge(tmp_path):
-    at_edge = (lambda lr: min(1.0, 0.95 * lr))  # ratio 0.95 from factor 1 on: the edge reached
-    far = (lambda lr: 0.05 * lr)  # far below the edge
+    def at_edge(lr):  # ratio 0.95 from factor 1 on: the edge reached
+        return min(1.0, 0.95 * lr)
+
+    def far(lr):  # far below the edge
+        return 0.05 * lr
+
     make_sweep(tmp_path / "edge", 512, {0.25: 1.0, 1.0: 1.0}, edge=2, ratio=at_edge)
     make_sweep(tmp_path / "far", 512, {0.25: 1.0, 1.0: 1.0}, edge=2, ratio=far)
     entry = verdict_of(tmp_path / "edge")

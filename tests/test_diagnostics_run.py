@@ -115,7 +115,7 @@ def test_diagnostics_resume_as_if_never_stopped(make_cfg, tmp_path):
 def test_a_failed_measurement_is_recorded_and_the_run_goes_on(make_cfg, monkeypatch):
     def broken(*args, **kwargs):
         return {"sharpness": math.nan, "sharpness_rel_change": math.nan, "sharpness_iters": 1,
-                "sharpness_error": "non-finite Hessian-vector product"}
+                "sharpness_error": "non-finite Hessian-vector product", "vector": None}
 
     monkeypatch.setattr(monitor, "top_eigenvalue", broken)
     result = train(make_cfg("threads=1", "diag.sharpness=true", "diag.sharpness_examples=64"))

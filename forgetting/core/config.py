@@ -121,14 +121,15 @@ class DiagConfig:
     """Measurements of curvature, gradient noise and forgetting during training
     (forgetting/core/diagnostics/). They never change what a run computes: not in the hash."""
     sharpness: bool = key(False, "measure the top Hessian eigenvalue of the mean training loss "
-                          "(power iteration on Hessian-vector products, BatchNorm in batch "
+                          "(Lanczos on Hessian-vector products, BatchNorm in batch "
                           "mode) and `sharpness_ratio` against the optimiser's stability edge",
                           hashed=False)
     every: int = key(1, "measure sharpness after every N-th epoch and after the last",
                      rule=Rule(ge=1), hashed=False)
-    sharpness_examples: int = key(512, "fixed training examples (no augmentation) the "
+    sharpness_examples: int = key(256, "fixed training examples (no augmentation) the "
                                   "sharpness is measured on", rule=Rule(ge=1), hashed=False)
-    iters: int = key(20, "power iterations per sharpness measurement (fewer when converged)",
+    iters: int = key(20, "Lanczos steps (Hessian-vector products) per sharpness measurement, "
+                     "fewer when it changes by < 1e-3; each starts from the last one's vector",
                      rule=Rule(ge=1), hashed=False)
     noise: bool = key(False, "measure the gradient noise scale B_simple = tr(Sigma)/|G|^2 from "
                       "gradient norms at the batch size and a quarter of it", hashed=False)

@@ -4,8 +4,10 @@
   eigenvalue of the mean training loss on `diag.sharpness_examples` fixed training examples
   (no augmentation; chosen once with their own generator, so training's random streams are
   untouched), in chunks of the run's batch size with BatchNorm in batch mode (what the
-  optimiser sees), running statistics left as they were (sharpness.py). Beside it the LR the
-  step took, expressed for the mean loss (`eta_eff` = per-example LR x batch size), and
+  optimiser sees), running statistics left as they were (sharpness.py: Lanczos, warm-started
+  from the previous measurement's top Ritz vector, which is checkpointed with the rest).
+  Beside it the LR the step took, expressed for the mean loss (`eta_eff` = per-example LR x
+  batch size), and
   `sharpness_ratio` = eta_eff (lambda_max + weight decay) / the running optimiser's stability
   edge (stability.py): about 1 at the edge of stability, far below 1 where curvature does not
   limit the run.
@@ -45,6 +47,7 @@ class Diagnostics:
     def __init__(self, cfg: Config, run):
         d = cfg.diag
         self.cfg = cfg
+        self.device = run.device
         self.edge = edge(cfg.optimizer.momentum, cfg.optimizer.nesterov)
         self.events = (ForgettingEvents(len(run.train_y), run.device)
                        if d.forgetting_events else None)
@@ -57,6 +60,7 @@ class Diagnostics:
             gen = torch.Generator().manual_seed(SHARPNESS_SEED)
             self.fixed = torch.randperm(n, generator=gen)[:d.sharpness_examples].sort().values
         self.measured: list[float] = []  # sharpness ratios measured so far
+        self.start = None  # the last top Ritz vector: the next measurement's warm start
 
     def __bool__(self) -> bool:
         return bool(self.events is not None or self.noise_run is not None
@@ -112,7 +116,9 @@ class Diagnostics:
         idx = self.fixed.to(run.train_y.device)
         x = run.maker.batch(idx).float()
         m = top_eigenvalue(run.model, x, run.train_y[idx], self.cfg.diag.iters,
-                           batch_size=self.cfg.batch_size)
+                           batch_size=self.cfg.batch_size, start=self.start)
+        if m["vector"] is not None:
+            self.start = m["vector"]
         lam = m["sharpness"]
         ratio = sharpness_ratio(lam, eta, self.cfg.optimizer.weight_decay,
                                 self.cfg.optimizer.momentum, self.cfg.optimizer.nesterov)
@@ -158,7 +164,8 @@ class Diagnostics:
         return {"events": self.events.state() if self.events is not None else None,
                 "noise_epoch": self.noise_epoch.state() if self.noise_run is not None else None,
                 "noise_run": self.noise_run.state() if self.noise_run is not None else None,
-                "measured": list(self.measured)}
+                "measured": list(self.measured),
+                "start": [t.cpu() for t in self.start] if self.start is not None else None}
 
     def load(self, state: dict) -> None:
         if not state:
@@ -169,3 +176,5 @@ class Diagnostics:
             self.noise_epoch.load(state["noise_epoch"])
             self.noise_run.load(state["noise_run"])
         self.measured = list(state.get("measured", []))
+        if state.get("start") is not None:
+            self.start = [t.to(self.device) for t in state["start"]]

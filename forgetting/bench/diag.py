@@ -1,0 +1,99 @@
+"""What the diagnostics cost: extra wall time of a training run with each `diag.*` on.
+
+    python -m forgetting.bench --diag                      # a full-size epoch, 3 rounds
+    python -m forgetting.bench --diag --train-size 6250    # the quick presets' 1/8 subset
+
+The quick presets' model (ResNet-9 at width 0.25, batch 128, the part1 schedule) trains for
+`--epochs` passes over `--train-size` synthetic images (CIFAR-10-sized) in this process, once
+plainly and once with each diagnostic: `diag.sharpness=true diag.every=1` (one measurement per
+epoch, the default examples and iterations), `diag.noise=true` (every 16 steps) and
+`diag.forgetting_events=true`. Rounds run every contender in an order rotated from round to
+round; each overhead is the median over rounds of (training seconds with / without - 1),
+training seconds being the run's own `train_s` (start-up and data loading excluded).
+Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from forgetting.core.config import Config, DataConfig, DiagConfig, ModelConfig, ProbeConfig
+from forgetting.core.data import synthetic
+from forgetting.core.train import train
+from forgetting.runs.cli import ArgumentParser
+
+CONTENDERS = {
+    "plain": {},
+    "sharpness": {"sharpness": True, "every": 1},
+    "noise": {"noise": True},
+    "forgetting_events": {"forgetting_events": True},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(prog="python -m forgetting.bench --diag",
+                       description=__doc__.split("\n")[0])
+    p.add_argument("--train-size", type=int, default=50000, help="images per epoch")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--json", help="write the figures to this file")
+    args = p.parse_args(argv)
+    for name in ("train_size", "epochs", "rounds", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def config(args, diag: dict) -> Config:
+    data = DataConfig(name="synthetic", train_size=args.train_size, test_size=1000,
+                      cache_dir="/nonexistent")
+    cfg = Config(model=ModelConfig("resnet9", args.width), data=data,
+                 batch_size=args.batch_size, epochs=args.epochs, device="cpu",
+                 precision=args.precision, eval_every=0, quiet=True, threads=args.threads,
+                 probe=ProbeConfig(epochs=0), diag=DiagConfig(**diag))
+    cfg.schedule = replace(cfg.schedule, knots=[0.0, 15.0, 30.0, 35.0],
+                           values=[0.0, 0.1, 0.005, 0.0], batch_size=128)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    d = DataConfig()
+    dataset = synthetic(10, args.train_size, 1000, 32, d.noise, 0)
+    names = list(CONTENDERS)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    train(config(args, {}), dataset)  # warm-up: allocator, kernels
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            result = train(config(args, CONTENDERS[name]), dataset)
+            seconds[name].append(result.final["train_s"])
+            print(f"round {r + 1}: {name:<18} {result.final['train_s']:.2f} s", flush=True)
+    plain = seconds["plain"]
+    out = {"device": "cpu", "threads": torch.get_num_threads(), "train_size": args.train_size,
+           "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
+           "precision": args.precision, "seconds": seconds,
+           "plain_s": statistics.median(plain), "overhead": {}}
+    for name in names[1:]:
+        ratios = [t / p - 1 for t, p in zip(seconds[name], plain)]
+        out["overhead"][name] = statistics.median(ratios)
+    print(f"\nResNet-9 width {args.width:g}, batch {args.batch_size}, {args.precision}, "
+          f"{args.train_size} images x {args.epochs} epoch(s), {out['threads']} threads: "
+          f"plain {out['plain_s']:.2f} s (median of {args.rounds})")
+    for name, value in out["overhead"].items():
+        print(f"  {name:<18} +{100 * value:.1f}% (median of per-round ratios; "
+              f"range {100 * min(t / p - 1 for t, p in zip(seconds[name], plain)):+.1f}% .. "
+              f"{100 * max(t / p - 1 for t, p in zip(seconds[name], plain)):+.1f}%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return out
