@@ -1,9 +1,11 @@
 """Rebuild sweep tables from run folders on disk.
 
-    python -m forgetting.collect DIR [DIR ...] [--out DIR]
+    python -m forgetting.collect DIR [DIR ...] [--out DIR] [--replace]
 
 Each DIR gets its own results.parquet, results.csv and history.parquet; with --out the runs of
-all DIRs are also merged into one table there. Prints the test-loss pivot.
+all DIRs are also merged into one table there. Prints the test-loss pivot. A folder without run
+folders gets no table, and a table is never replaced by one with fewer rows (run folders were
+deleted or moved) unless --replace: one `error:` line, exit code 2, the table kept.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from forgetting.core.errors import UserError
 from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder
-from forgetting.runs.results import build_tables, collect, pivot, report_failures, write_tables
+from forgetting.runs.results import (
+    build_tables,
+    check_replace,
+    collect,
+    pivot,
+    report_failures,
+    write_tables,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,13 +30,19 @@ def main(argv: list[str] | None = None) -> int:
                             description="Rebuild sweep tables from run folders.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders")
     parser.add_argument("--out", type=Path, help="also write a merged table here")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a table even when the run folders give fewer rows")
     args = parser.parse_args(argv)
     if missing := missing_folder(args.dirs):
         print(missing, file=sys.stderr)
         return 2
     failed = 0
     for folder in args.dirs:
-        results, swept = collect(folder)
+        try:
+            results, swept = collect(folder, replace=args.replace)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if results.empty:
             print(f"error: DIR={str(folder)!r}: {NO_RUNS}", file=sys.stderr)
             return 2
@@ -36,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         results, tables, _ = build_tables(args.dirs)
         try:
+            check_replace(args.out, len(results), args.replace)
             write_tables(args.out, results, tables)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except OSError as e:
             print(f"error: --out={str(args.out)!r}: {e.strerror}", file=sys.stderr)
             return 2

@@ -25,6 +25,18 @@ def _keep_thread_count():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _hydra_version_base_kept():
+    """Composing a config (version_base="1.3") sets Hydra's global version base; Hydra's own
+    test suites (tests/test_optuna_sweeper.py, tests/test_launcher_suites.py) expect it as the
+    session started (unset: then a job changes into its folder). Put it back after each test."""
+    from hydra.version import VersionBase
+
+    base = VersionBase.instance().version_base
+    yield
+    VersionBase.instance().version_base = base
+
+
 @pytest.fixture
 def make_cfg():
     """Compose the project's config with overrides (tiny synthetic defaults first)."""

@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, then a rename.
 
 Readers (the collector, concurrent sweeps) see either the old file or the whole new one, never a
-half-written file.
+half-written file. The file gets the mode a plain `open()` would give it (0666 less the umask):
+`mkstemp` makes its files 0600, which on a shared file system hides metrics, tables and the
+tensor cache from collaborators.
 """
 
 from __future__ import annotations
@@ -19,13 +21,30 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc/self/status),
+    else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

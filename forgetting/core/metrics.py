@@ -10,6 +10,9 @@ from __future__ import annotations
 OK, DIVERGED, PRUNED, FAILED = "ok", "diverged", "pruned", "failed"
 STATUSES = (OK, DIVERGED, PRUNED, FAILED)
 FINISHED = (OK, DIVERGED, PRUNED)  # a run that is not rerun (failed ones are)
+# states a sweep table shows for a run that has not finished (never in a metrics.json)
+RUNNING = "running"  # its folder's claim is held: a process is training it now
+ABANDONED = "abandoned"  # an Optuna trial whose worker died; its params were retried
 
 # one row per epoch (history.parquet)
 HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_s",

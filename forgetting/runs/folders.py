@@ -1,9 +1,11 @@
 """What a run folder and a sweep folder hold: the name of every file, in one place.
 
 Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), ERROR_LOG
-(traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), Hydra's
-`.hydra/config.yaml`. Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over
-its runs, OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it).
+(traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), CLAIM (held
+while a process trains it, forgetting/runs/claims.py), Hydra's `.hydra/config.yaml`.
+Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over its runs,
+OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it), CONFIG_INDEX
+(which folder holds which config hash, forgetting/runs/resume.py).
 """
 
 METRICS = "metrics.json"
@@ -12,6 +14,7 @@ RECENCY = "recency.parquet"
 EXAMPLES = "examples.parquet"  # per training example, with diag.forgetting_events
 ERROR_LOG = "error.log"
 CHECKPOINT = "checkpoint.pt"
+CLAIM = ".claim"
 HYDRA_CONFIG = ".hydra/config.yaml"
 HYDRA_OVERRIDES = ".hydra/overrides.yaml"
 
@@ -19,3 +22,4 @@ RESULTS = "results.parquet"
 RESULTS_CSV = "results.csv"
 OPTUNA_TRIALS = "optuna_trials.parquet"
 TABLE_LOCK = ".results.lock"
+CONFIG_INDEX = ".configs"  # a folder: one file per config hash, holding its run folder's name

@@ -2,7 +2,7 @@
 run folder (metrics.json, history.parquet, recency.parquet), or record why it failed.
 
 A run folder holding a finished run of another config is never overwritten (`RunFolderTaken`);
-a failure never replaces a finished run.
+a failure never replaces a finished run; a folder another live process is training is skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from forgetting.core.errors import ConfigError, UserError
 from forgetting.core.files import atomic_write_json, atomic_write_rows, atomic_write_text
 from forgetting.core.metrics import DIVERGED, FAILED
 from forgetting.runs import folders, preemption, provenance
-from forgetting.runs.resume import config_hash, finished_run, run_key
+from forgetting.runs.claims import claim, holder
+from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
 
 log = logging.getLogger("forgetting")
 
@@ -33,19 +34,46 @@ class RunFolderTaken(UserError):
 def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
             pruning: Callable | None = None) -> float:
     """Validate and train one config, write its files into `run_dir`, return the test loss.
-    `pruning(conf)`: the on_epoch hook of the run (an Optuna trial's), or None."""
-    from forgetting.core.train import train
+    `pruning(conf)`: the on_epoch hook of the run (an Optuna trial's), or None.
 
+    The folder is claimed while it trains (forgetting/runs/claims.py): a second process that
+    reaches it meanwhile skips it (NaN)."""
     start = time.perf_counter()
     key = config_hash(cfg)
+    if (skip := _skip(cfg, run_dir, key)) is not None:
+        return skip
+    if (run_dir / folders.METRICS).is_file() and read_metrics(run_dir) is None:
+        log.warning("%s is unreadable (truncated?): the run is trained again",
+                    run_dir / folders.METRICS)
+    held = claim(run_dir)
+    if held is None:  # another live process trains this folder: it writes the result
+        who = holder(run_dir) or {}
+        log.info("skipped: another process (pid %s on %s) is training this config in %s",
+                 who.get("pid", "?"), who.get("host", "?"), run_dir)
+        return math.nan
+    with held:
+        if (skip := _skip(cfg, run_dir, key)) is not None:  # finished while we got here
+            return skip
+        return _train(cfg, run_dir, choices, pruning, key, start)
+
+
+def _skip(cfg: DictConfig, run_dir: Path, key: str) -> float | None:
+    """The test loss of the finished run in `run_dir` when this config is skipped, else None;
+    RunFolderTaken when it is a finished run of another config."""
     done = finished_run(run_dir)
-    if done is not None and not cfg.force:
-        if run_key(done) != key:
-            raise RunFolderTaken(f"{run_dir} holds a finished run of another config; choose "
-                                 "another folder, or force=true to replace it")
-        log.info("skipped: this config already finished in %s (force=true recomputes)",
-                 run_dir)
-        return done.get("test_loss", math.nan)
+    if done is None or cfg.force:
+        return None
+    if run_key(done) != key:
+        raise RunFolderTaken(f"{run_dir} holds a finished run of another config; choose "
+                             "another folder, or force=true to replace it")
+    log.info("skipped: this config already finished in %s (force=true recomputes)", run_dir)
+    return done.get("test_loss", math.nan)
+
+
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, pruning: Callable | None, key: str,
+           start: float) -> float:
+    from forgetting.core.train import train
+
     try:
         conf = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:

@@ -24,9 +24,20 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from forgetting.core.config import COLUMNS
+from forgetting.core.errors import UserError
 from forgetting.core.files import atomic_write_csv, atomic_write_parquet
-from forgetting.core.metrics import DIAG_FINAL, FAILED, FINAL, OK, TIMINGS
+from forgetting.core.metrics import (
+    ABANDONED,
+    DIAG_FINAL,
+    FAILED,
+    FINAL,
+    FINISHED,
+    OK,
+    RUNNING,
+    TIMINGS,
+)
 from forgetting.runs import folders
+from forgetting.runs.claims import holder
 from forgetting.runs.resume import latest_runs
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
@@ -86,6 +97,8 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
         metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
     except (OSError, ValueError) as e:
         metrics = {"status": FAILED, "error": f"unreadable metrics.json ({e})"}
+    if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
+        metrics = {**metrics, "status": RUNNING, "error": None}  # claimed by a live process
     config = metrics.get("config")
     if not isinstance(config, dict):
         try:
@@ -104,6 +117,9 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     for column in METRIC_COLUMNS:
         if column in metrics:
             row[column] = metrics[column]
+    if "trial" not in row and _lookup(config, "optuna.trial") is not None:  # did not finish
+        row["study"], row["trial"] = _lookup(config, "optuna.study"), _lookup(config,
+                                                                              "optuna.trial")
     row["run_dir"] = str(run_dir)
     return row, swept
 
@@ -161,7 +177,26 @@ def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
                                     "note": "trial_note"})
     results["trial"] = results["trial"].astype("Int64")
     trials["trial"] = trials["trial"].astype("Int64")
-    return results.merge(trials, on=["study", "trial"], how="left")
+    return mark_abandoned(results.merge(trials, on=["study", "trial"], how="left"), trials)
+
+
+def mark_abandoned(results: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Unfinished runs of trials abandoned by their worker (killed): status `abandoned`, and
+    which trial retried their params; not failures of the sweep."""
+    if "trial_discarded" not in results or "trial_retry_of" not in trials:
+        return results
+    retried = {(s, int(r)): int(n) for s, r, n in
+               zip(trials["study"], trials["trial_retry_of"], trials["trial"]) if r == r
+               and r is not None}
+    results["error"] = results.get("error", None)
+    results["error"] = results["error"].astype(object)
+    for i in results.index[(results["trial_discarded"] == ABANDONED)
+                           & ~results["status"].isin(FINISHED)]:
+        retry = retried.get((results.at[i, "study"], int(results.at[i, "trial"])))
+        results.loc[i, "status"] = ABANDONED
+        results.loc[i, "error"] = (f"abandoned by its worker; retried as trial {retry}"
+                                   if retry is not None else "abandoned by its worker")
+    return results
 
 
 def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
@@ -197,14 +232,42 @@ def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> 
     return f"{value} by {' x '.join(rows)} (rows) and lr (columns){note}\n{table.to_string()}"
 
 
-def collect(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+class TableShrinks(UserError):
+    """The folder's table has more rows than the run folders give (never replaced silently)."""
+
+
+def table_rows(folder: Path) -> int:
+    """Rows of the results table in `folder` (0 when there is none or it is unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(folder / folders.RESULTS).num_rows
+    except Exception:
+        return 0
+
+
+def check_replace(folder: Path, rows: int, replace: bool = False) -> None:
+    """Raise TableShrinks when writing `rows` rows would replace a table that has more."""
+    have = table_rows(folder)
+    if rows < have and not replace:
+        raise TableShrinks(f"{folder / folders.RESULTS} has {have} rows, the run folders give "
+                           f"{rows}; not replaced (--replace replaces it)")
+
+
+def collect(folder: Path, replace: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Rebuild and write the tables of one sweep folder, holding the folder's `.results.lock`
     from reading to writing: of concurrent collectors (array tasks, forgetting.collect) the
-    last one writes last and has seen every run finished before it started."""
+    last one writes last and has seen every run finished before it started. A folder without
+    run folders gets nothing (an empty frame is returned); a table is never replaced by one
+    with fewer rows unless `replace` (TableShrinks)."""
+    import pandas as pd
     from filelock import FileLock
 
+    if not find_runs(folder):
+        return pd.DataFrame(columns=["status", "error"]), []
     with FileLock(folder / folders.TABLE_LOCK):
         results, tables, swept = build_tables([folder])
+        check_replace(folder, len(results), replace)
         write_tables(folder, results, tables)
     return results, swept
 
@@ -224,8 +287,14 @@ class ResultsTable(Callback):
     """
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        if str(config.hydra.launcher.get("_target_", "")).endswith(".ArrayLauncher"):
+            return  # an array task: its launcher rebuilt the table and reports its own point
         folder = Path(config.hydra.sweep.dir)
-        results, swept = collect(folder)
+        try:
+            results, swept = collect(folder)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         counts = results["status"].value_counts().to_dict()
         print(f"\n{len(results)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
               f"table: {folder / folders.RESULTS}")
