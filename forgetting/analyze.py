@@ -9,7 +9,7 @@ from pathlib import Path
 
 from forgetting.analysis.analyze import Thresholds, analyze, render
 from forgetting.core.files import atomic_write_json, atomic_write_text
-from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder
+from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder, nothing_finished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{key.replace('_', '-')}={getattr(th, key)!r}: must be >= 1",
                   file=sys.stderr)
             return 2
+    if why := nothing_finished(args.dirs):  # nothing written
+        print(f"error: DIR={str(args.dirs[0])!r}: nothing to judge: {why}", file=sys.stderr)
+        return 2
     report = analyze(args.dirs, th)
     if report["runs"] == 0:
         print(f"error: DIR={str(args.dirs[0])!r}: {NO_RUNS}", file=sys.stderr)

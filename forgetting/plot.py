@@ -8,7 +8,7 @@ from pathlib import Path
 
 from forgetting.analysis.analyze import Thresholds
 from forgetting.analysis.plot import plot
-from forgetting.runs.cli import ArgumentParser, missing_folder
+from forgetting.runs.cli import ArgumentParser, missing_folder, nothing_finished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.bin > 0:
         print(f"error: --bin={args.bin!r}: must be > 0", file=sys.stderr)
+        return 2
+    if why := nothing_finished(args.dirs):  # nothing written, not even figures/
+        print(f"error: DIR={str(args.dirs[0])!r}: nothing to draw: {why}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0] / "figures"
     try:

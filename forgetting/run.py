@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from forgetting.core.checkpoint import Preempted
 from forgetting.core.errors import UserError
 from forgetting.runs import folders, preemption
+from forgetting.runs.cluster import guard_sbatch
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 from forgetting.runs.job import RunFolderTaken, run_one, write_failure
 from forgetting.runs.preflight import preflight
@@ -46,6 +47,7 @@ def register() -> None:
     register_plugin()
     register_launcher()
     register_resolver()
+    guard_sbatch()  # sbatch's refusal as one line (forgetting/runs/cluster.py)
 
 
 # The one import-time side effect, where Hydra needs it: a submitit job unpickles `main` and
@@ -104,6 +106,10 @@ def cli() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     main()
+    from hydra_plugins.forgetting_array_launcher.array_launcher import exit_code
+
+    if exit_code():  # an array task (hydra/launcher=array) exits with its point's outcome
+        raise SystemExit(exit_code())
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ BAD_INPUTS = [
     (["model.depth=3"], "unknown key 'model.depth'; keys of model are name, width"),
     (["-m", "lr=1,-1"], "lr=-1: must be a number > 0"),
     (["batch_size=1000"], "batch_size=1000: must be <= the subset size 640"),
-    (["model.width=0"], "model.width=0.0: must be > 0"),
+    (["model.width=0"], "model.width=0: must be a number > 0"),
     (["data=cifar10", "data.download=false", "data.root=/nonexistent/cifar"],
      "data.root='/nonexistent/cifar': no CIFAR-10 found"),
     (["data=imagefolder"], "data.root='': required for data=imagefolder"),

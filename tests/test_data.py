@@ -139,3 +139,46 @@ def test_offline_cifar10_copy_is_balanced():
     assert ds.train_x.shape == (50000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)
     assert torch.bincount(ds.train_y).tolist() == [5000] * 10
     assert ds.classes[:3] == ["airplane", "automobile", "bird"]
+
+
+def test_a_tree_of_one_class_is_refused(tmp_path):
+    _write_tree(tmp_path / "tree", classes=("cat",))
+    for name in ("imagefolder", "cifar10"):
+        with pytest.raises(DataError, match="train/ has 1 class folder \\(cat\\); a classifier "
+                                            "needs at least 2"):
+            load_dataset(_cfg(name, tmp_path / "tree", tmp_path / "cache"))
+
+
+def test_a_failed_download_creates_nothing(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(root, train, download):  # what torchvision does offline: folder, then fail
+        Path(root).mkdir(parents=True)
+        (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    cfg = DataConfig(name="cifar10", root=str(tmp_path / "nonexistent" / "cifar"),
+                     cache_dir=str(tmp_path / "cache"), download=True)
+    with pytest.raises(DataError, match="no CIFAR-10 found and the download failed"):
+        load_dataset(cfg)
+    assert not (tmp_path / "nonexistent").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    cfg.root = str(tmp_path / "kept")
+    with pytest.raises(DataError):
+        load_dataset(cfg)
+    assert (tmp_path / "kept").is_dir()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cutout=33", "data=cifar10"], "cutout=33: must be <= the image side 32 (data=cifar10)"),
+    (["cutout=17", "data.image_size=16"],
+     "cutout=17: must be <= the image side 16 (data=synthetic)"),
+])
+def test_a_cutout_larger_than_the_image_is_refused(make_cfg, overrides, message):
+    from forgetting.core.config import validate
+    from forgetting.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        validate(make_cfg(*overrides))
+    validate(make_cfg("cutout=16", "data.image_size=16"))

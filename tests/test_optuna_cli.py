@@ -138,12 +138,27 @@ BAD_SWEEPERS = [
     (["lr=1,2"], "hydra.sweeper.n_trials: required with sampler=tpe"),
     (["hydra.sweeper.sampler=cmaes", "lr=interval(1,2)"],
      "hydra.sweeper.sampler='cmaes': needs the cmaes package"),
+    (["hydra.sweeper.objectives=[test_lossx]", "lr=1,2"],
+     "hydra.sweeper.objectives=['test_lossx']: 'test_lossx' is not a metric of a run; choose "
+     "from test_loss, test_acc, train_loss, clean_train_loss, train_acc, clean_train_acc, "
+     "train_s, wall_s"),
+    (["hydra.sweeper.storage=journal:/nonexistent/dir/j.log", "hydra.sweeper.study_name=s",
+      "lr=1,2"], "hydra.sweeper.storage='journal:/nonexistent/dir/j.log': folder "
+     "/nonexistent/dir does not exist; create it first"),
+    (["hydra.sweeper.storage=sqlite:////nonexistent/dir/s.db", "hydra.sweeper.study_name=s",
+      "lr=1,2"], "hydra.sweeper.storage='sqlite:////nonexistent/dir/s.db': folder "
+     "/nonexistent/dir does not exist; create it first"),
+    (["hydra.sweeper.storage=postgresql://u:pw@localhost/db", "hydra.sweeper.study_name=s",
+      "lr=1,2"], "hydra.sweeper.storage='postgresql://u:***@localhost/db': needs the database "
+     "driver psycopg"),  # psycopg (pip install psycopg[binary]) or psycopg2 (SQLAlchemy's)
 ]
 
 
 @pytest.mark.parametrize("args, message", BAD_SWEEPERS,
                          ids=["sampler", "pruner", "empty_space", "storage", "directions",
-                              "pruning_in_memory", "n_trials", "cmaes_missing"])
+                              "pruning_in_memory", "n_trials", "cmaes_missing",
+                              "unknown_objective", "journal_folder", "sqlite_folder",
+                              "postgres_driver"])
 def test_bad_sweeper_config_is_one_line(tmp_path, args, message):
     if "n_trials" not in " ".join(args) and "n_trials: required" not in message:
         args = args + ["hydra.sweeper.n_trials=2"]
@@ -155,6 +170,7 @@ def test_bad_sweeper_config_is_one_line(tmp_path, args, message):
     proc = optuna_sweep(tmp_path / "sweep", *args, env=env)
     assert message in one_line_error(proc)
     assert not list((tmp_path).glob("sweep/*/metrics.json"))
+    assert not Path("/nonexistent").exists()
 
 
 def test_presets_compose_and_the_quick_one_runs(tmp_path):

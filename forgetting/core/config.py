@@ -226,6 +226,10 @@ def validate(cfg: Config) -> None:
     d = cfg.data
     if d.name == "synthetic" and d.train_size < d.num_classes:
         raise ConfigError("data.train_size", d.train_size, "must be >= data.num_classes")
+    side = {"synthetic": d.image_size, "cifar10": 32}.get(d.name)  # imagefolder: any size
+    if side is not None and cfg.cutout > side:
+        raise ConfigError("cutout", cfg.cutout, f"must be <= the image side {side} "
+                          f"(data={d.name}); 0 = off")
 
 
 def markdown_table() -> str:

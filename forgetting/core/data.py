@@ -63,7 +63,8 @@ def load_dataset(cfg) -> Dataset:
             return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
                            _load_cifar_archive)
         if (root / "train").is_dir() and (root / "test").is_dir():
-            return _cached(root, cache_dir, _imagefolder_key, _load_imagefolder)
+            return _enough_classes(_cached(root, cache_dir, _imagefolder_key,
+                                           _load_imagefolder), root)
         if cfg.download:
             _download_cifar10(root)
             return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
@@ -73,8 +74,17 @@ def load_dataset(cfg) -> Dataset:
         if not ((root / "train").is_dir() and (root / "test").is_dir()):
             raise DataError(f"data.root={str(root)!r}: needs an ImageFolder tree "
                             "train/<class>/*, test/<class>/*")
-        return _cached(root, cache_dir, _imagefolder_key, _load_imagefolder)
+        return _enough_classes(_cached(root, cache_dir, _imagefolder_key, _load_imagefolder),
+                               root)
     raise ConfigError("data.name", cfg.name, "choose one of cifar10, imagefolder, synthetic")
+
+
+def _enough_classes(ds: Dataset, root: Path) -> Dataset:
+    """A tree of one class trains to loss 0 and says nothing: refused."""
+    if ds.num_classes < 2:
+        raise DataError(f"data.root={str(root)!r}: train/ has {ds.num_classes} class folder "
+                        f"({', '.join(ds.classes)}); a classifier needs at least 2")
+    return ds
 
 
 def config_path(value: str) -> Path:
@@ -172,11 +182,22 @@ def _cifar_archive_key(folder: Path) -> str:
 # ---------------------------------------------------------------------------- CIFAR-10 archive
 
 def _download_cifar10(root: Path) -> None:
+    """Download the archive into `root`; when that fails, the folders it created are removed
+    again (a failed data check creates nothing)."""
+    import shutil
+
     import torchvision
 
+    created = None  # the outermost folder the download creates
+    for folder in (root, *root.parents):
+        if folder.exists():
+            break
+        created = folder
     try:
         torchvision.datasets.CIFAR10(str(root), train=True, download=True)
     except Exception as e:  # offline, unwritable root, bad checksum
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"data.root={str(root)!r}: no CIFAR-10 found and the download failed "
                         f"({reason}); {CIFAR10_HELP}") from None

@@ -20,3 +20,22 @@ def missing_folder(dirs) -> str | None:
 
 
 NO_RUNS = "no run folders (metrics.json or .hydra/config.yaml) found"
+
+
+def nothing_finished(dirs) -> str | None:
+    """Why the runs under `dirs` give nothing to draw or judge (no run folders, or none of
+    them finished), or None when some run finished (ok, diverged, pruned)."""
+    from collections import Counter
+
+    from forgetting.core.metrics import FAILED, FINISHED
+    from forgetting.runs.results import find_runs
+    from forgetting.runs.resume import read_metrics
+
+    runs = [run for folder in dirs for run in find_runs(folder)]
+    if not runs:
+        return NO_RUNS
+    statuses = Counter((read_metrics(run) or {}).get("status", FAILED) for run in runs)
+    if any(status in FINISHED for status in statuses):
+        return None
+    counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
+    return f"none of its {len(runs)} runs finished ({counts})"

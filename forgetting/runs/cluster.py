@@ -8,12 +8,18 @@ forgetting/runs/preflight.py).
   where outputs/ goes) must be creatable and writable: probed with a temporary file in its
   nearest existing ancestor, which also catches read-only file systems (and works as root).
 Each problem is one line (UserError); nothing is created.
+
+`forgetting_app(config)`: whether a Hydra config is forgetting's app (our plugins serve any Hydra
+app, but write forgetting's files and check forgetting's metric names only for ours).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +27,19 @@ from forgetting.core.errors import ConfigError, UserError
 
 INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array")
 SLURM_LAUNCHERS = ("submitit_slurm", "slurm_cpu", "slurm_gpu")
+
+
+RESULTS_CALLBACK = "forgetting.runs.results.ResultsTable"
+
+
+def forgetting_app(config) -> bool:
+    """Whether a composed Hydra config is forgetting's app: the one whose sweeps end with our
+    results table (conf/config.yaml installs the callback)."""
+    from omegaconf import OmegaConf
+
+    callbacks = OmegaConf.select(config, "hydra.callbacks", default=None) or {}
+    return any(OmegaConf.select(c, "_target_", default=None) == RESULTS_CALLBACK
+               for c in callbacks.values() if c is not None)
 
 
 def launcher_options(config_dir: Path) -> list[str]:
@@ -69,3 +88,55 @@ def check_launch(overrides: list, config_dir: Path) -> None:
         folders = {"working folder": os.getcwd()}
     for key, folder in folders.items():
         check_writable(key, folder)
+
+
+def guard_sbatch() -> None:
+    """Make a SLURM submission that sbatch refuses (unknown partition, too much memory, ...)
+    one `error:` line with sbatch's own message and exit code 2, instead of submitit's
+    traceback. Hydra's submitit launcher has no hook for it, so its `launch` is wrapped once;
+    only errors whose message comes from sbatch are translated."""
+    try:
+        from submitit.core.utils import FailedJobError
+
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+            BaseSubmititLauncher,
+        )
+    except ImportError:  # the launcher is not installed: nothing to guard
+        return
+    launch = BaseSubmititLauncher.launch
+    if getattr(launch, "guarded", False):
+        return
+
+    def guarded(self, job_overrides, initial_job_idx):
+        try:
+            with contextlib.redirect_stderr(_WithoutSbatch(sys.stderr)):  # submitit echoes it
+                return launch(self, job_overrides, initial_job_idx)
+        except FailedJobError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if "sbatch" in ln]
+            if not lines:
+                raise
+            said = "; ".join(dict.fromkeys(ln.replace("sbatch: error: ", "") for ln in lines))
+            print(f"error: hydra/launcher: sbatch refused the jobs: {said}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    guarded.guarded = True
+    BaseSubmititLauncher.launch = guarded
+
+
+class _WithoutSbatch(io.TextIOBase):
+    """A stderr that passes everything on except what submitit echoes of a failed sbatch (its
+    message becomes our one line)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.dropped = False
+
+    def write(self, text: str) -> int:
+        if text.startswith("sbatch: ") or (self.dropped and text == "\n"):
+            self.dropped = not self.dropped if text == "\n" else True
+            return len(text)
+        self.dropped = False
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()

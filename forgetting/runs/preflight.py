@@ -9,10 +9,15 @@ line instead of Hydra's multi-line report. So are the launcher preset, a SLURM l
 
 from __future__ import annotations
 
+import difflib
+import re
+
 from forgetting.core.config import KEYS, SECTIONS
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.runs.cluster import check_launch
 from forgetting.runs.configs import CONFIG_DIR, GROUPS, group_options, preset_names
+
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
 def _sweep_values(override) -> list[object]:
@@ -29,33 +34,59 @@ def _interpolation(value: object) -> bool:
 
 
 def check_key(key: str) -> None:
-    """Raise UserError naming the allowed keys when `key` is not declared."""
+    """Raise UserError naming the allowed keys when `key` is not declared; a near miss of a
+    declared key names that key (a `+KEY=` hint only for a name that is no typo of one)."""
     root, _, rest = key.partition(".")
     top = sorted({k.split(".")[0] for k in KEYS} | set(GROUPS))
     if root not in top:
+        near = difflib.get_close_matches(root, top, n=1, cutoff=0.75)
+        if near:
+            raise UserError(f"unknown key {key!r}; did you mean {near[0] + key[len(root):]!r}? "
+                            f"top-level keys are {', '.join(top)}")
         raise UserError(f"unknown key {key!r}; top-level keys are {', '.join(top)} "
                         f"(use +{key}=... to add a new one)")
     if rest and root in SECTIONS and f"{root}.{rest.split('.')[0]}" not in KEYS:
         sub = sorted(k.split(".", 1)[1] for k in KEYS if k.startswith(root + "."))
-        raise UserError(f"unknown key {key!r}; keys of {root} are {', '.join(sub)}")
+        near = difflib.get_close_matches(rest.split(".")[0], sub, n=1, cutoff=0.75)
+        hint = f"did you mean {root + '.' + near[0]!r}? " if near else ""
+        raise UserError(f"unknown key {key!r}; {hint}keys of {root} are {', '.join(sub)}")
+
+
+def _parse(args: list[str]) -> list:
+    """Hydra's parsed overrides; UserError naming the override that does not parse, and why."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    overrides = []
+    for arg in args:
+        try:
+            overrides += parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            lines = [ln for ln in str(e).splitlines()
+                     if ln.strip() and not ln.startswith(("Error parsing override", "See http"))]
+            reason = re.sub(r"^\w+ while evaluating ", "", lines[0]) if lines else "bad syntax"
+            raise UserError(f"cannot parse {arg!r}: {reason} (Hydra's override grammar: "
+                            f"{GRAMMAR})") from None
+    return overrides
 
 
 def preflight(argv: list[str]) -> None:
     """Raise UserError (one line) for the first bad command-line override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     args = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except OverrideParseException as e:
-        raise UserError(str(e).splitlines()[0]) from None
+    overrides = _parse(args)
     for ov in overrides:
         key = ov.key_or_group
         if key == "sweep" and ov.is_add() and not ov.is_sweep_override():
             presets = preset_names()
             if ov.value() not in presets:
                 raise ConfigError("+sweep", ov.value(), f"choose one of {', '.join(presets)}")
+        if (ov.is_add() or ov.is_force_add()) and key not in ("sweep", "hydra") \
+                and (CONFIG_DIR / key).is_dir():  # an optional group: +trainset=...
+            options = group_options(key)
+            for value in _sweep_values(ov):
+                if value not in options:
+                    raise ConfigError(f"+{key}", value, f"choose one of {', '.join(options)}")
         if key.startswith("hydra") or ov.is_delete() or ov.is_add() or ov.is_force_add():
             continue
         if key in GROUPS:

@@ -126,12 +126,39 @@ def resolve_storage(storage: str | None, study_name: str | None, sweep_dir: Path
         path = storage[len("journal:"):]
         if not path:
             raise bad_value("hydra.sweeper.storage", storage, "journal:PATH needs a file path")
-        return f"journal:{Path(path).expanduser().resolve()}"
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        url = f"journal:{Path(path).expanduser().resolve()}"
+    elif storage.startswith("sqlite:///") and storage[len("sqlite:///"):] not in ("",
+                                                                               ":memory:"):
         path = storage[len("sqlite:///"):]
-        if path and path != ":memory:":
-            return f"sqlite:///{Path(path).expanduser().resolve()}"
-    return storage
+        url = f"sqlite:///{Path(path).expanduser().resolve()}"
+    else:
+        return storage
+    _check_folder(storage, Path(storage_file(url)).parent)
+    return url
+
+
+def storage_file(url: str) -> str | None:
+    """The file of a journal or sqlite storage URL, else None."""
+    if url.startswith("journal:"):
+        return url[len("journal:"):]
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    return None
+
+
+def _check_folder(storage: str, folder: Path) -> None:
+    """One rule for file storages (journal and sqlite): the file's folder must exist; it is
+    never created (a mistyped path would otherwise grow a study in a new folder)."""
+    if not folder.is_dir():
+        raise bad_value("hydra.sweeper.storage", storage,
+                        f"folder {folder} does not exist; create it first (the folder of a "
+                        "journal or sqlite file is never created)")
+
+
+# SQLAlchemy's database drivers: the module it imports -> the package that provides it
+DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "pymysql": "PyMySQL",
+           "MySQLdb": "mysqlclient", "pg8000": "pg8000", "asyncpg": "asyncpg",
+           "cx_Oracle": "cx_Oracle", "oracledb": "oracledb", "pyodbc": "pyodbc"}
 
 
 def open_storage(url: str):
@@ -144,13 +171,27 @@ def open_storage(url: str):
             return optuna.storages.InMemoryStorage()
         if url.startswith("journal:"):
             path = Path(url[len("journal:"):])
-            path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         return optuna.storages.RDBStorage(url)
     except Exception as e:
+        if missing := _missing_module(e):  # a database URL whose driver is not installed
+            package = DRIVERS.get(missing.split(".")[0], missing)
+            raise bad_value("hydra.sweeper.storage", display_url(url),
+                            f"needs the database driver {missing}, which is not installed "
+                            f"(pip install {package})") from None
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise bad_value("hydra.sweeper.storage", display_url(url),
                         f"cannot open it ({reason}); {STORAGE_FORMS}") from None
+
+
+def _missing_module(error: BaseException) -> str | None:
+    """The module whose absence caused `error` (Optuna wraps SQLAlchemy's ImportError)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            return error.name
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def display_url(url: str) -> str:

@@ -81,6 +81,7 @@ class OptunaStudySweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         s = self.settings
         check_settings(s)
+        self._check_objectives()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_space(s.params, arguments, parser)
         grid = space.grid() if s.sampler == "grid" else None
@@ -94,6 +95,8 @@ class OptunaStudySweeper(Sweeper):
         url = resolve_storage(s.storage, s.study_name, sweep_dir)
         self._check_reachable(url)
         self._check_jobs_compose(space)
+        if s.storage is None and url != "memory":  # the default journal: in the sweep folder
+            sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(url)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -176,6 +179,20 @@ class OptunaStudySweeper(Sweeper):
         if not self._has_trial_keys():
             raise bad_value("hydra.sweeper.pruner", s.pruner, "pruning needs the app's config "
                             "to declare optuna.study, optuna.storage and optuna.trial")
+
+    def _check_objectives(self) -> None:
+        """For forgetting's app, objectives must be metrics its runs record (OBJECTIVES in
+        forgetting/core/metrics.py): a typo fails here, before any trial trains. Other apps'
+        metrics.json keys are theirs to name, so they are checked per trial (a trial whose
+        metrics.json lacks one FAILs, with a note)."""
+        from forgetting.core.metrics import OBJECTIVES
+        from forgetting.runs.cluster import forgetting_app
+
+        unknown = [o for o in self.settings.objectives or [] if o not in OBJECTIVES]
+        if unknown and forgetting_app(self.config):
+            raise bad_value("hydra.sweeper.objectives", self.settings.objectives,
+                            f"{', '.join(map(repr, unknown))} is not a metric of a run; "
+                            f"choose from {', '.join(OBJECTIVES)}")
 
     def _has_trial_keys(self) -> bool:
         node = self.config.get("optuna") if "optuna" in self.config else None
