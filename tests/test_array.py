@@ -102,3 +102,61 @@ def test_collectors_take_turns(tmp_path):
         assert not done.is_set() and not (tmp_path / "results.parquet").exists()
     worker.join(timeout=30)
     assert done.is_set() and len(pd.read_parquet(tmp_path / "results.parquet")) == 1
+
+
+@pytest.mark.slow
+def test_index_addresses_the_whole_sweep_of_several_batches(tmp_path):
+    folder = tmp_path / "sweep"
+    args = ["-m", *TINY, "lr=1,2,3", "subset=0.5,1.0", "hydra/launcher=array",
+            "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={folder}"]
+    count = run_cli(*args, "hydra.launcher.count=true")
+    assert count.returncode == 0 and count.stdout == "6\n", count.stderr
+    proc = run_cli(*args, "hydra.launcher.index=5")
+    assert proc.returncode == 0, proc.stderr
+    assert f"point 5: ok ({folder / '5'})" in proc.stdout
+    table = pd.read_parquet(folder / "results.parquet")
+    assert table[["lr", "subset"]].values.tolist() == [[3, 1.0]]
+    assert [p.name for p in folder.iterdir() if p.name.isdigit()] == ["5"]
+
+
+@pytest.mark.slow
+def test_array_with_an_optuna_study_is_refused(tmp_path):
+    proc = run_cli("-m", *TINY, "lr=1,2", "hydra/launcher=array", "hydra.launcher.index=0",
+                   "hydra/sweeper=optuna_study", "hydra.sweeper.sampler=grid",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    line = one_line_error(proc)
+    assert line.startswith("error: hydra/launcher=array cannot run hydra/sweeper=optuna_study")
+    assert "start N workers of the same command on one storage" in line
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["abc", "--1", "1.5", ""])
+def test_a_bad_index_names_its_variable(tmp_path, value):
+    proc = run_cli("-m", *TINY, *GRID, "hydra/launcher=array",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"SLURM_ARRAY_TASK_ID": value})
+    assert one_line_error(proc) == f"error: SLURM_ARRAY_TASK_ID={value!r}: not an integer"
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_sbatch_refusing_the_jobs_is_one_line_with_its_message(tmp_path):
+    """No SLURM here: a fake `sbatch` that fails as a real one does for an unknown partition
+    (submitit also wants `srun` on the PATH)."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nonexistent' >&2\n"
+        "echo 'sbatch: error: Batch job submission failed: Invalid partition name specified'"
+        " >&2\nexit 1\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    proc = run_cli("-m", *TINY, *GRID, "hydra/launcher=slurm_cpu",
+                   "hydra.launcher.partition=nonexistent", f"hydra.sweep.dir={tmp_path / 's'}",
+                   env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert one_line_error(proc) == (
+        "error: hydra/launcher: sbatch refused the jobs: invalid partition specified: "
+        "nonexistent; Batch job submission failed: Invalid partition name specified")

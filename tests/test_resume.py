@@ -2,6 +2,7 @@
 hash), reruns the others, never duplicates a row; force=true recomputes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,14 +102,43 @@ def test_job_folder_rules(tmp_path):
     write_run(tmp_path / "3", "ok", lr=2.0)
     key = config_hash({"lr": 1.0})
     assert job_folder(3, _root_=root) == f"3-{key[:8]}"  # N holds another config
+    assert (tmp_path / ".configs" / key).read_text() == f"3-{key[:8]}\n"  # the index
+    write_run(tmp_path / f"3-{key[:8]}", "failed")
+    assert job_folder(5, _root_=root_config(tmp_path, 5)) == f"3-{key[:8]}"  # found again
+
+
+def test_job_folder_indexes_a_sweep_folder_written_without_an_index(tmp_path):
+    root = root_config(tmp_path, 3)
+    write_run(tmp_path / "3", "ok", lr=2.0)
     write_run(tmp_path / "7", "failed")
     assert job_folder(3, _root_=root) == "7"  # an unfinished run of this config
+    shutil.rmtree(tmp_path / ".configs")
     write_run(tmp_path / "9", "ok")
     assert job_folder(3, _root_=root) == "9"  # a finished one comes first
     assert job_folder(3, _root_=root_config(tmp_path, 3, quiet=True)) == "9"  # runtime key
     (tmp_path / "4" / ".hydra").mkdir(parents=True)  # killed before metrics: its .hydra/
     (tmp_path / "4" / ".hydra" / "config.yaml").write_text("lr: 5.0\nquiet: true\n")
     assert job_folder(4, _root_=root_config(tmp_path, 4, lr=5.0)) == "4"
+
+
+def test_job_folder_does_not_list_the_sweep_folder(tmp_path, monkeypatch):
+    """Once the index exists, choosing a folder reads a fixed number of files: it never
+    lists the sweep folder (the cost per job does not grow with the sweep)."""
+    for n in range(20):
+        write_run(tmp_path / str(n), "ok", lr=float(n + 2))
+    write_run(tmp_path / "20", "failed")
+    assert job_folder(0, _root_=root_config(tmp_path, 0)) == "20"  # builds the index once
+
+    def no_listing(self):
+        raise AssertionError(f"listed {self}")
+
+    monkeypatch.setattr(Path, "iterdir", no_listing)
+    monkeypatch.setattr(os, "listdir", no_listing)
+    monkeypatch.setattr(os, "scandir", no_listing)
+    assert job_folder(1, _root_=root_config(tmp_path, 1)) == "20"
+    key = config_hash({"lr": 1.0, "seed": 1})
+    assert job_folder(21, _root_=root_config(tmp_path, 21, seed=1)) == "21"  # a new config
+    assert (tmp_path / ".configs" / key).read_text() == "21\n"
 
 
 def test_table_keeps_one_run_per_config(tmp_path):

@@ -1,10 +1,15 @@
 import sys
 
-if "--diag" in sys.argv[1:]:  # the diagnostics' cost (bench/diag.py)
+args = sys.argv[1:]
+if "--diag" in args:  # the diagnostics' cost (bench/diag.py)
     from forgetting.bench.diag import main
 
-    main([a for a in sys.argv[1:] if a != "--diag"])
-else:
+    main([a for a in args if a != "--diag"])
+elif "--job-folder" in args:  # a sweep job's folder choice (bench/job_folder.py)
+    from forgetting.bench.job_folder import main
+
+    main([a for a in args if a != "--job-folder"])
+else:  # the training step against baselines and ceilings (bench/steps.py)
     from forgetting.bench.steps import main
 
     main()

@@ -9,10 +9,13 @@ finished, or written before hashes existed) is hashed from its `.hydra/config.ya
 
 Rerunning a sweep into the same sweep folder:
 - `hydra.sweep.subdir` is `${forgetting.job_folder:${hydra.job.num}}` (conf/config.yaml), so
-  each job picks its folder by config, not by number (`job_folder`): the folder of a finished
-  run of its config, else one of an unfinished run of its config (which then resumes from its
-  checkpoint, or restarts), else folder N when N is free, else `N-HASH` (folder N belongs to
-  another config: its files are never touched).
+  each job picks its folder by config, not by number (`job_folder`): folder N when it holds
+  this config, else the folder of an earlier run of its config (finished, else unfinished: it
+  then resumes from its checkpoint, or restarts), else folder N when N is free, else `N-HASH`
+  (folder N belongs to another config: its files are never touched). Earlier runs are found
+  through the sweep's config index, `.configs/HASH` holding the folder's name (written
+  atomically by the job that chose the folder; built once by scanning a sweep folder that
+  predates it), so choosing costs the same in a sweep of 10 or 10,000 runs.
 - In that folder forgetting.run skips the job when its run finished (status ok, diverged or
   pruned), unless `force=true`.
 - The table keeps one row per config hash and sweep folder (`latest_runs`), in case two jobs of
@@ -24,13 +27,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from forgetting.core.config import UNHASHED
+from forgetting.core.files import atomic_write_text, umask
 from forgetting.core.metrics import FINISHED
-from forgetting.runs.folders import HYDRA_CONFIG, METRICS
+from forgetting.runs.folders import CONFIG_INDEX, HYDRA_CONFIG, METRICS
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -87,7 +94,8 @@ def job_folder(num: object, *, _root_: DictConfig) -> str:
     """The OmegaConf resolver `forgetting.job_folder`: the sweep sub-folder of job `num`.
 
     Evaluated by Hydra in the job's process, right before it creates the folder (see the
-    module docstring for the rule)."""
+    module docstring for the rule). It reads at most two run folders and one index entry, so
+    its cost does not grow with the sweep (docs/benchmarks.md)."""
     sweep_dir = Path(str(OmegaConf.select(_root_, "hydra.sweep.dir")))
     own = str(num)
     job_cfg = copy.deepcopy(_root_)
@@ -99,21 +107,69 @@ def job_folder(num: object, *, _root_: DictConfig) -> str:
         return own
     own_key, _ = folder_state(sweep_dir / own)
     if own_key == key:
-        return own
-    unfinished = None
-    if sweep_dir.is_dir():
-        for folder in sorted(p for p in sweep_dir.iterdir()
-                             if p.is_dir() and not p.name.startswith(".")):
-            folder_key, finished = folder_state(folder)
-            if folder_key == key and finished:
-                return folder.name
-            if folder_key == key and unfinished is None:
-                unfinished = folder.name
-    if unfinished is not None:
-        return unfinished
-    if own_key is None:
-        return own
-    return f"{own}-{key[:8]}"
+        chosen = own
+    else:
+        known = indexed_folder(sweep_dir, key)
+        if known is not None:
+            return known
+        chosen = own if own_key is None else f"{own}-{key[:8]}"
+    remember_folder(sweep_dir, key, chosen)
+    return chosen
+
+
+def indexed_folder(sweep_dir: Path, key: str) -> str | None:
+    """The folder the sweep's config index names for `key`, if it still holds that config.
+    A sweep folder written before the index existed is indexed once, here."""
+    index = sweep_dir / CONFIG_INDEX
+    if not index.is_dir():
+        build_index(sweep_dir)
+    try:
+        name = (index / key).read_text().strip()
+    except OSError:
+        return None
+    return name if name and folder_state(sweep_dir / name)[0] == key else None
+
+
+def remember_folder(sweep_dir: Path, key: str, name: str) -> None:
+    """Record in the sweep's config index that `name` is the folder of config `key` (unless
+    the index already names a folder that holds it)."""
+    entry = sweep_dir / CONFIG_INDEX / key
+    try:
+        if entry.read_text().strip() == name:
+            return
+    except OSError:
+        pass
+    try:
+        atomic_write_text(entry, name + "\n")
+    except OSError:  # an unwritable sweep folder fails later, where the run writes
+        pass
+
+
+def build_index(sweep_dir: Path) -> None:
+    """Index the run folders of a sweep folder (one file per config hash naming its folder: a
+    finished run's first, else the first unfinished one's), written to a temporary folder and
+    renamed into place, so a reader sees no index or a whole one."""
+    chosen: dict[str, tuple[bool, str]] = {}
+    folders = sorted(p for p in sweep_dir.iterdir()
+                     if p.is_dir() and not p.name.startswith(".")) if sweep_dir.is_dir() else []
+    for folder in folders:
+        key, finished = folder_state(folder)
+        if key is not None and (key not in chosen or finished and not chosen[key][0]):
+            chosen[key] = (finished, folder.name)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=sweep_dir, prefix=f"{CONFIG_INDEX}.", suffix=".tmp"))
+    except OSError:
+        return
+    try:
+        for key, (_, name) in chosen.items():
+            atomic_write_text(tmp / key, name + "\n")
+        os.chmod(tmp, 0o777 & ~umask())
+        os.rename(tmp, sweep_dir / CONFIG_INDEX)
+    except OSError:  # another job built it meanwhile
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def register_resolver() -> None:

@@ -14,16 +14,27 @@ All tasks write into one sweep folder, which must not depend on the task: by def
 uses it when the array launcher is selected); outside a SLURM array pass
 `hydra.sweep.dir=PATH`. Point i's run folder is `i` (see forgetting/runs/resume.py for reruns).
 
-After its point a task rebuilds the sweep's table under the table's file lock (so the last task
-to finish leaves the complete table; runs still in flight are `failed` rows until then), prints
-one line, and exits with its own point's outcome: 0 (ok, diverged, or skipped because finished),
-1 (failed), 128 + signal (stopped for pre-emption, checkpoint saved). Hydra's end-of-sweep
-callbacks do not run in array tasks. With `requeue: true` in a SLURM job, SIGUSR1 (e.g.
-`sbatch --signal=B:USR1@120`) requeues the task after the run saved its checkpoint.
+The index addresses the whole sweep, also when the basic sweeper splits it into batches
+(`hydra.sweeper.max_batch_size`): the launcher expands the sweep's overrides itself. With
+`hydra/sweeper=optuna_study` it refuses to start (a study's trials are chosen while it runs, so
+an index names no fixed point): run N workers of the same command on one storage instead.
+
+`launch()` returns its one JobReturn (and an empty list for the sweeper's later batches), as
+Hydra's launchers do. For forgetting's app (forgetting.run, recognised by its results-table
+callback) the task then rebuilds the sweep's table under the table's file lock (so the last task
+to finish leaves the complete table; points still training elsewhere are `running` rows), prints
+one line, and `forgetting.run` exits with the point's outcome (`exit_code()`): 0 (ok, diverged,
+or skipped because finished), 1 (failed), 128 + signal (stopped for pre-emption, checkpoint
+saved). For any other Hydra app the job is judged by its JobReturn alone (Hydra reports a job
+that raised, exit code 1) and nothing is written beside its runs. Hydra's end-of-sweep callbacks
+run after launch() returns; forgetting's table callback leaves array tasks alone. With
+`requeue: true` in a SLURM job, SIGUSR1 (e.g. `sbatch --signal=B:USR1@120`) requeues the task
+after the run saved its checkpoint.
 """
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,12 +53,21 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forgetting.core.metrics import FAILED
 
 log = logging.getLogger(__name__)
 LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM array
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_STUDY_SWEEPER = "hydra_plugins.forgetting_optuna_sweeper.sweeper.OptunaStudySweeper"
+_EXIT_CODE: list[int] = []  # the outcome of this process's array task (forgetting's app)
+
+
+def exit_code() -> int | None:
+    """The exit code of the array task this process ran for forgetting's app, else None:
+    forgetting.run exits with it once Hydra returns."""
+    return _EXIT_CODE[-1] if _EXIT_CODE else None
 
 
 @dataclass
@@ -105,12 +125,34 @@ class ArrayLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.ran = False  # this process ran its point (later batches of the sweep: nothing)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        if OmegaConf.select(config, "hydra.sweeper._target_") == OPTUNA_STUDY_SWEEPER:
+            fail("hydra/launcher=array cannot run hydra/sweeper=optuna_study: a study chooses "
+                 "its trials while it runs, so an array index names no point; start N workers "
+                 "of the same command on one storage instead (e.g. sbatch --array=1-N --wrap "
+                 "'python -m forgetting.run ...'; README, Optuna searches: parallel workers)")
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+
+    def whole_sweep(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Every job of the sweep in the basic sweeper's order, also when it launches them in
+        batches (`max_batch_size`); for other sweepers the batch at hand."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        jobs = [list(job) for job in job_overrides]
+        if OmegaConf.select(self.config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+            return jobs
+        params = OmegaConf.select(self.config, "hydra.sweeper.params") or {}
+        arguments = [f"{k}={v}" for k, v in params.items()]
+        arguments += list(OmegaConf.select(self.config, "hydra.overrides.task") or [])
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        everything = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)[0]
+        return everything if everything[:len(jobs)] == jobs else jobs
 
     def point(self, n: int) -> int:
         """The point this task runs, in 0..n-1; ValueError (one line) for a bad index."""
@@ -122,7 +164,7 @@ class ArrayLauncher(Launcher):
                 raise ValueError(f"hydra/launcher=array: {name} is not set; run inside a job "
                                  "array, or set hydra.launcher.index=I (or "
                                  "hydra.launcher.index_env=VARIABLE)")
-        if not raw.strip().lstrip("-").isdigit():
+        if not re.fullmatch(r"\s*[-+]?\d+\s*", raw):
             raise ValueError(f"{name}={raw!r}: not an integer")
         point = int(raw) - self.first_index
         if not 0 <= point < n:
@@ -134,22 +176,25 @@ class ArrayLauncher(Launcher):
                initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
+        if self.ran:  # a later batch of a sweep whose point this process already ran
+            return []
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        jobs = self.whole_sweep(job_overrides) if initial_job_idx == 0 else job_overrides
         if self.count:
-            print(len(job_overrides))
+            print(len(jobs))
             _drop_if_only_multirun_yaml(sweep_dir)
             raise SystemExit(0)
         try:
             if "SLURM_ARRAY_JOB_ID" not in os.environ and sweep_dir == Path(LOCAL_SWEEP_DIR):
                 raise ValueError("hydra/launcher=array outside a SLURM array: set "
                                  "hydra.sweep.dir=PATH, the same folder for every task")
-            point = self.point(len(job_overrides))
+            point = self.point(len(jobs))
         except ValueError as e:  # nothing ran: leave no folder behind
             _drop_if_only_multirun_yaml(sweep_dir)
             fail(str(e))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        overrides = list(job_overrides[point])
-        log.info("array task: point %d of %d: %s", point, len(job_overrides),
+        overrides = list(jobs[point])
+        log.info("array task: point %d of %d: %s", point, len(jobs),
                  " ".join(filter_overrides(overrides)))
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config,
                                                                           overrides)
@@ -158,13 +203,23 @@ class ArrayLauncher(Launcher):
             sweep_config.hydra.job.num = initial_job_idx + point
         if self.requeue and "SLURM_JOB_ID" in os.environ:
             signal.signal(signal.SIGUSR1, requeue_slurm_job)
+        self.ran = True
         ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                       config=sweep_config, job_dir_key="hydra.sweep.dir",
                       job_subdir_key="hydra.sweep.subdir")
-        raise SystemExit(self.finish(ret, point, sweep_dir))
+        from forgetting.runs.cluster import forgetting_app
+
+        if forgetting_app(self.config):
+            _EXIT_CODE.append(self.finish(ret, point, sweep_dir))
+        else:
+            print(f"point {point}: {ret.status.name.lower()} "
+                  f"({ret.hydra_cfg.hydra.runtime.output_dir})")
+        return [ret]
 
     def finish(self, ret: JobReturn, point: int, sweep_dir: Path) -> int:
-        """Rebuild the sweep's table (under its lock), print one line, return the exit code."""
+        """Forgetting's app: rebuild the sweep's table (under its lock), print one line, return
+        the exit code."""
+        from forgetting.core.errors import UserError
         from forgetting.runs.results import collect
         from forgetting.runs.resume import read_metrics
 
@@ -173,8 +228,13 @@ class ArrayLauncher(Launcher):
         status = metrics.get("status", FAILED)
         if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
             status = FAILED
-        results, _ = collect(sweep_dir)
-        counts = results["status"].value_counts().to_dict() if len(results) else {}
+        try:
+            results, _ = collect(sweep_dir)
+        except UserError as e:  # the table is kept as it is
+            log.error("table not rebuilt: %s", e)
+            results = None
+        counts = (results["status"].value_counts().to_dict()
+                  if results is not None and len(results) else {})
         print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
               f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
         return 1 if status == FAILED else 0
