@@ -99,6 +99,7 @@ def stop_before_step(k: int):
     return lambda: next(calls) >= k
 
 
+@pytest.mark.slow
 def test_diagnostics_resume_as_if_never_stopped(make_cfg, tmp_path):
     cfg = make_cfg("epochs=3", "threads=1", *ALL)
     whole = train(cfg)

@@ -79,7 +79,12 @@ def test_every_preset_is_expected():
     assert all(f"quick_{n}" in presets for n in presets if not n.startswith("quick_"))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+# the full 40-point figure grids compose in about 5 s each: behind `slow`
+GRIDS = [pytest.param(n, marks=pytest.mark.slow) if n.startswith("lr_subset") else n
+         for n in sorted(EXPECTED)]
+
+
+@pytest.mark.parametrize("name", GRIDS)
 def test_preset_expands_to_its_grid(name, hydra_context):
     swept, fixed = EXPECTED[name]
     jobs = grid(name)

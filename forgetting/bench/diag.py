@@ -46,11 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--only", default=",".join(list(CONTENDERS)[1:]),
+                   help="diagnostics to time against the plain run, comma-separated")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
     for name in ("train_size", "epochs", "rounds", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    args.only = [n for n in args.only.split(",") if n]
+    if not args.only or any(n not in CONTENDERS or n == "plain" for n in args.only):
+        p.error(f"--only: choose from {', '.join(list(CONTENDERS)[1:])}")
     return args
 
 
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     d = DataConfig()
     dataset = synthetic(10, args.train_size, 1000, 32, d.noise, 0)
-    names = list(CONTENDERS)
+    names = ["plain", *args.only]
     seconds: dict[str, list[float]] = {n: [] for n in names}
     train(config(args, {}), dataset)  # warm-up: allocator, kernels
     for r in range(args.rounds):
