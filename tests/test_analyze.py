@@ -257,3 +257,27 @@ def test_datasets_that_differ_in_augmentation_are_not_a_subset_grid(tmp_path):
         m["config"]["augment"] = subset == 1.0
         (tmp_path / str(k) / "metrics.json").write_text(json.dumps(m))
     assert "lr_subset" not in analyze([tmp_path], Thresholds())
+
+
+def test_measured_curvature_per_batch_size_against_the_loss_onset(tmp_path):
+    """An LR x batch grid with sharpness measured: the first factor whose ratio reaches the
+    edge, next to the factor where the final train loss jumps."""
+    for k, (batch, lr) in enumerate((b, v) for b in (128, 512) for v in (1, 4, 16)):
+        jump = lr >= (16 if batch == 128 else 4)
+        write_run(tmp_path / str(k), lr, 0.125, batch, train_loss=1.0 if jump else 0.01,
+                  max_sharpness_ratio=lr / (16 if batch == 128 else 4), noise_scale_run=300.0)
+    report = analyze([tmp_path], Thresholds())
+    assert "lr_subset" not in report
+    b128, b512 = report["curvature"]
+    assert (b128["edge_from"], b128["loss_onset"]) == (16, 16)
+    assert (b512["edge_from"], b512["loss_onset"]) == (4, 4)
+    assert "at or before the loss's instability onset 4" in b512["reading"]
+    text = render(report)
+    assert "measured curvature, batch 512 (subset 0.125)" in text and "B_simple" in text
+    # a loss onset the measurement does not reach is called out
+    shallow = tmp_path / "shallow"
+    for k, lr in enumerate((1, 4, 16)):
+        write_run(shallow / str(k), lr, 0.125, 128, train_loss=1.0 if lr == 16 else 0.01,
+                  max_sharpness_ratio=0.1)
+    [entry] = analyze([shallow], Thresholds())["curvature"]
+    assert "curvature does not explain it" in entry["reading"]

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forgetting.analysis.curvature import curvature, measured_grid
+from forgetting.analysis.curvature import render_lines as curvature_lines
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
 from forgetting.analysis.verdict import decide, render_lines
 from forgetting.core.config import Config
@@ -193,6 +195,8 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
     done = results[results["status"].isin([OK, DIVERGED])]  # failed/pruned: no outcome
     if is_lr_subset_grid(done):
         report["lr_subset"] = lr_subset(done, th)
+    if measured_grid(done):
+        report["curvature"] = curvature(done, th, onset)
     if "lr_subset" not in report and results["recipe"].nunique() > 1:
         report["recipes"] = recipes(results, th)
     recency = finished_probes(results, tables.get("recency"))
@@ -227,6 +231,8 @@ def render(report: dict) -> str:
             f"= optimum within x{th['edge_gap']:g} of the onset; moves = smallest/largest "
             f"subset optimum >= x{th['shift']:g}; optimum = min mean test loss, parabola on "
             f"log2(LR)")
+    if report.get("curvature"):
+        lines += curvature_lines(report["curvature"], th["edge_ratio"])
     if report.get("recipes"):
         lines += ["", "recipes:"]
         for r in report["recipes"]:
