@@ -161,3 +161,14 @@ def test_how_a_run_executes_is_not_part_of_its_config_hash():
                                                                        "cache_dir": "b"}}]
     assert {config_hash(v) for v in variants} == {config_hash(base)}
     assert config_hash({**base, "lr": 2.0}) != config_hash(base)
+
+
+def test_a_section_of_unhashed_keys_leaves_older_hashes_as_they_were():
+    """The diag section (every key unhashed) did not exist before: a config with it at any
+    setting hashes like the same config without it."""
+    old = {"lr": 2.0, "subset": 0.5, "probe": {"epochs": 2}}
+    assert config_hash({**old, "diag": {"sharpness": True, "every": 3, "noise": False,
+                                        "sharpness_examples": 256, "iters": 20,
+                                        "noise_every": 16, "forgetting_events": True}}) == \
+        config_hash(old)
+    assert config_hash({**old, "probe": {"epochs": 3}}) != config_hash(old)

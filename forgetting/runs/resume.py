@@ -53,8 +53,18 @@ def config_hash(cfg: DictConfig | dict) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(last, None)
+            if not node and parents:  # a section of unhashed keys only (diag): gone too,
+                _drop(data, parents)  # so runs from before it existed keep their hash
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop(data: dict, path: list[str]) -> None:
+    """Remove the (empty) section at `path` from `data`."""
+    node = data
+    for part in path[:-1]:
+        node = node.get(part, {})
+    node.pop(path[-1], None)
 
 
 def read_metrics(run_dir: Path) -> dict | None:
