@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,8 +101,7 @@ class Key:
         """bool, int, float or str where the key holds one (None allowed), else None."""
         kind = self.kind
         args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if typing.get_origin(kind) in (typing.Union, __import__("types").UnionType) \
-                and len(args) == 1:
+        if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
             kind = args[0]
         return kind if kind in (bool, int, float, str) else None
 
