@@ -89,16 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
            "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
            "precision": args.precision, "seconds": seconds,
            "plain_s": statistics.median(plain), "overhead": {}}
-    for name in names[1:]:
-        ratios = [t / p - 1 for t, p in zip(seconds[name], plain)]
-        out["overhead"][name] = statistics.median(ratios)
+    ratios = {n: [t / p - 1 for t, p in zip(seconds[n], plain)] for n in names[1:]}
+    out["overhead"] = {n: statistics.median(r) for n, r in ratios.items()}
     print(f"\nResNet-9 width {args.width:g}, batch {args.batch_size}, {args.precision}, "
           f"{args.train_size} images x {args.epochs} epoch(s), {out['threads']} threads: "
           f"plain {out['plain_s']:.2f} s (median of {args.rounds})")
-    for name, value in out["overhead"].items():
-        print(f"  {name:<18} +{100 * value:.1f}% (median of per-round ratios; "
-              f"range {100 * min(t / p - 1 for t, p in zip(seconds[name], plain)):+.1f}% .. "
-              f"{100 * max(t / p - 1 for t, p in zip(seconds[name], plain)):+.1f}%)")
+    for name, r in ratios.items():
+        print(f"  {name:<18} {100 * statistics.median(r):+.1f}% (median of per-round ratios; "
+              f"range {100 * min(r):+.1f}% .. {100 * max(r):+.1f}%)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out
