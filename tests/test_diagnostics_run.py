@@ -19,14 +19,16 @@ from forgetting.core.train import train
 from forgetting.runs.preflight import preflight
 from helpers import TINY, run_cli
 
-ALL = ["diag.sharpness=true", "diag.sharpness_examples=128", "diag.iters=8", "diag.noise=true",
+ALL = ["diag.sharpness=true", "diag.sharpness_examples=64", "diag.iters=4", "diag.noise=true",
        "diag.noise_every=2", "diag.forgetting_events=true"]
 TRAINING = ["epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
 
 def test_diagnostics_do_not_change_training(make_cfg):
-    plain = train(make_cfg("epochs=3", "threads=1"))
-    measured = train(make_cfg("epochs=3", "threads=1", *ALL))
+    """Same losses with and without; clean_train_loss (eval mode) also shows that BatchNorm's
+    running statistics were left alone by the measurements."""
+    plain = train(make_cfg("epochs=2", "threads=1"))
+    measured = train(make_cfg("epochs=2", "threads=1", *ALL))
     assert [{k: r[k] for k in TRAINING} for r in measured.history] == \
         [{k: r[k] for k in TRAINING} for r in plain.history]
     for key in ("train_loss", "clean_train_loss", "test_loss", "test_acc"):
@@ -123,17 +125,6 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(make_cfg, monkeypa
     assert result.status == "ok"
     assert math.isnan(result.final["sharpness"]) and math.isnan(result.final["sharpness_ratio"])
     assert result.history[-1]["sharpness_note"] == "non-finite Hessian-vector product"
-
-
-def test_measurements_leave_batchnorm_statistics_alone(make_cfg):
-    cfg = make_cfg("threads=1", "epochs=1", "diag.sharpness=true", "diag.sharpness_examples=64")
-    plain = make_cfg("threads=1", "epochs=1")
-    states = []
-    for c in (cfg, plain):
-        torch.manual_seed(0)
-        result = train(c)
-        states.append(result.final["clean_train_loss"])  # eval mode: running statistics
-    assert states[0] == states[1]
 
 
 @pytest.mark.parametrize("override, message", [
