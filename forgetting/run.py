@@ -47,7 +47,6 @@ def register() -> None:
     register_plugin()
     register_launcher()
     register_resolver()
-    guard_sbatch()  # sbatch's refusal as one line (forgetting/runs/cluster.py)
 
 
 # The one import-time side effect, where Hydra needs it: a submitit job unpickles `main` and
@@ -105,6 +104,7 @@ def cli() -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    guard_sbatch()  # sbatch's refusal as one line; only the launching process submits
     main()
     from hydra_plugins.forgetting_array_launcher.array_launcher import exit_code
 

@@ -28,8 +28,8 @@ def nothing_finished(dirs) -> str | None:
     from collections import Counter
 
     from forgetting.core.metrics import FAILED, FINISHED
-    from forgetting.runs.results import find_runs
     from forgetting.runs.resume import read_metrics
+    from forgetting.runs.rows import find_runs
 
     runs = [run for folder in dirs for run in find_runs(folder)]
     if not runs:

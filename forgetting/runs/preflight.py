@@ -29,6 +29,13 @@ def _sweep_values(override) -> list[object]:
     return [override.value()]
 
 
+def _choose(label: str, override, options: list[str]) -> None:
+    """ConfigError naming the choices for the first value of a group override not in them."""
+    for value in _sweep_values(override):
+        if value not in options:
+            raise ConfigError(label, value, f"choose one of {', '.join(options)}")
+
+
 def _interpolation(value: object) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
@@ -77,23 +84,15 @@ def preflight(argv: list[str]) -> None:
     overrides = _parse(args)
     for ov in overrides:
         key = ov.key_or_group
-        if key == "sweep" and ov.is_add() and not ov.is_sweep_override():
-            presets = preset_names()
-            if ov.value() not in presets:
-                raise ConfigError("+sweep", ov.value(), f"choose one of {', '.join(presets)}")
-        if (ov.is_add() or ov.is_force_add()) and key not in ("sweep", "hydra") \
+        if key == "sweep" and ov.is_add():
+            _choose("+sweep", ov, preset_names())
+        elif (ov.is_add() or ov.is_force_add()) and key != "hydra" \
                 and (CONFIG_DIR / key).is_dir():  # an optional group: +trainset=...
-            options = group_options(key)
-            for value in _sweep_values(ov):
-                if value not in options:
-                    raise ConfigError(f"+{key}", value, f"choose one of {', '.join(options)}")
+            _choose(f"+{key}", ov, group_options(key))
         if key.startswith("hydra") or ov.is_delete() or ov.is_add() or ov.is_force_add():
             continue
         if key in GROUPS:
-            options = group_options(key)
-            for value in _sweep_values(ov):
-                if value not in options:
-                    raise ConfigError(key, value, f"choose one of {', '.join(options)}")
+            _choose(key, ov, group_options(key))
             continue
         check_key(key)
         if key in KEYS:

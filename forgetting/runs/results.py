@@ -1,6 +1,7 @@
 """Run folders on disk -> one pandas table per sweep.
 
-A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml`. The table is
+A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml`; each gives
+one row (forgetting/runs/rows.py). The table is
 rebuilt from disk, never from memory, so it covers failed and diverged runs and folders written
 by other processes; a run without readable metrics is a row with `status=failed` and its reason.
 Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run),
@@ -12,117 +13,30 @@ tables take its `.results.lock` first.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from hydra.experimental.callback import Callback
 
-from forgetting.core.config import COLUMNS
 from forgetting.core.errors import UserError
 from forgetting.core.files import atomic_write_csv, atomic_write_parquet
 from forgetting.core.metrics import (
     ABANDONED,
-    DIAG_FINAL,
     FAILED,
-    FINAL,
     FINISHED,
     OK,
-    RUNNING,
-    TIMINGS,
 )
 from forgetting.runs import folders
-from forgetting.runs.claims import holder
 from forgetting.runs.resume import latest_runs
+from forgetting.runs.rows import KEY_COLUMNS, find_runs, read_run
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
     import pandas as pd
 
 log = logging.getLogger("forgetting")
-
-# config values every table carries (declared `column=` in the schema): column -> dotted key
-CONFIG_COLUMNS = COLUMNS
-METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
-                  "resumes", "config_hash", "steps", *DIAG_FINAL]
-KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
-
-
-def find_runs(root: Path) -> list[Path]:
-    found = {p.parent for p in root.rglob(folders.METRICS)}
-    found |= {p.parent.parent for p in root.rglob(folders.HYDRA_CONFIG)}
-    return sorted(found, key=_natural_key)
-
-
-def _natural_key(path: Path) -> list:
-    """2 < 10 < 10-HASH: digit runs compare as numbers (a folder name splits into alternating
-    text and digit runs, so the types line up)."""
-    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
-            for part in path.parts]
-
-
-def _lookup(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _swept_keys(run_dir: Path) -> list[str]:
-    path = run_dir / folders.HYDRA_OVERRIDES
-    try:
-        overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError):
-        return []
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides
-            if "=" in o and not o.startswith("hydra")]
-    return [k for k in keys if not k.startswith("optuna.")]  # the trial: study/trial columns
-
-
-def read_run(run_dir: Path) -> tuple[dict, list[str]]:
-    """One table row for a run folder, and the keys its command line set."""
-    row: dict = {}
-    metrics_path = run_dir / folders.METRICS
-    try:
-        metrics = json.loads(metrics_path.read_text())
-        if not isinstance(metrics, dict) or "status" not in metrics:
-            raise ValueError("no status field")
-    except FileNotFoundError:
-        metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
-    except (OSError, ValueError) as e:
-        metrics = {"status": FAILED, "error": f"unreadable metrics.json ({e})"}
-    if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
-        metrics = {**metrics, "status": RUNNING, "error": None}  # claimed by a live process
-    config = metrics.get("config")
-    if not isinstance(config, dict):
-        try:
-            config = yaml.safe_load((run_dir / folders.HYDRA_CONFIG).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            config = {}
-    for column, dotted in CONFIG_COLUMNS.items():
-        row[column] = _lookup(config, dotted)
-    row["recipe"] = (metrics.get("choices") or {}).get("recipe")
-    swept = _swept_keys(run_dir)
-    choices = metrics.get("choices") or {}
-    for key in swept:
-        if key not in row:  # a config value, or a group choice (+sweep=..., +trainset=...)
-            value = _lookup(config, key)
-            row[key] = choices.get(key) if value is None else value
-    for column in METRIC_COLUMNS:
-        if column in metrics:
-            row[column] = metrics[column]
-    if "trial" not in row and _lookup(config, "optuna.trial") is not None:  # did not finish
-        row["study"], row["trial"] = _lookup(config, "optuna.study"), _lookup(config,
-                                                                              "optuna.trial")
-    row["run_dir"] = str(run_dir)
-    return row, swept
-
 
 # per-run tables gathered into one per sweep, with the run's key columns in front
 PER_RUN_TABLES = ("history", "recency")
