@@ -59,7 +59,6 @@ class Diagnostics:
             n = len(run.train_y)
             gen = torch.Generator().manual_seed(SHARPNESS_SEED)
             self.fixed = torch.randperm(n, generator=gen)[:d.sharpness_examples].sort().values
-        self.measured: list[float] = []  # sharpness ratios measured so far
         self.start = None  # the last top Ritz vector: the next measurement's warm start
 
     def __bool__(self) -> bool:
@@ -122,8 +121,6 @@ class Diagnostics:
         lam = m["sharpness"]
         ratio = sharpness_ratio(lam, eta, self.cfg.optimizer.weight_decay,
                                 self.cfg.optimizer.momentum, self.cfg.optimizer.nesterov)
-        if math.isfinite(ratio):
-            self.measured.append(ratio)
         return {"sharpness": lam, "sharpness_rel_change": m["sharpness_rel_change"],
                 "sharpness_iters": m["sharpness_iters"], "sharpness_ratio": ratio,
                 "sharpness_note": m["sharpness_error"]}
@@ -132,11 +129,13 @@ class Diagnostics:
         """The run's final figures for metrics.json and the sweep table."""
         out: dict = {}
         if self.fixed is not None:
+            ratios = [r["sharpness_ratio"] for r in history
+                      if math.isfinite(r.get("sharpness_ratio", math.nan))]
             last = next((r for r in reversed(history)
                          if math.isfinite(r.get("sharpness", math.nan))), None)
             out.update(sharpness=last["sharpness"] if last else math.nan,
                        sharpness_ratio=last["sharpness_ratio"] if last else math.nan,
-                       max_sharpness_ratio=max(self.measured) if self.measured else math.nan,
+                       max_sharpness_ratio=max(ratios) if ratios else math.nan,
                        stability_edge=self.edge)
         if self.noise_run is not None:
             last = history[-1].get("noise_scale", math.nan) if history else math.nan
@@ -164,7 +163,6 @@ class Diagnostics:
         return {"events": self.events.state() if self.events is not None else None,
                 "noise_epoch": self.noise_epoch.state() if self.noise_run is not None else None,
                 "noise_run": self.noise_run.state() if self.noise_run is not None else None,
-                "measured": list(self.measured),
                 "start": [t.cpu() for t in self.start] if self.start is not None else None}
 
     def load(self, state: dict) -> None:
@@ -175,6 +173,5 @@ class Diagnostics:
         if self.noise_run is not None and state.get("noise_run") is not None:
             self.noise_epoch.load(state["noise_epoch"])
             self.noise_run.load(state["noise_run"])
-        self.measured = list(state.get("measured", []))
         if state.get("start") is not None:
             self.start = [t.to(self.device) for t in state["start"]]
