@@ -78,7 +78,7 @@ class Setup:
     model: torch.nn.Module  # weights, for checkpoints
     net: torch.nn.Module  # what is called: the model or its compiled form
     optimizer: SGD
-    step: Callable  # (x, y, lr) -> (summed loss, correct count, hits): make_step
+    step: Callable | None  # (x, y, lr) -> (summed loss, correct count, hits): make_step
     autocast: Callable
     maker: BatchMaker  # the training subset
     test: BatchMaker
@@ -97,8 +97,11 @@ class Setup:
         return evaluate(self.net, self.maker, self.train_y, batch_size, self.autocast)
 
 
-def prepare(cfg: Config, dataset: Dataset | None, precision: str | None) -> Setup:
-    """Device, data subset on the device, model, optimizer; seeds torch's global generator."""
+def prepare(cfg: Config, dataset: Dataset | None, precision: str | None,
+            fused: bool = False) -> Setup:
+    """Device, data subset on the device, model, optimizer; seeds torch's global generator.
+    `fused`: the run is a member of a pack (core/packed.py), whose fused step trains it: no
+    step of its own (`step` is None), nothing compiled."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -131,13 +134,15 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None) -> Setu
             "train_size": n, "test_size": len(test_y), "passes": passes,
             "steps": passes * steps_per_epoch, "source": data.source, "resumes": 0}
     start = time.perf_counter()
+    compiled = cfg.compile and not fused
     net = compile_and_warm(model, maker, cfg.batch_size, [n, len(test_y)],
-                           cfg.eval_batch_size, autocast) if cfg.compile else model
+                           cfg.eval_batch_size, autocast) if compiled else model
     optimizer = make_optimizer(model, cfg)
     train_y = data.train_y[subset].to(device)
-    graphs = info["cuda_graphs"] = cfg.cuda_graphs and device.type == "cuda"
-    step = make_step(net, model, optimizer, precision, maker, train_y, cfg.batch_size, graphs)
+    graphs = info["cuda_graphs"] = cfg.cuda_graphs and device.type == "cuda" and not fused
+    step = None if fused else make_step(net, model, optimizer, precision, maker, train_y,
+                                        cfg.batch_size, graphs)
     sync(device)
-    info["compile_s"] = time.perf_counter() - start if cfg.compile or graphs else 0.0
+    info["compile_s"] = time.perf_counter() - start if compiled or graphs else 0.0
     return Setup(device, precision, model, net, optimizer, step, autocast, maker, test, train_y,
                  test_y, steps_per_epoch, passes, info, subset)

@@ -41,6 +41,39 @@ def epoch_marker(epoch: int) -> str:
     return f"epoch {epoch}/"
 
 
+@dataclass
+class RunState:
+    """One run's setup and the state its loop carries from step to step."""
+    run: Setup
+    gen: torch.Generator  # batch order and augmentation
+    batch_log: BatchLog
+    diag: Diagnostics
+    progress: Progress
+
+    def astuple(self):
+        return self.run, self.gen, self.batch_log, self.diag, self.progress
+
+
+def begin(cfg: Config, dataset: Dataset | None, checkpoint: Checkpoint | None,
+          fused: bool = False) -> RunState:
+    """Prepare a run (`fused`: as a member of a pack, core/packed.py) and put back the state
+    of its checkpoint when there is one."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    run = prepare(cfg, dataset, saved.precision if saved else None, fused=fused)
+    state = RunState(run, torch.Generator().manual_seed(cfg.seed),
+                     BatchLog(cfg.probe.epochs, cfg.probe.verify), Diagnostics(cfg, run),
+                     Progress())
+    if saved is not None:
+        saved.restore(run.model, run.optimizer, state.gen, run.device)
+        state.batch_log.load(saved.batch_log, run.device)
+        state.progress = saved.progress
+        state.diag.load(state.progress.diag)
+        state.progress.resumes += 1
+        log.info("resumed from %s at epoch %d, batch %d", checkpoint.path,
+                 state.progress.epoch, state.progress.batch)
+    return state
+
+
 def train(cfg: Config, dataset: Dataset | None = None,
           on_epoch: Callable[[dict], bool] | None = None,
           checkpoint: Checkpoint | None = None) -> RunResult:
@@ -52,46 +85,47 @@ def train(cfg: Config, dataset: Dataset | None = None,
     resumes from `checkpoint.load()` when there is one, and when `checkpoint.stop()` turns true
     it saves its state before the next step and raises `Preempted` (core/checkpoint.py)."""
     # setup
-    saved = checkpoint.load() if checkpoint is not None else None
-    run = prepare(cfg, dataset, saved.precision if saved else None)
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation
-    batch_log = BatchLog(cfg.probe.epochs, cfg.probe.verify)
-    diag = Diagnostics(cfg, run)
-    progress = Progress()
-    if saved is not None:
-        saved.restore(run.model, run.optimizer, gen, run.device)
-        batch_log.load(saved.batch_log, run.device)
-        progress = saved.progress
-        diag.load(progress.diag)
-        progress.resumes += 1
-        log.info("resumed from %s at epoch %d, batch %d", checkpoint.path, progress.epoch,
-                 progress.batch)
+    state = begin(cfg, dataset, checkpoint)
+    run, gen, batch_log, diag, progress = state.astuple()
     sync(run.device)
     start = time.perf_counter() - progress.wall_s
     run.model.train()
 
     # the loop
-    status = OK
-    while progress.epoch <= run.passes:
+    status = None
+    while status is None and progress.epoch <= run.passes:
         row = train_epoch(run, cfg, gen, batch_log, diag, progress, checkpoint, start)
-        progress.history.append(row)
-        log.log(logging.DEBUG if cfg.quiet else logging.INFO,
-                epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
-                "test_loss %.4f  test_acc %.4f  %.1fs", run.passes,
-                row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
-                row["test_loss"], row["test_acc"], row["wall_s"])
-        if not math.isfinite(row["train_loss"]):
-            status = DIVERGED
-            break
-        if on_epoch is not None and on_epoch(row):
-            status = PRUNED
-            break
-        if batch_log and cfg.probe.every and row["epoch"] % cfg.probe.every == 0 \
-                and row["epoch"] < run.passes:
-            progress.recency += probe(run, batch_log, cfg, row, progress.step)
-        progress.next_epoch()
+        status = end_epoch(run, cfg, batch_log, progress, row, on_epoch)
+    return finish(run, cfg, batch_log, diag, progress, status or OK)
 
-    # finish
+
+def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, row: dict,
+              on_epoch: Callable[[dict], bool] | None = None, tag: str = "") -> str | None:
+    """Record a finished epoch's row: its progress line, then `diverged` (a non-finite
+    training loss) or `pruned` (`on_epoch` says stop) ends the run; else the probe runs when
+    `probe.every` says so and `progress` moves to the next epoch. Returns the status that ends
+    the run, else None. `tag` starts the progress line (a pack's member, core/packed.py)."""
+    progress.history.append(row)
+    log.log(logging.DEBUG if cfg.quiet else logging.INFO,
+            tag + epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
+            "test_loss %.4f  test_acc %.4f  %.1fs", run.passes,
+            row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
+            row["test_loss"], row["test_acc"], row["wall_s"])
+    if not math.isfinite(row["train_loss"]):
+        return DIVERGED
+    if on_epoch is not None and on_epoch(row):
+        return PRUNED
+    if batch_log and cfg.probe.every and row["epoch"] % cfg.probe.every == 0 \
+            and row["epoch"] < run.passes:
+        progress.recency += probe(run, batch_log, cfg, row, progress.step)
+    progress.next_epoch()
+    return None
+
+
+def finish(run: Setup, cfg: Config, batch_log: BatchLog, diag: Diagnostics,
+           progress: Progress, status: str) -> RunResult:
+    """The run's result once its loop ended with `status`: the clean training-set loss and
+    the probe (unless it diverged), final metrics."""
     last = progress.history[-1]
     clean_loss, clean_acc = math.nan, math.nan
     if status != DIVERGED:
@@ -145,8 +179,15 @@ def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchL
         loss_sum += loss
         correct += count
         progress.step += 1
+    return epoch_row(run, cfg, diag, progress.epoch, lr, loss_sum, correct, t0, start)
+
+
+def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, epoch: int, lr: float,
+              loss_sum: torch.Tensor, correct: torch.Tensor, t0: float, start: float) -> dict:
+    """An epoch's history row from its running sums: the test set evaluated when `eval_every`
+    says so (and after the last epoch), what `diag` measures, the clocks (`t0`: the epoch's
+    start, `start`: the run's)."""
     seen = run.steps_per_epoch * cfg.batch_size
-    epoch = progress.epoch
     row = {"epoch": epoch, "step_lr": lr, "train_loss": loss_sum.item() / seen,
            "train_acc": correct.item() / seen, "test_loss": math.nan, "test_acc": math.nan}
     if math.isfinite(row["train_loss"]) and (

@@ -1,0 +1,212 @@
+"""A pack: K runs trained at once as one fused model (core/fused.py), each member computing the
+run it stands for. Knows nothing of Hydra or run folders: `train_pack` takes K configs and
+returns K `RunResult`s, as `train` (core/train.py) does for one.
+
+Which configs can share a pack (`pack_key`): those equal in every key except `PER_MEMBER`.
+- Per member, because the pack keeps them per member: `lr`, `optimizer.weight_decay` and the
+  schedule (`schedule.*`) are a vector of LRs and weight decays fed to the fused update each
+  step; `seed` (initial weights, batch order, augmentation), `subset`, `subset_seed`,
+  `augment`, `cutout` live in the member's own generator and data subset, whose batches are
+  stacked; `epochs` and `budget` set the member's own step count and epoch boundaries (a member
+  that has taken all its steps stops: its slot idles until the pack ends); `eval_every`,
+  `probe.*`, `diag.sharpness*`, `diag.iters`, `diag.every` and `diag.forgetting_events` act at
+  the member's epoch ends on its own weights, copied out of the pack, or on its step's
+  predictions.
+- Shared, because they shape the one fused step: the model (`model.*`), `batch_size` (one
+  stacked batch), the data (`data.*`: one dataset in memory), `optimizer.momentum` and
+  `optimizer.nesterov` (one update rule), `device`, `precision`, `compile`, `cuda_graphs`,
+  `threads`, `eval_batch_size`.
+- Never packed (`alone`): `diag.noise`, which measures gradients of a single model between its
+  backward pass and its update.
+
+Each member's epoch rows, probe, diagnostics and final metrics come from the same code as a
+single run's (core/train.py: `epoch_row`, `end_epoch`, `finish`) applied to the member's weights
+written back into its own model. A member whose training loss turns non-finite ends
+`diverged` at that epoch, as it would alone, and takes no step after it. When a checkpoint asks
+to stop, every member still training saves its own checkpoint, in the single run's format (so a
+pack resumes, and so could each member alone), and `Preempted` is raised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from forgetting.core.augment import get_batch
+from forgetting.core.checkpoint import Checkpoint, Preempted
+from forgetting.core.config import KEYS, UNHASHED, Config, lookup
+from forgetting.core.data import Dataset, load_dataset
+from forgetting.core.device import sync
+from forgetting.core.errors import ConfigError
+from forgetting.core.fused import Pack
+from forgetting.core.metrics import OK
+from forgetting.core.setup import step_lr
+from forgetting.core.train import RunResult, RunState, begin, end_epoch, epoch_row, finish
+
+PER_MEMBER = ("lr", "seed", "subset", "subset_seed", "epochs", "budget", "augment", "cutout",
+              "schedule.knots", "schedule.values", "schedule.batch_size",
+              "optimizer.weight_decay", "eval_every", "probe.epochs", "probe.every",
+              "probe.verify", "diag.sharpness", "diag.every", "diag.sharpness_examples",
+              "diag.iters", "diag.forgetting_events")
+SHARED = tuple(k for k in KEYS if k not in PER_MEMBER and k not in UNHASHED
+               and not k.startswith("optuna."))
+
+
+def alone(cfg: Config) -> str | None:
+    """Why this config cannot be a member of a pack, or None."""
+    if cfg.diag.noise:
+        return "diag.noise measures one model's gradient between backward and update"
+    return None
+
+
+def pack_key(cfg: Config) -> tuple:
+    """What members of one pack must share (`SHARED` keys and their values)."""
+    return tuple((k, repr(lookup(cfg, k))) for k in SHARED) + (("cuda_graphs", cfg.cuda_graphs),)
+
+
+def check_pack(cfgs: list[Config]) -> None:
+    """ConfigError naming the first key in which the configs cannot share one fused step."""
+    for cfg in cfgs:
+        if (why := alone(cfg)) is not None:
+            raise ConfigError("diag.noise", True, f"cannot be packed: {why}")
+    first = dict(pack_key(cfgs[0]))
+    for cfg in cfgs[1:]:
+        for k, v in pack_key(cfg):
+            if v != first[k]:
+                raise ConfigError(k, f"{first[k]} and {v}", "must be equal in one pack (only "
+                                  f"{', '.join(PER_MEMBER)} may differ)")
+
+
+@dataclass
+class Member:
+    """One run of the pack: its setup and loop state, and its current epoch's."""
+    cfg: Config
+    state: RunState
+    checkpoint: Checkpoint | None
+    start: float = 0.0  # the run's clock origin (a resumed run's earlier time counted)
+    status: str | None = None  # set when the run stops
+    order: torch.Tensor | None = None  # the epoch's batch order (None: not drawn yet)
+    params: object = None  # the epoch's augmentation parameters
+    epoch_rng: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    t0: float = 0.0
+    lr: float = 0.0
+
+    def start_epoch(self) -> None:
+        """Draw the epoch's order and augmentation, as core/train.py's `train_epoch` does."""
+        run, progress = self.state.run, self.state.progress
+        self.t0 = time.perf_counter() - progress.epoch_s
+        self.epoch_rng = self.state.gen.get_state()
+        self.order, self.params = run.maker.draw_epoch(self.state.gen)
+        if progress.loss_sum is None:
+            self.state.batch_log.start_epoch(progress.epoch, progress.step, self.epoch_rng)
+            self.loss_sum = torch.zeros((), device=run.device)
+            self.correct = torch.zeros((), device=run.device, dtype=torch.int64)
+        else:
+            self.loss_sum = progress.loss_sum.to(run.device)
+            self.correct = progress.correct.to(run.device)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        run, progress = self.state.run, self.state.progress
+        self.lr = step_lr(self.cfg, progress.step / run.steps_per_epoch, run.passes)
+        return get_batch(run.maker, run.train_y, self.order, self.params, progress.batch,
+                         self.cfg.batch_size)
+
+    def save(self, pack: Pack, i: int) -> None:
+        """Member i's checkpoint, in the single run's format."""
+        run, progress = self.state.run, self.state.progress
+        pack.unpack(i, run.model, run.optimizer)
+        progress.loss_sum, progress.correct = self.loss_sum.cpu(), self.correct.cpu()
+        progress.epoch_s = time.perf_counter() - self.t0
+        progress.wall_s = time.perf_counter() - self.start
+        progress.diag = self.state.diag.state()
+        self.checkpoint.save(progress, run.model, run.optimizer, run.precision, self.epoch_rng,
+                             self.state.batch_log.state())
+
+
+def train_pack(cfgs: list[Config], dataset: Dataset | None = None,
+               checkpoints: list[Checkpoint | None] | None = None,
+               on_result: Callable[[int, RunResult], None] | None = None,
+               names: list[str] | None = None) -> list[RunResult]:
+    """Train the runs of `cfgs` as one pack; return their results in order. `on_result(i,
+    result)` is called as soon as member i ends (its files can be written while the others
+    train). `checkpoints`: one per member, as `train` takes one; `names`: what each member's
+    progress lines start with."""
+    check_pack(cfgs)
+    checkpoints = checkpoints or [None] * len(cfgs)
+    data = dataset if dataset is not None else load_dataset(cfgs[0].data)
+    members = [Member(cfg, begin(cfg, data, ckpt, fused=True), ckpt)
+               for cfg, ckpt in zip(cfgs, checkpoints)]
+    runs = [m.state.run for m in members]
+    precisions = {r.precision for r in runs}
+    if len(precisions) > 1:  # resumed members whose first attempts resolved `auto` apart
+        raise ConfigError("precision", cfgs[0].precision,
+                          f"resolved differently for members of one pack ({precisions})")
+    pack = Pack([r.model for r in runs], [r.optimizer for r in runs], runs[0].autocast)
+    for r in runs:
+        r.info["pack_size"] = len(members)
+    sync(runs[0].device)
+    for m in members:
+        m.start = time.perf_counter() - m.state.progress.wall_s
+    results: list[RunResult | None] = [None] * len(members)
+    blank = None
+    while any(m.status is None for m in members):
+        active = [m.status is None for m in members]
+        for m in members:
+            if m.status is None and m.order is None:
+                m.start_epoch()
+        if any(m.checkpoint is not None and m.checkpoint.stop() for m in members):
+            for i, m in enumerate(members):
+                if m.status is None and m.checkpoint is not None:
+                    m.save(pack, i)
+            p = members[active.index(True)].state.progress
+            raise Preempted(members[active.index(True)].checkpoint.path, p.epoch, p.batch)
+        batches = [m.batch() if m.status is None else None for m in members]
+        if blank is None:
+            blank = tuple(torch.zeros_like(t) for t in next(b for b in batches if b))
+        xs, ys = zip(*(b or blank for b in batches))
+        losses, counts, hits = pack.step(torch.stack(xs), torch.stack(ys),
+                                         [m.lr for m in members], active)
+        for i, m in enumerate(members):
+            if active[i]:
+                m_result = _after_step(m, i, pack, batches[i], losses[i], counts[i], hits[i],
+                                       names[i] if names else "")
+                if m_result is not None:
+                    results[i] = m_result
+                    if on_result is not None:
+                        on_result(i, m_result)
+    return results
+
+
+def _after_step(m: Member, i: int, pack: Pack, batch, loss, count, hits,
+                name: str) -> RunResult | None:
+    """Book member i's step; at its epoch's end write its row (weights copied out of the
+    pack); when the run ends, its result."""
+    run, progress = m.state.run, m.state.progress
+    cfg = m.cfg
+    x, y = batch
+    m.state.batch_log.record(loss, x, y)
+    if m.state.diag:
+        lo = progress.batch * cfg.batch_size
+        m.state.diag.after_step(m.order[lo:lo + cfg.batch_size], hits, progress.step)
+    m.loss_sum += loss
+    m.correct += count
+    progress.step += 1
+    progress.batch += 1
+    if progress.batch < run.steps_per_epoch:
+        return None
+    pack.unpack(i, run.model, run.optimizer)
+    row = epoch_row(run, cfg, m.state.diag, progress.epoch, m.lr, m.loss_sum, m.correct, m.t0,
+                    m.start)
+    m.order = None
+    status = end_epoch(run, cfg, m.state.batch_log, progress, row, tag=name)
+    if status is None and progress.epoch > run.passes:
+        status = OK
+    if status is None:
+        return None
+    m.status = status
+    return finish(run, cfg, m.state.batch_log, m.state.diag, progress, status)
