@@ -15,7 +15,6 @@ import logging
 import math
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -25,10 +24,10 @@ from omegaconf import DictConfig
 
 from forgetting.core.checkpoint import Preempted
 from forgetting.core.errors import UserError
-from forgetting.runs import folders, preemption
+from forgetting.runs import preemption
 from forgetting.runs.cluster import guard_sbatch
 from forgetting.runs.configs import CONFIG_DIR, register_configs
-from forgetting.runs.job import RunFolderTaken, run_one, write_failure
+from forgetting.runs.job import RunFolderTaken, record_failure, run_one
 from forgetting.runs.preflight import preflight
 from forgetting.runs.resume import register_resolver
 
@@ -37,15 +36,18 @@ log = logging.getLogger("forgetting")
 
 def register() -> None:
     """Tell Hydra of our configs, plugins and resolver: the schema and `+sweep=` presets,
-    `hydra/sweeper=optuna_study` and `hydra/launcher=array` (also from an editable install used
-    in another folder, where Hydra's plugin scan does not see the checkout), and
+    `hydra/sweeper=optuna_study`, `hydra/launcher=array` and `hydra/launcher=packed` (also
+    from an editable install used in another folder, where Hydra's plugin scan does not see
+    the checkout), and
     `${forgetting.job_folder:N}` (a sweep job's folder, conf/config.yaml)."""
-    from hydra_plugins.forgetting_array_launcher.array_launcher import register_launcher
+    from hydra_plugins.forgetting_array_launcher import array_launcher
     from hydra_plugins.forgetting_optuna_sweeper.config import register_plugin
+    from hydra_plugins.forgetting_packed_launcher import packed_launcher
 
     register_configs()
     register_plugin()
-    register_launcher()
+    array_launcher.register_launcher()
+    packed_launcher.register_launcher()
     register_resolver()
 
 
@@ -81,20 +83,13 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         log.error("not run: %s", e)
-    except UserError as e:
-        write_failure(run_dir, cfg, choices, str(e))
+    except Exception as e:  # bad input, or a bug or a crash: recorded, the sweep goes on
+        line = record_failure(run_dir, cfg, choices, e)
         if not in_sweep:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-        log.error("failed: %s", e)
-    except Exception as e:  # a bug or a crash: keep the traceback on disk, the sweep goes on
-        reason = f"{type(e).__name__}: {e}".splitlines()[0]
-        write_failure(run_dir, cfg, choices, reason, trace=traceback.format_exc())
-        error_log = run_dir / folders.ERROR_LOG
-        if not in_sweep:
-            print(f"error: run failed: {reason} (traceback in {error_log})", file=sys.stderr)
-            raise SystemExit(1) from None
-        log.error("failed: %s (traceback in %s)", reason, error_log)
+            user = isinstance(e, UserError)
+            print(f"error: {line}" if user else f"error: run failed: {line}", file=sys.stderr)
+            raise SystemExit(2 if user else 1) from None
+        log.error("failed: %s", line)
     return math.nan
 
 

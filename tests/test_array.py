@@ -56,7 +56,7 @@ def test_each_task_runs_its_point_and_rebuilds_the_table(tmp_path):
     (["hydra.launcher.index=0"], {}, "error: hydra/launcher=array outside a SLURM array: set "
      "hydra.sweep.dir=PATH, the same folder for every task"),
     (["hydra/launcher=slurm_tpu"], {}, "error: hydra/launcher='slurm_tpu': choose one of "
-     "array, basic, joblib, slurm_cpu, slurm_gpu, submitit_local, submitit_slurm"),
+     "array, basic, joblib, packed, slurm_cpu, slurm_gpu, submitit_local, submitit_slurm"),
 ], ids=["no-index", "no-folder", "bad-preset"])
 def test_bad_array_input_is_one_line(tmp_path, args, env, message):
     proc = run_cli("-m", *TINY, *GRID, "hydra/launcher=array", *args, cwd=tmp_path, env=env)

@@ -1,4 +1,5 @@
-"""Hydra's own launcher test suites, run against `hydra/launcher=array` (issue 12, item 14).
+"""Hydra's own launcher test suites, run against `hydra/launcher=array` (issue 12, item 14) and
+`hydra/launcher=packed` (every case: another app's jobs run one after another there).
 
 The array launcher runs one point per process (the point the index names), so only the cases
 of a one-job sweep fit: `test_sweep_1_job`, `test_sweep_1_job_strict`,
@@ -38,6 +39,22 @@ class TestArrayLauncherOneJob(LauncherTestSuite):
 class TestArrayLauncherIntegration(IntegrationTestSuite):
     """Hydra's IntegrationTestSuite: plain Hydra apps (not forgetting's), one job each, in
     subprocesses that find our plugin through PYTHONPATH."""
+
+    @pytest.fixture(autouse=True)
+    def _plugin_on_the_path(self, monkeypatch):
+        monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("packed", [])])
+class TestPackedLauncher(LauncherTestSuite):
+    """Every case of Hydra's LauncherTestSuite: another app's jobs run one after another."""
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [
+    ({"defaults": [{"override hydra/launcher": "packed"}]}, ["-m"]),
+])
+class TestPackedLauncherIntegration(IntegrationTestSuite):
+    """Hydra's IntegrationTestSuite against `hydra/launcher=packed` (plain Hydra apps)."""
 
     @pytest.fixture(autouse=True)
     def _plugin_on_the_path(self, monkeypatch):

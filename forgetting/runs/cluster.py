@@ -2,7 +2,8 @@
 forgetting/runs/preflight.py).
 
 - `hydra/launcher=NAME`: a preset in conf/hydra/launcher/ (slurm_cpu, slurm_gpu) or an installed
-  launcher (basic, joblib, submitit_local, submitit_slurm, array).
+  launcher (basic, joblib, submitit_local, submitit_slurm, array, packed).
+- `hydra.launcher.pack`: a whole number >= 1, or auto (forgetting/runs/packs.py).
 - A SLURM launcher needs `sbatch` on the PATH.
 - The output folder (`hydra.sweep.dir` / `hydra.run.dir` when given, else the working folder,
   where outputs/ goes) must be creatable and writable: probed with a temporary file in its
@@ -24,8 +25,10 @@ import tempfile
 from pathlib import Path
 
 from forgetting.core.errors import ConfigError, UserError
+from forgetting.runs.packs import pack_setting
 
-INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array")
+INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array",
+                       "packed")
 SLURM_LAUNCHERS = ("submitit_slurm", "slurm_cpu", "slurm_gpu")
 
 
@@ -80,6 +83,8 @@ def check_launch(overrides: list, config_dir: Path) -> None:
         key = ov.key_or_group
         if key == "hydra/launcher" and not ov.is_sweep_override():
             check_launcher(str(ov.value()), config_dir)
+        elif key == "hydra.launcher.pack":
+            pack_setting(ov.value())
         elif key in ("hydra.sweep.dir", "hydra.run.dir") and not ov.is_sweep_override():
             value = ov.value()
             if isinstance(value, str) and "${" not in value:

@@ -10,19 +10,25 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from forgetting.core.checkpoint import Checkpoint
-from forgetting.core.config import validate
+from forgetting.core.config import Config, validate
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.core.files import atomic_write_json, atomic_write_rows, atomic_write_text
 from forgetting.core.metrics import DIVERGED, FAILED
 from forgetting.runs import folders, preemption, provenance
 from forgetting.runs.claims import claim, holder
 from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
+
+if TYPE_CHECKING:
+    from forgetting.core.train import RunResult
 
 log = logging.getLogger("forgetting")
 
@@ -38,10 +44,28 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
 
     The folder is claimed while it trains (forgetting/runs/claims.py): a second process that
     reaches it meanwhile skips it (NaN)."""
+    from forgetting.core.train import train  # torch's graph code: only when a run trains
+
     start = time.perf_counter()
     key = config_hash(cfg)
+    with claimed(cfg, run_dir, key) as skip:
+        if skip is not None:
+            return skip
+        conf, checkpoint = open_run(cfg, run_dir, key)
+        with preemption.watch():
+            result = train(conf, on_epoch=pruning(conf) if pruning else None,
+                           checkpoint=checkpoint)
+        return write_result(cfg, run_dir, choices, key, start, result, checkpoint)
+
+
+@contextmanager
+def claimed(cfg: DictConfig, run_dir: Path, key: str):
+    """Claim `run_dir` for training `cfg` (config hash `key`) for the block. Yields None when
+    it is ours to train, else the value to return instead: the test loss of the finished run
+    it holds (skipped), or NaN when another live process holds it."""
     if (skip := _skip(cfg, run_dir, key)) is not None:
-        return skip
+        yield skip
+        return
     if (run_dir / folders.METRICS).is_file() and read_metrics(run_dir) is None:
         log.warning("%s is unreadable (truncated?): the run is trained again",
                     run_dir / folders.METRICS)
@@ -50,11 +74,10 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
         who = holder(run_dir) or {}
         log.info("skipped: another process (pid %s on %s) is training this config in %s",
                  who.get("pid", "?"), who.get("host", "?"), run_dir)
-        return math.nan
+        yield math.nan
+        return
     with held:
-        if (skip := _skip(cfg, run_dir, key)) is not None:  # finished while we got here
-            return skip
-        return _train(cfg, run_dir, choices, pruning, key, start)
+        yield _skip(cfg, run_dir, key)  # finished while we got here: skipped after all
 
 
 def _skip(cfg: DictConfig, run_dir: Path, key: str) -> float | None:
@@ -70,22 +93,23 @@ def _skip(cfg: DictConfig, run_dir: Path, key: str) -> float | None:
     return done.get("test_loss", math.nan)
 
 
-def _train(cfg: DictConfig, run_dir: Path, choices: dict, pruning: Callable | None, key: str,
-           start: float) -> float:
-    from forgetting.core.train import train
-
+def open_run(cfg: DictConfig, run_dir: Path, key: str) -> tuple[Config, Checkpoint]:
+    """The validated config object of a run and its checkpoint (resumed from when present)."""
     try:
         conf = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:
         raise ConfigError(e.full_key, "???", "required; set it on the command line") from None
     validate(conf)
-    checkpoint = Checkpoint(run_dir / folders.CHECKPOINT, key, stop=preemption.requested,
+    return conf, Checkpoint(run_dir / folders.CHECKPOINT, key, stop=preemption.requested,
                             fresh=conf.force)
-    with preemption.watch():
-        result = train(conf, on_epoch=pruning(conf) if pruning else None,
-                       checkpoint=checkpoint)
-    metrics = {"status": result.status, **result.final, **result.info, "config_hash": key,
-               "wall_s": time.perf_counter() - start, **trial_fields(cfg),
+
+
+def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start: float,
+                 result: RunResult, checkpoint: Checkpoint, extra: dict | None = None) -> float:
+    """Write a finished run's files (metrics.json last), drop its checkpoint; return the test
+    loss. `extra`: more fields for metrics.json (a pack's `launcher`, `pack_id`, ...)."""
+    metrics = {"status": result.status, **result.final, **result.info, **(extra or {}),
+               "config_hash": key, "wall_s": time.perf_counter() - start, **trial_fields(cfg),
                **provenance.describe(), "choices": choices,
                "config": OmegaConf.to_container(cfg, resolve=True)}
     atomic_write_rows(run_dir / folders.HISTORY, result.history)
@@ -96,8 +120,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, pruning: Callable | No
     atomic_write_json(run_dir / folders.METRICS, metrics)
     checkpoint.remove()
     if result.status == DIVERGED:
-        log.warning("diverged (non-finite loss) at epoch %d; recorded as status=diverged",
-                    result.final["epochs_run"])
+        log.warning("diverged (non-finite loss) at epoch %d; recorded as status=diverged (%s)",
+                    result.final["epochs_run"], run_dir)
     return result.final["test_loss"]
 
 
@@ -108,6 +132,17 @@ def trial_fields(cfg: DictConfig) -> dict:
         return {}
     return {"study": study, "storage": OmegaConf.select(cfg, "optuna.storage", default=None),
             "trial": OmegaConf.select(cfg, "optuna.trial", default=None)}
+
+
+def record_failure(run_dir: Path, cfg: DictConfig, choices: dict, error: Exception) -> str:
+    """Record why a run failed (call it in the `except` block): a user error's one line, or a
+    crash's first line with its traceback in error.log. Returns the line to report."""
+    if isinstance(error, UserError):
+        write_failure(run_dir, cfg, choices, str(error))
+        return str(error)
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    write_failure(run_dir, cfg, choices, reason, trace=traceback.format_exc())
+    return f"{reason} (traceback in {run_dir / folders.ERROR_LOG})"
 
 
 def write_failure(run_dir: Path, cfg: DictConfig, choices: dict, error: str,

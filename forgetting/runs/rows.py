@@ -20,7 +20,8 @@ from forgetting.runs.claims import holder
 # config values every table carries (declared `column=` in the schema): column -> dotted key
 CONFIG_COLUMNS = COLUMNS
 METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
-                  "resumes", "config_hash", "steps", *DIAG_FINAL]
+                  "resumes", "config_hash", "steps", *DIAG_FINAL,
+                  "launcher", "pack_id", "pack_size"]  # the last three: packed runs only
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 
 
