@@ -96,6 +96,7 @@ def _equal_but_clocks(a, b) -> bool:
         [strip(r) for r in a.recency] == [strip(r) for r in b.recency]
 
 
+@pytest.mark.slow
 def test_a_preempted_pack_resumes_to_the_uninterrupted_pack(make_cfg, tmp_path):
     cfgs = [make_cfg(*p, *BASE, "epochs=2") for p in POINTS]
     whole = train_pack(cfgs)
@@ -120,5 +121,23 @@ def test_configs_that_cannot_share_a_step_are_refused_with_the_key(make_cfg):
         train_pack([make_cfg("batch_size=64"), make_cfg("batch_size=32")])
     with pytest.raises(ConfigError, match="model.width"):
         train_pack([make_cfg("model.width=1"), make_cfg("model.width=0.5")])
-    with pytest.raises(ConfigError, match="diag.noise"):
-        train_pack([make_cfg("diag.noise=true"), make_cfg()])
+
+
+@pytest.mark.slow
+def test_a_packs_diagnostics_are_the_separate_runs(make_cfg):
+    """Sharpness, the gradient noise scale (|G_B|^2 from the fused gradient) and forgetting
+    events of packed members against the same runs alone."""
+    diag = ("diag.sharpness=true", "diag.sharpness_examples=64", "diag.iters=8",
+            "diag.noise=true", "diag.noise_every=3", "diag.forgetting_events=true")
+    cfgs = [make_cfg(*p, *BASE, *diag) for p in POINTS[:2]]
+    for cfg, packed in zip(cfgs, train_pack(cfgs)):
+        single = train(cfg)
+        assert packed.final["noise_measurements"] == single.final["noise_measurements"] > 0
+        for key in ("sharpness", "grad_sq_run", "trace_sigma_run"):
+            assert math.isfinite(single.final[key]), key
+            assert relative(packed.final[key], single.final[key]) < 1e-3, key
+        assert [r["forgetting_events"] for r in packed.history] == \
+            [r["forgetting_events"] for r in single.history]
+        assert packed.examples == single.examples
+        assert [r["noise_measurements"] for r in packed.history] == \
+            [r["noise_measurements"] for r in single.history]

@@ -47,8 +47,10 @@ class Pack:
         for i, opt in enumerate(optimizers):
             self._load_momentum(i, models[i], opt)
         device = next(iter(self.params.values())).device
-        self.wd = torch.tensor([o.param_groups[0]["weight_decay"] for o in optimizers],
-                               device=device)
+        decays = [o.param_groups[0]["weight_decay"] for o in optimizers]
+        self.wd = torch.tensor(decays, device=device)
+        self.wd_shared = decays[0] if len(set(decays)) == 1 else None  # one scalar for all
+        self.grad_sq: torch.Tensor | None = None
 
     def _load_momentum(self, i: int, model: torch.nn.Module, optimizer: SGD) -> None:
         with torch.no_grad():
@@ -79,12 +81,15 @@ class Pack:
         """(K, B, C, H, W) images, one batch per member -> (K, B, classes) logits."""
         return vmap(self._call, randomness="error")(self.params, self.buffers, x)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: list[float], active: list[bool]):
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: list[float], active: list[bool],
+             grad_sq: bool = False):
         """One SGD step of every member on its own batch (x: (K, B, ...), y: (K, B)) with its
         own per-example LR. Members not `active` (finished, diverged) take no step: their
         weights and momentum stay as they are (their BatchNorm statistics, read back when they
         stopped, do not matter any more). Returns each member's summed loss (K,), correct
-        count (K,) and per-example hits (K, B)."""
+        count (K,) and per-example hits (K, B). With `grad_sq`, `self.grad_sq` holds each
+        member's |gradient of its summed loss|^2 (float64, before weight decay), as
+        core/diagnostics/noise.py's `grad_sq_norm` reads it from a single model."""
         with self.autocast():
             out = self.forward(x)
         k, b = y.shape
@@ -94,23 +99,40 @@ class Pack:
         mask = None if all(active) else torch.tensor(active, device=device)
         total = (losses if mask is None else torch.where(mask, losses, 0.0)).sum()
         params = [self.params[n] for n in self.names]
-        grads = torch.autograd.grad(total, params)
-        self._update(params, list(grads), torch.tensor(lr, device=device), mask)
+        grads = list(torch.autograd.grad(total, params))
+        if grad_sq:
+            self.grad_sq = sum((g.detach().double() ** 2).flatten(1).sum(1) for g in grads)
+        self._update(params, grads, lr, mask)
         hits = out.detach().argmax(-1) == y
         return losses.detach(), hits.sum(1), hits
 
     @torch.no_grad()
-    def _update(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: torch.Tensor,
+    def _update(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: list[float],
                 mask: torch.Tensor | None) -> None:
-        """core/sgd.py's arithmetic with a weight decay and an LR per member; members outside
-        `mask` (when given) unchanged."""
-        for name, p, g in zip(self.names, params, grads):
-            shape = (self.k,) + (1,) * (p.dim() - 1)
-            buf = self.bufs[name]
-            g = g.add(p * self.wd.view(shape))
-            if self.momentum:
-                new = buf * self.momentum + g
-                buf.copy_(new if mask is None else torch.where(mask.view(shape), new, buf))
-                g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
-            delta = g * lr.view(shape)
-            p.sub_(delta if mask is None else torch.where(mask.view(shape), delta, 0.0))
+        """core/sgd.py's arithmetic (its foreach kernels where members share a value) with a
+        weight decay and an LR per member; members outside `mask` (when given) unchanged."""
+        bufs = [self.bufs[n] for n in self.names]
+        old = None if mask is None else [(p.clone(), b.clone()) for p, b in zip(params, bufs)]
+        views = [(self.k,) + (1,) * (p.dim() - 1) for p in params]
+        if self.wd_shared is not None:
+            if self.wd_shared:
+                torch._foreach_add_(grads, params, alpha=self.wd_shared)
+        else:
+            torch._foreach_add_(grads, [p * self.wd.view(v) for p, v in zip(params, views)])
+        if self.momentum:
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, grads)
+            if self.nesterov:
+                torch._foreach_add_(grads, bufs, alpha=self.momentum)
+            else:
+                grads = bufs
+        if len(set(lr)) == 1:
+            torch._foreach_add_(params, grads, alpha=-lr[0])
+        else:
+            rates = torch.tensor(lr, device=params[0].device)
+            torch._foreach_sub_(params, [g * rates.view(v) for g, v in zip(grads, views)])
+        if old is not None:  # members not training: put their weights and momentum back
+            for p, b, (p0, b0), v in zip(params, bufs, old, views):
+                keep = ~mask.view(v)
+                p.copy_(torch.where(keep, p0, p))
+                b.copy_(torch.where(keep, b0, b))

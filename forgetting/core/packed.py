@@ -3,21 +3,21 @@ run it stands for. Knows nothing of Hydra or run folders: `train_pack` takes K c
 returns K `RunResult`s, as `train` (core/train.py) does for one.
 
 Which configs can share a pack (`pack_key`): those equal in every key except `PER_MEMBER`.
-- Per member, because the pack keeps them per member: `lr`, `optimizer.weight_decay` and the
+- Per member, because the pack keeps them per member (which is every key that does not
+  shape the fused step): `lr`, `optimizer.weight_decay` and the
   schedule (`schedule.*`) are a vector of LRs and weight decays fed to the fused update each
   step; `seed` (initial weights, batch order, augmentation), `subset`, `subset_seed`,
   `augment`, `cutout` live in the member's own generator and data subset, whose batches are
   stacked; `epochs` and `budget` set the member's own step count and epoch boundaries (a member
   that has taken all its steps stops: its slot idles until the pack ends); `eval_every`,
-  `probe.*`, `diag.sharpness*`, `diag.iters`, `diag.every` and `diag.forgetting_events` act at
-  the member's epoch ends on its own weights, copied out of the pack, or on its step's
-  predictions.
+  `probe.*` and `diag.*` act on the member's own weights, copied out of the pack at its epoch
+  ends (test loss, probe, sharpness) and at its noise measurements' steps (|G_b|^2 of a quarter
+  batch, as a single run measures it), or on its step's predictions (forgetting events) and
+  its share of the fused gradient (|G_B|^2).
 - Shared, because they shape the one fused step: the model (`model.*`), `batch_size` (one
   stacked batch), the data (`data.*`: one dataset in memory), `optimizer.momentum` and
   `optimizer.nesterov` (one update rule), `device`, `precision`, `compile`, `cuda_graphs`,
   `threads`, `eval_batch_size`.
-- Never packed (`alone`): `diag.noise`, which measures gradients of a single model between its
-  backward pass and its update.
 
 Each member's epoch rows, probe, diagnostics and final metrics come from the same code as a
 single run's (core/train.py: `epoch_row`, `end_epoch`, `finish`) applied to the member's weights
@@ -50,16 +50,9 @@ PER_MEMBER = ("lr", "seed", "subset", "subset_seed", "epochs", "budget", "augmen
               "schedule.knots", "schedule.values", "schedule.batch_size",
               "optimizer.weight_decay", "eval_every", "probe.epochs", "probe.every",
               "probe.verify", "diag.sharpness", "diag.every", "diag.sharpness_examples",
-              "diag.iters", "diag.forgetting_events")
+              "diag.iters", "diag.forgetting_events", "diag.noise", "diag.noise_every")
 SHARED = tuple(k for k in KEYS if k not in PER_MEMBER and k not in UNHASHED
                and not k.startswith("optuna."))
-
-
-def alone(cfg: Config) -> str | None:
-    """Why this config cannot be a member of a pack, or None."""
-    if cfg.diag.noise:
-        return "diag.noise measures one model's gradient between backward and update"
-    return None
 
 
 def pack_key(cfg: Config) -> tuple:
@@ -69,9 +62,6 @@ def pack_key(cfg: Config) -> tuple:
 
 def check_pack(cfgs: list[Config]) -> None:
     """ConfigError naming the first key in which the configs cannot share one fused step."""
-    for cfg in cfgs:
-        if (why := alone(cfg)) is not None:
-            raise ConfigError("diag.noise", True, f"cannot be packed: {why}")
     first = dict(pack_key(cfgs[0]))
     for cfg in cfgs[1:]:
         for k, v in pack_key(cfg):
@@ -115,6 +105,16 @@ class Member:
         self.lr = step_lr(self.cfg, progress.step / run.steps_per_epoch, run.passes)
         return get_batch(run.maker, run.train_y, self.order, self.params, progress.batch,
                          self.cfg.batch_size)
+
+    def noise_probe(self, pack: Pack, i: int, batch):
+        """At a noise measurement's step: |G_b|^2 at the member's current weights (copied out
+        of the pack) and the function that adds the step's |G_B|^2 (core/diagnostics)."""
+        d, progress = self.cfg.diag, self.state.progress
+        if not d.noise or progress.step % d.noise_every:
+            return None
+        run = self.state.run
+        pack.unpack(i, run.model, run.optimizer)
+        return self.state.diag.noise_probe(run, *batch, progress.step)
 
     def save(self, pack: Pack, i: int) -> None:
         """Member i's checkpoint, in the single run's format."""
@@ -168,9 +168,15 @@ def train_pack(cfgs: list[Config], dataset: Dataset | None = None,
         batches = [m.batch() if m.status is None else None for m in members]
         if blank is None:
             blank = tuple(torch.zeros_like(t) for t in next(b for b in batches if b))
+        noise = [m.noise_probe(pack, i, batches[i]) if active[i] else None
+                 for i, m in enumerate(members)]
         xs, ys = zip(*(b or blank for b in batches))
         losses, counts, hits = pack.step(torch.stack(xs), torch.stack(ys),
-                                         [m.lr for m in members], active)
+                                         [m.lr for m in members], active,
+                                         grad_sq=any(noise))
+        for i, add in enumerate(noise):
+            if add is not None:  # the step's own |G_B|^2, from member i's fused gradient
+                add(pack.grad_sq[i].item() / members[i].cfg.batch_size ** 2)
         for i, m in enumerate(members):
             if active[i]:
                 m_result = _after_step(m, i, pack, batches[i], losses[i], counts[i], hits[i],

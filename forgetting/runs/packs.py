@@ -4,9 +4,9 @@ training in between is one fused model per pack (forgetting/core/packed.py).
 
 Packs are formed from the jobs that can share a fused step (`core.packed.pack_key`), at most
 `size` per pack, members of similar length together (under `budget=epochs` a smaller subset
-takes fewer steps, and a member that has finished idles in its pack until the pack ends). A job
-that cannot be packed (`core.packed.alone`), and every job of a pack that fails to start, runs
-alone; a job whose config is bad is recorded `failed` with its one line, as in any sweep.
+takes fewer steps, and a member that has finished idles in its pack until the pack ends). A
+pack of one, and every unfinished job of a pack that fails, runs alone; a job whose config is
+bad is recorded `failed` with its one line, as in any sweep.
 
 A member's metrics.json carries `launcher: packed`, `pack_id` (the same for the members of one
 pack, from their config hashes) and `pack_size`.
@@ -60,7 +60,7 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
     """Train `jobs` in packs of at most `size` (`auto`: as measured for each kind of pack,
     core/pack_size.py); set each job's outcome."""
     from forgetting.core.pack_size import best_pack_size
-    from forgetting.core.packed import alone, pack_key
+    from forgetting.core.packed import pack_key
 
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
@@ -70,8 +70,7 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
         except UserError as e:
             log.error("failed: %s", record_failure(job.run_dir, job.cfg, job.choices, e))
             continue
-        group = ("alone", job.key) if alone(job.conf) else pack_key(job.conf)
-        groups.setdefault(group, []).append(job)
+        groups.setdefault(pack_key(job.conf), []).append(job)
     for members in groups.values():
         members.sort(key=lambda j: j.conf.epochs * (j.conf.subset if j.conf.budget == "epochs"
                                                     else 1))

@@ -6,10 +6,10 @@
 For forgetting's app (forgetting.run) every job of the batch gets its run folder as under the
 basic launcher (same folder, `.hydra/` files, config hash, skip and resume), then the jobs that
 can share one fused step are trained together, at most `pack` per model
-(forgetting/runs/packs.py says which keys may differ between members of a pack and why; the
-others, and jobs that cannot be packed, run in packs of their own or alone, never silently
-fused). Each member writes its own metrics.json, history and probe files as a single run does,
-with `launcher`, `pack_id` and `pack_size` added. `pack: auto` (the default) takes the pack size
+(forgetting/core/packed.py says which keys may differ between members of a pack and why;
+configs that differ in the others go to packs of their own, never silently fused). Each member
+writes its own metrics.json, history and probe files as a single run does, with `launcher`,
+`pack_id` and `pack_size` added. `pack: auto` (the default) takes the pack size
 that measured fastest for the model, width, batch size and device (timed once and cached,
 forgetting/core/pack_size.py; 1 where fusion does not pay, e.g. a CPU).
 

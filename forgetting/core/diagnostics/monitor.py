@@ -68,6 +68,19 @@ class Diagnostics:
     def before_step(self, run, x: torch.Tensor, y: torch.Tensor, step: int):
         """Every noise_every steps, measure |G_b|^2 on the batch about to be stepped on and
         return the step's `on_grad` hook that reads |G_B|^2 and adds both; else None."""
+        add = self.noise_probe(run, x, y, step)
+        if add is None:
+            return None
+        if run.info.get("cuda_graphs"):  # a replayed graph: an extra pass for the big batch
+            with run.autocast():
+                add(mean_grad_sq(run.model, x, y))
+            return None
+        return lambda: add(grad_sq_norm(run.model, len(x)))
+
+    def noise_probe(self, run, x: torch.Tensor, y: torch.Tensor, step: int):
+        """When `step` is a noise measurement's: |G_b|^2 of the batch's first quarter at the
+        model's current weights, and the function that takes the step's |G_B|^2 and adds both
+        (a pack reads |G_B|^2 from its fused gradient, core/packed.py); else None."""
         if self.noise_run is None or step % self.cfg.diag.noise_every or self.small >= len(x):
             return None
         with run.autocast():
@@ -78,11 +91,7 @@ class Diagnostics:
                 for acc in (self.noise_epoch, self.noise_run):
                     acc.add(g_small, self.small, g_big, len(x))
 
-        if run.info.get("cuda_graphs"):  # a replayed graph: an extra pass for the big batch
-            with run.autocast():
-                add(mean_grad_sq(run.model, x, y))
-            return None
-        return lambda: add(grad_sq_norm(run.model, len(x)))
+        return add
 
     def after_step(self, idx: torch.Tensor, hits: torch.Tensor, step: int) -> None:
         """The fed examples' correctness (subset-local indices) from the step's predictions."""
