@@ -61,3 +61,26 @@ def test_bench_without_baseline_startup_and_sweep(tmp_path):
     assert "startup_s" not in data and "sweeps" not in data
     (case,) = data["cases"]
     assert _positive(case["ours_img_s"]) and "ratio" not in case
+
+
+@pytest.mark.slow
+def test_bench_packed_times_every_way_and_writes_its_table(tmp_path, capsys):
+    from forgetting.bench import packed
+
+    out = tmp_path / "packed.json"
+    result = packed.main(["--device", "cpu", "--widths", "0.125", "--ks", "1,2",
+                          "--train-size", "128", "--test-size", "64", "--batch-size", "32",
+                          "--rounds", "2", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert set(data["seconds"]) == {"sequential|0.125|1", "packed|0.125|1",
+                                    "sequential|0.125|2", "packed|0.125|2",
+                                    "processes|0.125|2"}
+    assert all(len(v) == 2 and all(_positive(s) for s in v) for v in data["seconds"].values())
+    by_k = {row["k"]: row for row in data["table"]}
+    assert by_k[1]["processes"] is None and _positive(by_k[2]["processes"])
+    for row in by_k.values():
+        assert row["packed/seq"] == pytest.approx(row["packed"] / row["sequential"])
+        assert row["sequential"] == pytest.approx(
+            row["k"] * 3600 / statistics.median(data["seconds"][f"sequential|0.125|{row['k']}"]))
+    assert "packed/seq" in capsys.readouterr().out

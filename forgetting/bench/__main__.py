@@ -5,6 +5,10 @@ if "--diag" in args:  # the diagnostics' cost (bench/diag.py)
     from forgetting.bench.diag import main
 
     main([a for a in args if a != "--diag"])
+elif "--packed" in args:  # sweep throughput: sequential, packed, processes (bench/packed.py)
+    from forgetting.bench.packed import main
+
+    main([a for a in args if a != "--packed"])
 elif "--job-folder" in args:  # a sweep job's folder choice (bench/job_folder.py)
     from forgetting.bench.job_folder import main
 

@@ -32,7 +32,8 @@ class Pack:
     a plain model and optimizer (for evaluation, the probe, checkpoints); `pack(i, ...)` the
     other way (a member resumed from its checkpoint)."""
 
-    def __init__(self, models: list[torch.nn.Module], optimizers: list[SGD], autocast):
+    def __init__(self, models: list[torch.nn.Module], optimizers: list[SGD], autocast,
+                 compile: bool = False):
         self.k = len(models)
         self.autocast = autocast
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture, without storage
@@ -51,6 +52,8 @@ class Pack:
         self.wd = torch.tensor(decays, device=device)
         self.wd_shared = decays[0] if len(set(decays)) == 1 else None  # one scalar for all
         self.grad_sq: torch.Tensor | None = None
+        # `compile`: torch.compile the fused forward (compiled at the first step, in its time)
+        self.fused = torch.compile(self._fused) if compile else self._fused
 
     def _load_momentum(self, i: int, model: torch.nn.Module, optimizer: SGD) -> None:
         with torch.no_grad():
@@ -77,9 +80,12 @@ class Pack:
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
+    def _fused(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return vmap(self._call, randomness="error")(params, buffers, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) images, one batch per member -> (K, B, classes) logits."""
-        return vmap(self._call, randomness="error")(self.params, self.buffers, x)
+        return self.fused(self.params, self.buffers, x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: list[float], active: list[bool],
              grad_sq: bool = False):

@@ -146,7 +146,8 @@ def train_pack(cfgs: list[Config], dataset: Dataset | None = None,
     if len(precisions) > 1:  # resumed members whose first attempts resolved `auto` apart
         raise ConfigError("precision", cfgs[0].precision,
                           f"resolved differently for members of one pack ({precisions})")
-    pack = Pack([r.model for r in runs], [r.optimizer for r in runs], runs[0].autocast)
+    pack = Pack([r.model for r in runs], [r.optimizer for r in runs], runs[0].autocast,
+                compile=cfgs[0].compile)
     for r in runs:
         r.info["pack_size"] = len(members)
     sync(runs[0].device)
