@@ -95,3 +95,27 @@ def test_pack_setting_accepts_whole_numbers_and_auto_only():
     for bad in (0, -2, 1.5, True, "4"):
         with pytest.raises(UserError, match="hydra.launcher.pack"):
             pack_setting(bad)
+
+
+def test_the_gpu_script_runs_its_sweep_stage_tiny_on_a_cpu(tmp_path):
+    """scripts/gpu_packed.sh --tiny: the full-scale preset's commands on a 2 x 2 tiny grid."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    proc = subprocess.run(["bash", "scripts/gpu_packed.sh", str(tmp_path), "--tiny", "bs512"],
+                          cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    times = (tmp_path / "times.txt").read_text()
+    assert "lr_subset_bs512: ok" in times and "lr_subset_bs512-analyze: ok" in times
+    assert "lr_subset_bs512-plot: ok" in times and "points/h" in times
+    folder = tmp_path / "multirun" / "lr_subset_bs512"
+    table = pd.read_parquet(folder / "results.parquet")
+    assert len(table) == 4 and (table["status"] == "ok").all()
+    assert (table["launcher"] == "packed").all() and table["pack_id"].nunique() == 2
+    assert (folder / "verdict.txt").is_file() and (folder / "figures" / "lr_subset.png").is_file()
+    bad = subprocess.run(["bash", "scripts/gpu_packed.sh", str(tmp_path), "bs1024"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown stage 'bs1024'")
