@@ -2,6 +2,7 @@
 only of configs that can share a step, one-line errors for bad input."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -119,3 +120,42 @@ def test_the_gpu_script_runs_its_sweep_stage_tiny_on_a_cpu(tmp_path):
     bad = subprocess.run(["bash", "scripts/gpu_packed.sh", str(tmp_path), "bs1024"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown stage 'bs1024'")
+
+
+def test_a_preempted_packed_sweep_saves_every_member_and_a_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    args = ["-m", *TINY, "lr=1,2", "epochs=12", "quiet=false", "threads=1",
+            "hydra/launcher=packed", "hydra.launcher.pack=2"]
+    whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr
+    folder, log = tmp_path / "cut", tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forgetting.run", *args,
+                                 f"hydra.sweep.dir={folder}"], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 120
+        while "epoch 2/12" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "a rerun of this sweep resumes its runs" in log.read_text()
+    for run in ("0", "1"):
+        assert (folder / run / "checkpoint.pt").is_file()
+        assert not (folder / run / "metrics.json").exists()
+    again = run_cli(*args, f"hydra.sweep.dir={folder}")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("resumed from") == 2
+    for run in ("0", "1"):
+        a = pd.read_parquet(tmp_path / "whole" / run / "history.parquet")
+        b = pd.read_parquet(folder / run / "history.parquet")
+        columns = [c for c in a.columns if not c.endswith("_s")]
+        assert a[columns].equals(b[columns]), run
+        assert json.loads((folder / run / "metrics.json").read_text())["resumes"] == 1

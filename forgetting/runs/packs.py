@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import signal
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from forgetting.core.checkpoint import Preempted
 from forgetting.core.config import Config
 from forgetting.core.errors import UserError
 from forgetting.runs import preemption
@@ -76,7 +78,13 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
                                                     else 1))
         k = best_pack_size(members[0].conf) if size == "auto" else size
         for start in range(0, len(members), k):
-            run_pack(members[start:start + k])
+            try:
+                run_pack(members[start:start + k])
+            except Preempted as e:  # checkpoints saved: requeue (a handler) or exit
+                signum = preemption.received()
+                log.warning("%s: %s; a rerun of this sweep resumes its runs",
+                            signal.Signals(signum).name, e)
+                preemption.hand_over(signum)
 
 
 def run_pack(jobs: list[Job]) -> None:
