@@ -26,7 +26,7 @@ from forgetting.core.checkpoint import Preempted
 from forgetting.core.errors import UserError
 from forgetting.runs import preemption
 from forgetting.runs.cluster import guard_sbatch
-from forgetting.runs.configs import CONFIG_DIR, register_configs
+from forgetting.runs.configs import CONFIG_DIR, ensure_plugin, register_configs
 from forgetting.runs.job import RunFolderTaken, record_failure, run_one
 from forgetting.runs.preflight import preflight
 from forgetting.runs.resume import register_resolver
@@ -40,14 +40,21 @@ def register() -> None:
     from an editable install used in another folder, where Hydra's plugin scan does not see
     the checkout), and
     `${forgetting.job_folder:N}` (a sweep job's folder, conf/config.yaml)."""
-    from hydra_plugins.forgetting_array_launcher import array_launcher
-    from hydra_plugins.forgetting_optuna_sweeper.config import register_plugin
-    from hydra_plugins.forgetting_packed_launcher import packed_launcher
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
+
+    # imported for their configs, stored in Hydra's ConfigStore at import
+    import hydra_plugins.forgetting_array_launcher.array_launcher  # noqa: F401
+    import hydra_plugins.forgetting_optuna_sweeper.config  # noqa: F401
+    import hydra_plugins.forgetting_packed_launcher.packed_launcher  # noqa: F401
 
     register_configs()
-    register_plugin()
-    array_launcher.register_launcher()
-    packed_launcher.register_launcher()
+    ensure_plugin(Sweeper, "hydra_plugins.forgetting_optuna_sweeper.sweeper",
+                  "OptunaStudySweeper")
+    ensure_plugin(Launcher, "hydra_plugins.forgetting_array_launcher.array_launcher",
+                  "ArrayLauncher")
+    ensure_plugin(Launcher, "hydra_plugins.forgetting_packed_launcher.packed_launcher",
+                  "PackedLauncher")
     register_resolver()
 
 

@@ -56,6 +56,23 @@ def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_cache(path) -> dict:
+    """A JSON cache file's contents; {} when it is missing or unreadable."""
+    try:
+        known = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def write_cache(path, known: dict) -> None:
+    """Write a JSON cache file; an unwritable cache only means measuring again next time."""
+    try:
+        atomic_write_json(path, known)
+    except OSError:
+        pass
+
+
 def atomic_write_parquet(path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)

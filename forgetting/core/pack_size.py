@@ -12,7 +12,6 @@ the batch is capped at `CPU_BATCH` to keep it short).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from forgetting.core.config import Config
 from forgetting.core.device import device_name, resolve_device, resolve_precision, sync
-from forgetting.core.files import atomic_write_json
+from forgetting.core.files import read_cache, write_cache
 from forgetting.core.fused import Pack
 from forgetting.core.model import build_model
 from forgetting.core.sgd import SGD
@@ -70,10 +69,7 @@ def best_pack_size(cfg: Config) -> int:
     key = (f"{device_name(device)}|torch {torch.__version__}|{torch.get_num_threads()} threads|"
            f"{cfg.model.name}|{cfg.model.width}|batch {batch}|{precision}|{image}px")
     path = Path(cfg.data.cache_dir).expanduser() / "pack.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = read_cache(path)
     if key in known:
         return known[key]["pack"]
     log.info("pack=auto: timing fused steps of %s for %s (once; cached in %s)",
@@ -85,8 +81,5 @@ def best_pack_size(cfg: Config) -> int:
     log.info("pack=auto: %d (seconds per run-step: %s)", choice,
              ", ".join(f"K={k}: {s:.4f}" for k, s in per_run.items()))
     known[key] = {"pack": choice, "step_s_per_run": per_run}
-    try:
-        atomic_write_json(path, known)
-    except OSError:
-        pass  # an unwritable cache only means measuring again next time
+    write_cache(path, known)
     return choice

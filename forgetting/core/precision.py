@@ -9,14 +9,13 @@ only the first run of a kind pays for the measurement (a few seconds).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from forgetting.core.files import atomic_write_json
+from forgetting.core.files import read_cache, write_cache
 
 PROBE_BATCH = 64
 
@@ -47,10 +46,7 @@ def measure_cpu_precision(model_name: str, width: float, cache_dir: Path, cpu: s
 
     key = f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{model_name}|{width}"
     path = Path(cache_dir) / "precision.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known = read_cache(path)
     if key in known:
         return known[key]["precision"]
     torch.manual_seed(0)
@@ -58,8 +54,5 @@ def measure_cpu_precision(model_name: str, width: float, cache_dir: Path, cpu: s
     seconds = {p: time_steps(model, p, PROBE_BATCH) for p in ("fp32", "bf16")}
     choice = min(seconds, key=seconds.get)
     known[key] = {"precision": choice, "step_s": seconds}
-    try:
-        atomic_write_json(path, known)
-    except OSError:
-        pass  # an unwritable cache only means measuring again next time
+    write_cache(path, known)
     return choice

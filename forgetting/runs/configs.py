@@ -36,3 +36,16 @@ def register_configs(with_presets: bool = True) -> None:
     cs.store(name="schema", node=Config)
     for path in sorted(SWEEPS_DIR.glob("*.yaml")) if with_presets else []:
         cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def ensure_plugin(kind: type, module: str, name: str) -> None:
+    """Make sure Hydra knows our plugin class `module.name` (a Sweeper or Launcher: `kind`),
+    also where its plugin scan cannot see our hydra_plugins/ (an editable install, used from
+    another folder); the module is imported only then."""
+    import importlib
+
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    if not any(c.__name__ == name for c in plugins.discover(kind)):
+        plugins.register(getattr(importlib.import_module(module), name))

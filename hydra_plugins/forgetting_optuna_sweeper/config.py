@@ -40,6 +40,8 @@ class OptunaStudySweeperConf:
     on_nan: str = "fail"
     # A RUNNING trial whose worker sent no heartbeat for this long (seconds), or whose worker
     # process on this host is gone, was abandoned: it is marked FAIL and its params re-enqueued.
+    # A database storage uses Optuna's own heartbeat for this: grace_period = stale_after_s,
+    # heartbeat_interval = stale_after_s / 10, RetryHeartbeatStaleTrialCallback (_workers.py).
     stale_after_s: float = 600.0
     # The search space in Hydra's sweep syntax, merged with (and overridden by) the command line:
     # choice(...), a,b,c, range(...), interval(...), tag(log, interval(...)), tag(int, ...).
@@ -49,16 +51,3 @@ class OptunaStudySweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
                              node=OptunaStudySweeperConf, provider="forgetting_optuna_sweeper")
-
-
-def register_plugin() -> None:
-    """Make sure Hydra knows the sweeper, also where its plugin scan cannot see this package
-    (an editable install, used from another folder). forgetting.run.register() calls it."""
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.sweeper import Sweeper
-
-    plugins = Plugins.instance()
-    if not any(c.__name__ == "OptunaStudySweeper" for c in plugins.discover(Sweeper)):
-        from hydra_plugins.forgetting_optuna_sweeper.sweeper import OptunaStudySweeper
-
-        plugins.register(OptunaStudySweeper)

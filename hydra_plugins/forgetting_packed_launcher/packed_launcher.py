@@ -48,16 +48,6 @@ ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedL
                              provider="forgetting_packed_launcher")
 
 
-def register_launcher() -> None:
-    """Make sure Hydra knows the launcher, also where its plugin scan cannot see this package
-    (an editable install, used from another folder). forgetting.run.register() calls it."""
-    from hydra.core.plugins import Plugins
-
-    plugins = Plugins.instance()
-    if not any(c.__name__ == "PackedLauncher" for c in plugins.discover(Launcher)):
-        plugins.register(PackedLauncher)
-
-
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
