@@ -159,3 +159,14 @@ def test_a_preempted_packed_sweep_saves_every_member_and_a_rerun_resumes(tmp_pat
         columns = [c for c in a.columns if not c.endswith("_s")]
         assert a[columns].equals(b[columns]), run
         assert json.loads((folder / run / "metrics.json").read_text())["resumes"] == 1
+
+
+def test_a_folder_holding_another_finished_config_is_left_alone(tmp_path):
+    first = run_cli("-m", *TINY, "lr=3", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=x")
+    assert first.returncode == 0, first.stderr
+    done = (tmp_path / "x" / "metrics.json").read_bytes()
+    proc = run_cli("-m", *TINY, "lr=1,2", f"hydra.sweep.dir={tmp_path}",
+                   "hydra.sweep.subdir=x", "hydra/launcher=packed", "hydra.launcher.pack=2")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "not run:" in proc.stdout and "holds a finished run of another config" in proc.stdout
+    assert (tmp_path / "x" / "metrics.json").read_bytes() == done

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from forgetting.core.checkpoint import Preempted
+from forgetting.core.checkpoint import Checkpoint, Preempted
 from forgetting.core.config import Config
 from forgetting.core.errors import UserError
 from forgetting.runs import preemption
-from forgetting.runs.job import claimed, open_run, record_failure, write_result
+from forgetting.runs.job import RunFolderTaken, claimed, open_run, record_failure, write_result
 from forgetting.runs.resume import config_hash
 
 log = logging.getLogger("forgetting")
@@ -46,6 +46,7 @@ class Job:
     name: str
     outcome: float = math.nan
     conf: Config | None = None
+    checkpoint: Checkpoint | None = None
     key: str = ""
 
 
@@ -68,7 +69,7 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
     for job in jobs:
         try:
             job.key = config_hash(job.cfg)
-            job.conf, _ = open_run(job.cfg, job.run_dir, job.key)
+            job.conf, job.checkpoint = open_run(job.cfg, job.run_dir, job.key)
         except UserError as e:
             log.error("failed: %s", record_failure(job.run_dir, job.cfg, job.choices, e))
             continue
@@ -93,7 +94,11 @@ def run_pack(jobs: list[Job]) -> None:
     with ExitStack() as stack:
         todo = []
         for job in jobs:
-            skip = stack.enter_context(claimed(job.cfg, job.run_dir, job.key))
+            try:
+                skip = stack.enter_context(claimed(job.cfg, job.run_dir, job.key))
+            except RunFolderTaken as e:  # nothing written: the finished run stays as it is
+                log.error("not run: %s", e)
+                continue
             if skip is None:
                 todo.append(job)
             else:
@@ -115,7 +120,7 @@ def _train_pack(jobs: list[Job]) -> list[Job]:
 
     start = time.perf_counter()
     extra = {"launcher": LAUNCHER, "pack_id": pack_id(jobs), "pack_size": len(jobs)}
-    checkpoints = [open_run(j.cfg, j.run_dir, j.key)[1] for j in jobs]
+    checkpoints = [j.checkpoint for j in jobs]
     done: set[int] = set()
 
     def written(i: int, result) -> None:
@@ -143,10 +148,9 @@ def _train_alone(job: Job) -> None:
 
     start = time.perf_counter()
     try:
-        conf, checkpoint = open_run(job.cfg, job.run_dir, job.key)
         with preemption.watch():
-            result = train(conf, checkpoint=checkpoint)
+            result = train(job.conf, checkpoint=job.checkpoint)
         job.outcome = write_result(job.cfg, job.run_dir, job.choices, job.key, start, result,
-                                   checkpoint, {"launcher": LAUNCHER, "pack_size": 1})
+                                   job.checkpoint, {"launcher": LAUNCHER, "pack_size": 1})
     except Exception as e:  # recorded; the sweep goes on
         log.error("failed: %s", record_failure(job.run_dir, job.cfg, job.choices, e))
