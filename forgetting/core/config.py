@@ -141,6 +141,28 @@ class DiagConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Experiment trackers every finished run is also logged to (forgetting/runs/tracking/),
+    chosen with `logger=none|mlflow|tensorboard|all`. The run's files stay the source of truth
+    and a tracker never changes what a run computes: not in the hash."""
+    mlflow: bool = key(False, "log each run to MLflow: params, metrics per epoch, tags, "
+                       "metrics.json; set by `logger=mlflow` or `logger=all`", hashed=False)
+    tensorboard: bool = key(False, "write each run's TensorBoard event folder (scalars per "
+                            "epoch, hparams) into `tensorboard/` of its sweep folder, or of a "
+                            "single run's folder; set by `logger=tensorboard` or `logger=all`",
+                            hashed=False)
+    mlflow_uri: str = key("${oc.env:MLFLOW_TRACKING_URI,outputs/mlruns}", "MLflow tracking "
+                          "URI: a folder (a local SQLite store `mlflow.db` with `artifacts/` "
+                          "beside it), `sqlite:///PATH`, `http://HOST:PORT` or any URI MLflow "
+                          "takes", hashed=False,
+                          shown="`$MLFLOW_TRACKING_URI`, else `outputs/mlruns`")
+    experiment: Optional[str] = key(None, "MLflow experiment; null: one per sweep, named after "
+                                    "the sweep folder (its path under `multirun/`: "
+                                    "`outputs/multirun/demo` is `demo`; else absolute), and "
+                                    "`runs` for single runs", hashed=False)
+
+
+@dataclass
 class Config:
     lr: float = key(1.0, "LR **factor** on the recipe's per-example learning rate, at every "
                     "point of the schedule; the same factor is the same per-example LR at "
@@ -193,6 +215,7 @@ class Config:
     force: bool = key(False, "train even when this config already finished in its run folder "
                       "(a rerun of a sweep skips those), ignoring any checkpoint", hashed=False)
     optuna: OptunaConfig = section(OptunaConfig)
+    logger: LoggerConfig = section(LoggerConfig, "`logger=none|mlflow|tensorboard|all`")
 
 
 KEYS: dict[str, Key] = {k.name: k for k in declared_keys(Config)}

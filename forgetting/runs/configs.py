@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _INSTALLED = PACKAGE_DIR / "conf"
 CONFIG_DIR = _INSTALLED if _INSTALLED.is_dir() else PACKAGE_DIR.parent / "conf"
 SWEEPS_DIR = CONFIG_DIR.parent / "sweeps"  # presets, selected with +sweep=NAME
-GROUPS = ("model", "data", "recipe")  # config groups a plain override chooses from
+GROUPS = ("model", "data", "recipe", "logger")  # config groups a plain override chooses from
 
 
 def group_options(group: str) -> list[str]:

@@ -23,7 +23,7 @@ from forgetting.core.config import Config, validate
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.core.files import atomic_write_json, atomic_write_rows, atomic_write_text
 from forgetting.core.metrics import DIVERGED, FAILED
-from forgetting.runs import folders, preemption, provenance
+from forgetting.runs import folders, preemption, provenance, tracking
 from forgetting.runs.claims import claim, holder
 from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
 
@@ -119,6 +119,7 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
         atomic_write_rows(run_dir / folders.EXAMPLES, result.examples)
     atomic_write_json(run_dir / folders.METRICS, metrics)
     checkpoint.remove()
+    tracking.log_run(run_dir, metrics, result.history)  # logger=mlflow|tensorboard
     if result.status == DIVERGED:
         log.warning("diverged (non-finite loss) at epoch %d; recorded as status=diverged (%s)",
                     result.final["epochs_run"], run_dir)

@@ -29,7 +29,7 @@ from forgetting.core.metrics import (
     FINISHED,
     OK,
 )
-from forgetting.runs import folders
+from forgetting.runs import folders, tracking
 from forgetting.runs.resume import latest_runs
 from forgetting.runs.rows import KEY_COLUMNS, find_runs, read_run
 
@@ -212,6 +212,8 @@ class ResultsTable(Callback):
         counts = results["status"].value_counts().to_dict()
         print(f"\n{len(results)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
               f"table: {folder / folders.RESULTS}")
-        print(pivot(results, swept))
+        table = pivot(results, swept)
+        print(table)
+        tracking.log_sweep(config, folder, results, table)  # the trackers' parent run
         if report_failures(results):
             raise SystemExit(1)

@@ -86,7 +86,8 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     for key in swept:
         if key not in row:  # a config value, or a group choice (+sweep=..., +trainset=...)
             value = _lookup(config, key)
-            row[key] = choices.get(key) if value is None else value
+            # a group choice whose section is a mapping (logger=all): the choice's name
+            row[key] = choices.get(key) if value is None or isinstance(value, dict) else value
     for column in METRIC_COLUMNS:
         if column in metrics:
             row[column] = metrics[column]
