@@ -23,6 +23,7 @@ def test_a_packed_sweep_has_the_basic_sweeps_table_and_a_rerun_skips_it(tmp_path
     basic = sweep(tmp_path / "basic")
     packed = sweep(tmp_path / "packed", "hydra/launcher=packed", "hydra.launcher.pack=4")
     assert basic.returncode == 0 and packed.returncode == 0, packed.stderr
+    assert "[4/12] done: 4 ok" in packed.stdout and "[12/12] done: 12 ok" in packed.stdout
     a = pd.read_parquet(tmp_path / "basic" / "results.parquet")
     b = pd.read_parquet(tmp_path / "packed" / "results.parquet")
     added = ["launcher", "pack_id", "pack_size"]
@@ -42,6 +43,7 @@ def test_a_packed_sweep_has_the_basic_sweeps_table_and_a_rerun_skips_it(tmp_path
     again = sweep(tmp_path / "packed", "hydra/launcher=packed", "hydra.launcher.pack=4")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped: this config already finished") == 12
+    assert "[12/12] done: 0 ok, 0 diverged, 0 failed, 12 skipped" in again.stdout
     assert metrics.read_bytes() == before
 
 

@@ -110,7 +110,8 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
             tag + epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
             "test_loss %.4f  test_acc %.4f  %.1fs", run.passes,
             row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
-            row["test_loss"], row["test_acc"], row["wall_s"])
+            row["test_loss"], row["test_acc"], row["wall_s"],
+            extra={"epoch_row": row, "epochs": run.passes})  # a progress bar's feed
     if not math.isfinite(row["train_loss"]):
         return DIVERGED
     if on_epoch is not None and on_epoch(row):

@@ -30,6 +30,7 @@ from forgetting.core.config import Config
 from forgetting.core.errors import UserError
 from forgetting.runs import preemption
 from forgetting.runs.job import RunFolderTaken, claimed, open_run, record_failure, write_result
+from forgetting.runs.progress import add_outcome, outcome, progress_line
 from forgetting.runs.resume import config_hash
 
 log = logging.getLogger("forgetting")
@@ -74,6 +75,10 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
             log.error("failed: %s", record_failure(job.run_dir, job.cfg, job.choices, e))
             continue
         groups.setdefault(pack_key(job.conf), []).append(job)
+    counts = {"start": time.time(), "total": len(jobs), "counts": {}, "trained": 0}
+    for job in jobs:  # refused before any pack: failed already
+        if job.conf is None:
+            _count(counts, [job])
     for members in groups.values():
         members.sort(key=lambda j: j.conf.epochs * (j.conf.subset if j.conf.budget == "epochs"
                                                     else 1))
@@ -81,11 +86,19 @@ def run_packs(jobs: list[Job], size: int | str) -> None:
         for start in range(0, len(members), k):
             try:
                 run_pack(members[start:start + k])
+                _count(counts, members[start:start + k])
             except Preempted as e:  # checkpoints saved: requeue (a handler) or exit
                 signum = preemption.received()
                 log.warning("%s: %s; a rerun of this sweep resumes its runs",
                             signal.Signals(signum).name, e)
                 preemption.hand_over(signum)
+
+
+def _count(counts: dict, jobs: list[Job]) -> None:
+    """Add the jobs' outcomes to the sweep's counts and print its progress line."""
+    for job in jobs:
+        add_outcome(counts, outcome(job.run_dir, counts["start"]))
+    print(progress_line(counts, time.time()), flush=True)
 
 
 def run_pack(jobs: list[Job]) -> None:

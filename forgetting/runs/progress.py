@@ -1,0 +1,235 @@
+"""Where a sweep or a run is, while it runs (the `progress` callback in conf/config.yaml).
+
+- A sweep: after each point, one line
+  `[3/12] done: 2 ok, 1 diverged, 0 failed; elapsed 1m05s, ETA 3m15s`
+  (also `skipped`: finished before this sweep started, `pruned`, `not run`: another process
+  holds it). N comes from the basic sweeper's grid (`[3]` for other sweepers, with no ETA); the
+  ETA is the time per point trained so far times the points left. The counts live in one small
+  file per sweep command, `SWEEP/.progress/ID.json`, updated under a file lock by the process
+  that ran the point, so joblib's worker processes (and submitit's jobs, on a shared file
+  system) count into the same line. Not for `hydra/launcher=array` (each task is one point)
+  nor `hydra/launcher=packed` (its jobs end before their packs train).
+- A single run on a terminal: a tqdm bar over its epochs (ETA, last losses) fed by the
+  per-epoch records of forgetting/core/train.py, with the log lines printed above it. Not on a
+  terminal (a file, a pipe, a batch job), or with `quiet=true`: the plain per-epoch lines only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from forgetting.core.files import atomic_write_text
+from forgetting.core.metrics import DIVERGED, FAILED, OK
+from forgetting.runs import folders
+
+STATE_DIR = ".progress"
+SKIPPED, NOT_RUN = "skipped", "not run"
+SHOWN = (OK, DIVERGED, FAILED)  # always in the line; other outcomes only when they occur
+# an array task runs one point; the packed launcher ends its jobs (Hydra's on_job_end) when
+# it has given them folders, before their packs train: no line would be true there
+UNCOUNTED_LAUNCHERS = (".ArrayLauncher", ".PackedLauncher")
+log = logging.getLogger("forgetting")
+
+
+class Progress(Callback):
+    def __init__(self) -> None:
+        self.state: Path | None = None  # this sweep command's counts (pickled to its jobs)
+        self.stack: ExitStack | None = None  # a single run's bar and redirected log lines
+
+    # --- a sweep -------------------------------------------------------------------------
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if launcher.endswith(UNCOUNTED_LAUNCHERS):
+            return
+        try:
+            folder = Path(str(config.hydra.sweep.dir)) / STATE_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            self.state = folder / f"{uuid.uuid4().hex[:12]}.json"
+            write_state(self.state, {"start": time.time(), "total": sweep_size(config),
+                                     "counts": {}, "trained": 0})
+        except Exception as e:  # progress is a convenience: never stop a sweep for it
+            log.debug("no progress line: %s", e)
+            self.state = None
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if self.stack is not None:
+            self.stack.close()
+            self.stack = None
+        if self.state is None or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        try:
+            from hydra.core.utils import JobStatus
+
+            run_dir = Path(str(config.hydra.runtime.output_dir))
+            since = json.loads(self.state.read_text())["start"]
+            line = count_point(self.state, outcome(run_dir, since,
+                                                   job_return.status == JobStatus.FAILED))
+        except Exception as e:
+            log.debug("no progress line: %s", e)
+            return
+        print(line, flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.state is not None:
+            for path in (self.state, self.state.with_suffix(".lock")):
+                path.unlink(missing_ok=True)
+
+    # --- a single run --------------------------------------------------------------------
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if HydraConfig.get().mode != RunMode.RUN or config.get("quiet", True) \
+                or not sys.stderr.isatty():
+            return
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.stack = ExitStack()
+        bar = self.stack.enter_context(EpochBar(sys.stderr))
+        logging.getLogger("forgetting").addHandler(bar)
+        self.stack.callback(logging.getLogger("forgetting").removeHandler, bar)
+        self.stack.enter_context(logging_redirect_tqdm())
+
+
+class EpochBar(logging.Handler):
+    """A tqdm bar over one run's epochs, moved by train.py's per-epoch log records (which
+    carry the history row as `epoch_row` and the run's number of epochs as `epochs`)."""
+
+    def __init__(self, stream) -> None:
+        from tqdm import tqdm
+
+        super().__init__(logging.INFO)
+        # from the run's start, so that the first epoch's time counts in the rate and ETA
+        self.bar = tqdm(total=None, unit="epoch", desc="run", file=stream, dynamic_ncols=True)
+
+    def __enter__(self) -> EpochBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        row = getattr(record, "epoch_row", None)
+        if not isinstance(row, dict):
+            return
+        try:
+            if self.bar is None:
+                return
+            if self.bar.total is None:  # the first epoch of this process (of a resumed run)
+                self.bar.total = getattr(record, "epochs", None)
+                self.bar.n = self.bar.initial = row["epoch"] - 1
+            self.bar.set_postfix_str(bar_postfix(row), refresh=False)
+            self.bar.update(row["epoch"] - self.bar.n)
+        except Exception:  # a bar is a convenience: the log line is printed anyway
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        super().close()
+
+
+def bar_postfix(row: dict) -> str:
+    parts = [f"{k} {row[k]:.4f}" for k in ("train_loss", "test_loss", "test_acc")
+             if isinstance(row.get(k), float) and math.isfinite(row[k])]
+    return "  ".join(parts)
+
+
+# --- the sweep's counts ------------------------------------------------------------------
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many points the basic sweeper launches (its params, then the command line, each
+    key's last value winning, as it does); None for other sweepers or what does not parse."""
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if not target.endswith(".BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    args = [f"{k}={v}" for k, v in params.items()]
+    args += list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    except Exception:  # e.g. glob() over a config group: needs Hydra's config loader
+        return None
+
+
+def outcome(run_dir: Path, since: float, failed: bool = False) -> str:
+    """What became of one point: its status, `skipped` (finished before `since`, when this
+    sweep started), `not run` (no result: another process holds it, or its folder holds
+    another config). `failed`: its job raised."""
+    if failed:
+        return FAILED
+    path = run_dir / folders.METRICS
+    try:
+        status = json.loads(path.read_text()).get("status")
+        written = path.stat().st_mtime
+    except (OSError, ValueError, AttributeError):
+        return NOT_RUN
+    if written < since and status != FAILED:
+        return SKIPPED
+    return str(status)
+
+
+def count_point(state: Path, result: str) -> str:
+    """Add one point's outcome to the sweep's counts (under their lock); the progress line."""
+    from filelock import FileLock
+
+    with FileLock(state.with_suffix(".lock")):
+        counts = json.loads(state.read_text())
+        add_outcome(counts, result)
+        write_state(state, counts)
+    return progress_line(counts, time.time())
+
+
+def add_outcome(counts: dict, result: str) -> None:
+    """Count one point's outcome (`trained`: the points whose time goes into the ETA)."""
+    counts["counts"][result] = counts["counts"].get(result, 0) + 1
+    if result not in (SKIPPED, NOT_RUN):
+        counts["trained"] += 1
+
+
+def write_state(path: Path, counts: dict) -> None:
+    atomic_write_text(path, json.dumps(counts))
+
+
+def progress_line(counts: dict, now: float) -> str:
+    """`[k/N] done: a ok, b diverged, c failed[, d skipped…]; elapsed E, ETA T`."""
+    done = sum(counts["counts"].values())
+    total = counts.get("total")
+    head = f"[{done}/{total}]" if total else f"[{done}]"
+    shown = [f"{counts['counts'].get(s, 0)} {s}" for s in SHOWN]
+    shown += [f"{n} {s}" for s, n in sorted(counts["counts"].items())
+              if s not in SHOWN and n]
+    elapsed = now - counts["start"]
+    line = f"{head} done: {', '.join(shown)}; elapsed {duration(elapsed)}"
+    if total:
+        left = max(total - done, 0)
+        trained = counts.get("trained", 0)
+        eta = 0.0 if left == 0 else elapsed / trained * left if trained else None
+        line += f", ETA {duration(eta) if eta is not None else '?'}"
+    return line
+
+
+def duration(seconds: float) -> str:
+    """12s, 3m05s, 2h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"

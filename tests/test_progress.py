@@ -1,0 +1,154 @@
+"""Live progress (forgetting/runs/progress.py): `[k/N] done …` after each point of a sweep
+(basic and joblib launchers), and a tqdm bar for a single run on a terminal, plain lines
+elsewhere."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from forgetting.runs import progress
+from forgetting.runs.configs import CONFIG_DIR, register_configs
+from helpers import REPO, TINY, run_cli
+
+LINE = re.compile(r"^\[(\d+)/(\d+)\] done: (\d+) ok, (\d+) diverged, (\d+) failed(.*); "
+                  r"elapsed (\S+), ETA (\S+)$")
+
+
+def sweep_config(*command_line: str, sweeper: str | None = None, params: dict | None = None):
+    """The primary config a sweep's callbacks get: the command line's overrides in
+    hydra.overrides.task (compose alone refuses sweeps), the sweeper and its params."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/sweeper={sweeper}"] if sweeper else [],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = list(command_line)
+        if params is not None:
+            cfg.hydra.sweeper.params = params
+    return cfg
+
+
+def test_the_line_counts_outcomes_and_estimates_what_is_left():
+    counts = {"start": 100.0, "total": 12, "trained": 3,
+              "counts": {"ok": 2, "diverged": 1, "skipped": 2}}
+    assert progress.progress_line(counts, now=190.0) == \
+        "[5/12] done: 2 ok, 1 diverged, 0 failed, 2 skipped; elapsed 1m30s, ETA 3m30s"
+    counts.update(total=None)  # another sweeper: no N, no ETA
+    assert progress.progress_line(counts, now=112.0) == \
+        "[5] done: 2 ok, 1 diverged, 0 failed, 2 skipped; elapsed 12s"
+    counts.update(total=5, trained=0)
+    assert progress.progress_line(counts, now=112.0).endswith("ETA 0s")
+    counts.update(total=9)  # only skipped so far: no rate to go by
+    assert progress.progress_line(counts, now=112.0).endswith("ETA ?")
+    assert [progress.duration(s) for s in (0, 59.6, 61, 3600 + 7 * 60 + 5)] == \
+        ["0s", "1m00s", "1m01s", "1h07m"]
+
+
+def test_the_sweep_size_is_the_basic_sweepers_grid():
+    assert progress.sweep_size(sweep_config("lr=1,2,4", "subset=0.5,1", "seed=0")) == 6
+    assert progress.sweep_size(sweep_config("lr=range(1,5)", "lr=1,2")) == 2  # last one wins
+    assert progress.sweep_size(sweep_config("subset=0.5,1", params={"lr": "1,2,4"})) == 6
+    assert progress.sweep_size(sweep_config("lr=1")) == 1
+    assert progress.sweep_size(sweep_config("lr=1,2", sweeper="optuna_study")) is None
+
+
+def test_the_bar_follows_the_epoch_records():
+    stream = io.StringIO()
+    bar = progress.EpochBar(stream)
+    logger = logging.getLogger("forgetting.test_progress")
+    logger.addHandler(bar)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        for epoch in (3, 4):  # a run resumed at epoch 3 of 4
+            row = {"epoch": epoch, "train_loss": 1.5 / epoch, "test_loss": float("nan"),
+                   "test_acc": 0.5}
+            logger.info("epoch %d/4", epoch, extra={"epoch_row": row, "epochs": 4})
+        logger.info("a line without a row")
+    finally:
+        logger.removeHandler(bar)
+        bar.close()
+    shown = stream.getvalue()
+    assert "4/4" in shown and "train_loss 0.3750" in shown and "test_acc 0.5000" in shown
+    assert "test_loss" not in shown  # NaN: not evaluated that epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_a_sweep_says_where_it_is_after_each_point(tmp_path, launcher):
+    args = ["-m", *TINY, "epochs=1", "lr=1,2,1e9", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *launcher]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [LINE.match(ln) for ln in proc.stdout.splitlines() if ln.startswith("[")]
+    lines = [m for m in lines if m]
+    assert sorted(int(m[1]) for m in lines) == [1, 2, 3]  # one line per point
+    assert all(m[2] == "3" for m in lines)
+    last = max(lines, key=lambda m: int(m[1]))
+    assert last.group(3, 4, 5) == ("2", "1", "0") and last[6] == "" and last[8] == "0s"
+    assert not list((tmp_path / "sweep" / ".progress").glob("*.json"))  # cleaned up
+
+    again = run_cli(*args)  # a rerun: every point finished before, skipped
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = [ln for ln in again.stdout.splitlines() if ln.startswith("[3/3]")]
+    assert final and final[0].startswith("[3/3] done: 0 ok, 0 diverged, 0 failed, 3 skipped;")
+
+
+def run_in_terminal(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
+    """Run `python -m forgetting.run ARGS` with a pseudo-terminal (100 columns) as its
+    stdin, stdout and stderr; (exit code, everything it wrote)."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "forgetting.run", *args], cwd=cwd,
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            out += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), out.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_single_run_on_a_terminal_shows_a_bar_else_plain_lines(tmp_path):
+    args = [a for a in TINY if a != "quiet=true"] + ["epochs=3"]
+    code, shown = run_in_terminal(args + [f"hydra.run.dir={tmp_path / 'tty'}"], cwd=REPO)
+    assert code == 0, shown[-3000:]
+    bars = re.findall(r"run: +(\d+)%\|[^|\r\n]*\| (\d)/3 \[", shown)
+    assert ("100", "3") in bars and ("33", "1") in bars
+    assert shown.count("epoch 3/3") == 1  # the log lines still print, above the bar
+
+    piped = run_cli(*args, f"hydra.run.dir={tmp_path / 'pipe'}")
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "epoch 3/3" in piped.stdout
+    assert "it/s" not in piped.stdout + piped.stderr and "|" not in piped.stderr
+    assert "epoch/s" not in piped.stdout + piped.stderr
