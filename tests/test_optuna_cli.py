@@ -148,9 +148,10 @@ BAD_SWEEPERS = [
     (["hydra.sweeper.storage=sqlite:////nonexistent/dir/s.db", "hydra.sweeper.study_name=s",
       "lr=1,2"], "hydra.sweeper.storage='sqlite:////nonexistent/dir/s.db': folder "
      "/nonexistent/dir does not exist; create it first"),
-    (["hydra.sweeper.storage=postgresql://u:pw@localhost/db", "hydra.sweeper.study_name=s",
-      "lr=1,2"], "hydra.sweeper.storage='postgresql://u:***@localhost/db': needs the database "
-     "driver psycopg"),  # psycopg (pip install psycopg[binary]) or psycopg2 (SQLAlchemy's)
+    (["hydra.sweeper.storage=postgresql+psycopg2://u:pw@localhost/db",
+      "hydra.sweeper.study_name=s", "lr=1,2"],
+     "hydra.sweeper.storage='postgresql+psycopg2://u:***@localhost/db': needs the database "
+     "driver psycopg2"),  # the test extra installs psycopg, not SQLAlchemy's psycopg2
 ]
 
 

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from forgetting.core.files import atomic_write_parquet, atomic_write_text
+from forgetting.core.metrics import ABANDONED
 from forgetting.runs.folders import OPTUNA_TRIALS
 
 RESULTS_FILE = "optimization_results.yaml"
@@ -26,7 +27,7 @@ def objective_names(objectives: list | None, n_directions: int) -> list[str]:
     return ["value"] if n_directions == 1 else [f"value_{i}" for i in range(n_directions)]
 
 
-def trial_row(study_name: str, t, names: list[str]) -> dict:
+def trial_row(study_name: str, t, names: list[str], retried: frozenset = frozenset()) -> dict:
     duration = t.duration.total_seconds() if t.duration is not None else math.nan
     row = {"study": study_name, "trial": t.number, "trial_state": t.state.name,
            "trial_duration_s": duration}
@@ -34,8 +35,11 @@ def trial_row(study_name: str, t, names: list[str]) -> dict:
     values = t.values or [math.nan] * len(names)
     row.update({f"value_{n}" if not n.startswith("value") else n: v
                 for n, v in zip(names, values)})
-    row["discarded"] = t.user_attrs.get("discarded")
-    row["retry_of"] = t.user_attrs.get("retry_of")
+    # `retried`: failed by Optuna's heartbeat and retried (a database storage, _workers.py)
+    history = t.system_attrs.get("retry_history") or []
+    row["discarded"] = t.user_attrs.get("discarded") or (ABANDONED if t.number in retried
+                                                         else None)
+    row["retry_of"] = t.user_attrs.get("retry_of", history[-1] if history else None)
     row["note"] = t.user_attrs.get("note")
     return row
 
@@ -44,7 +48,11 @@ def write_trials(study, folder: Path, objectives: list | None) -> None:
     import pandas as pd
 
     names = objective_names(objectives, len(study.directions))
-    rows = [trial_row(study.study_name, t, names) for t in study.get_trials(deepcopy=False)]
+    from hydra_plugins.forgetting_optuna_sweeper._workers import heartbeat_retried
+
+    trials = study.get_trials(deepcopy=False)
+    retried = frozenset(heartbeat_retried(trials))
+    rows = [trial_row(study.study_name, t, names, retried) for t in trials]
     frame = pd.DataFrame(rows)
     for column in ("discarded", "retry_of", "note"):
         frame[column] = frame[column].astype(object)

@@ -4,13 +4,16 @@ Storage URLs, as the sweeper records them and passes them to the jobs (`optuna.s
     memory                  in this process only (no resume, no pruning, no other workers)
     journal:/abs/path.log   Optuna's JournalFileBackend; the default when a study is named:
                             `optuna_journal.log` in the sweep folder
-    sqlite:////abs/path.db  or any SQLAlchemy URL (postgresql://user@host/db) -> RDBStorage
+    sqlite:////abs/path.db  or any SQLAlchemy URL (postgresql+psycopg://user@host/db) ->
+                            RDBStorage, with Optuna's heartbeat (open_storage)
 Relative paths are made absolute, so jobs in other folders or on other nodes reach the study.
 """
 
 from __future__ import annotations
 
 import re
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,27 +164,64 @@ DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "pymys
            "cx_Oracle": "cx_Oracle", "oracledb": "oracledb", "pyodbc": "pyodbc"}
 
 
-def open_storage(url: str):
-    """An Optuna storage for a resolved URL; SweeperError when it cannot be opened."""
+def open_storage(url: str, stale_after_s: float | None = None):
+    """An Optuna storage for a resolved URL; SweeperError when it cannot be opened.
+
+    `stale_after_s` (the sweeper's setting; None for a job, which only reports): a database
+    storage then runs Optuna's own heartbeat, `grace_period` = stale_after_s and
+    `heartbeat_interval` = a tenth of it, and retries a trial that went stale (its worker
+    died) with `RetryHeartbeatStaleTrialCallback` (Optuna 5's name for
+    `RetryFailedTrialCallback`; _workers.py). A journal file has no heartbeat in Optuna: the
+    sweeper's own claims and heartbeats serve it. Workers that open a new database at the same
+    moment race to create its tables: a failed open is tried again twice, a second apart."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    try:
-        if url == "memory":
-            return optuna.storages.InMemoryStorage()
-        if url.startswith("journal:"):
-            path = Path(url[len("journal:"):])
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(url)
-    except Exception as e:
-        if missing := _missing_module(e):  # a database URL whose driver is not installed
-            package = DRIVERS.get(missing.split(".")[0], missing)
+    for attempt in range(3):
+        try:
+            if url == "memory":
+                return optuna.storages.InMemoryStorage()
+            if url.startswith("journal:"):
+                path = Path(url[len("journal:"):])
+                return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            return _rdb_storage(url, stale_after_s)
+        except Exception as e:
+            if missing := _missing_module(e):  # a database URL whose driver is not installed
+                package = DRIVERS.get(missing.split(".")[0], missing)
+                raise bad_value("hydra.sweeper.storage", display_url(url),
+                                f"needs the database driver {missing}, which is not installed "
+                                f"(pip install {package})") from None
+            if attempt < 2 and "://" in url and _is_database_error(e):
+                time.sleep(1.0)
+                continue
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
             raise bad_value("hydra.sweeper.storage", display_url(url),
-                            f"needs the database driver {missing}, which is not installed "
-                            f"(pip install {package})") from None
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise bad_value("hydra.sweeper.storage", display_url(url),
-                        f"cannot open it ({reason}); {STORAGE_FORMS}") from None
+                            f"cannot open it ({reason}); {STORAGE_FORMS}") from None
+
+
+def _rdb_storage(url: str, stale_after_s: float | None):
+    import optuna
+
+    if stale_after_s is None:
+        return optuna.storages.RDBStorage(url)
+    grace = max(1, int(round(stale_after_s)))
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=max(1, grace // 10), grace_period=grace,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+
+
+def _is_database_error(error: BaseException) -> bool:
+    """An error the database raised (not a bad URL): worth another try."""
+    from sqlalchemy.exc import DBAPIError
+
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, DBAPIError) and not isinstance(error.orig, ModuleNotFoundError):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _missing_module(error: BaseException) -> str | None:

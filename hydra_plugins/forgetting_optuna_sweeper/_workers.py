@@ -18,6 +18,14 @@ A RUNNING trial was abandoned when its worker process on this host is gone, or w
 it FAIL (`discarded: abandoned`) and re-enqueues its params (`retry_of: N`), so the study still
 reaches its total with the same points. A worker interrupted with Ctrl-C does the same for its
 own trials before it exits.
+
+A database storage (sqlite, PostgreSQL, ...) uses Optuna's own mechanism for this instead:
+`RDBStorage(heartbeat_interval, grace_period, heartbeat_stale_trial_callback=
+RetryHeartbeatStaleTrialCallback())` (_study.py `open_storage`). The worker records Optuna's
+heartbeats for its trials, and `optuna.storages.fail_stale_trials` fails a trial whose
+heartbeat is older than the grace period; the callback adds a WAITING copy with the same params
+(system attributes `failed_trial`, `retry_history`), which the next claim takes. Such a failed
+trial is not counted, like a discarded one, and the tables show it as abandoned and retried.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,8 +45,21 @@ log = logging.getLogger(__name__)
 def counted(trials) -> list:
     from optuna.trial import TrialState
 
+    retried = heartbeat_retried(trials)
     return [t for t in trials if t.state != TrialState.WAITING
-            and not (t.state == TrialState.FAIL and "discarded" in t.user_attrs)]
+            and not (t.state == TrialState.FAIL and ("discarded" in t.user_attrs
+                                                     or t.number in retried))]
+
+
+def heartbeat_retried(trials) -> set[int]:
+    """Numbers of the trials Optuna's heartbeat failed and its retry callback queued again."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def optuna_heartbeat(study) -> bool:
+    """Whether the study's storage runs Optuna's heartbeat (a database storage here)."""
+    interval = getattr(study._storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
 
 
 def claim_lock(path: Path | None):
@@ -56,13 +78,18 @@ def claim(study, distributions: dict, n_trials: int, count: int, lock, reseed) -
     `reseed(k)` is called before each ask with the number of trials in the study (the new
     trial's number unless a queued trial is popped), so trial k is sampled with seed + k."""
     claimed = []
+    heartbeat = optuna_heartbeat(study)
     with lock:
         for _ in range(count):
             trials = study.get_trials(deepcopy=False)
             if len(counted(trials)) >= n_trials:
                 break
             reseed(len(trials))
-            trial = study.ask(distributions)
+            with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we
+                warnings.simplefilter("ignore")  # record the heartbeats ourselves (Heartbeat)
+                trial = study.ask(distributions)
+            if heartbeat:  # a RUNNING trial without one would never go stale
+                study._storage.record_heartbeat(trial._trial_id)
             trial.set_user_attr("worker", owner())
             trial.set_user_attr("heartbeat", time.time())
             if is_surplus(study, trial.number, n_trials):
@@ -108,9 +135,12 @@ def release(study, trials: list) -> None:
 
 
 def recover_abandoned(study, stale_after_s: float) -> list[int]:
-    """Discard and re-enqueue RUNNING trials whose worker is gone; their numbers."""
+    """Discard and re-enqueue RUNNING trials whose worker is gone; their numbers. With
+    Optuna's heartbeat (a database storage): Optuna fails and retries them."""
     from optuna.trial import TrialState
 
+    if optuna_heartbeat(study):
+        return fail_stale(study)
     recovered = []
     now = time.time()
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -122,6 +152,26 @@ def recover_abandoned(study, stale_after_s: float) -> list[int]:
             log.warning("trial %d was abandoned by %s: marked FAIL, its params queued again",
                         frozen.number, frozen.user_attrs.get("worker", "an unknown worker"))
     return recovered
+
+
+def fail_stale(study) -> list[int]:
+    """Optuna's `fail_stale_trials`: trials whose heartbeat is older than the storage's grace
+    period become FAIL and are retried by its callback; their numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    running = {t.number: t for t in
+               study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if t.number in running]
+    for number in failed:
+        log.warning("trial %d went stale (no heartbeat from %s): Optuna marked it FAIL and "
+                    "queued its params again", number,
+                    running[number].user_attrs.get("worker", "an unknown worker"))
+    return failed
 
 
 def is_abandoned(frozen, now: float, stale_after_s: float) -> bool:
@@ -165,11 +215,15 @@ def process_alive(pid, started) -> bool:
 
 class Heartbeat:
     """While in its `with` block, stamps `heartbeat` (unix seconds) on `trials` every
-    `interval_s`, so other workers know this worker still runs them."""
+    `interval_s`, so other workers know this worker still runs them; with Optuna's heartbeat
+    (a database storage), records Optuna's heartbeats instead, at the storage's interval."""
 
-    def __init__(self, trials: list, interval_s: float):
+    def __init__(self, study, trials: list, interval_s: float):
         self.trials = trials
         self.interval_s = interval_s
+        self.storage = study._storage if optuna_heartbeat(study) else None
+        if self.storage is not None:
+            self.interval_s = self.storage.get_heartbeat_interval()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
 
@@ -185,6 +239,9 @@ class Heartbeat:
         while not self.stop.wait(self.interval_s):
             for trial in self.trials:
                 try:
-                    trial.set_user_attr("heartbeat", time.time())
+                    if self.storage is not None:
+                        self.storage.record_heartbeat(trial._trial_id)
+                    else:
+                        trial.set_user_attr("heartbeat", time.time())
                 except Exception:  # finished meanwhile, or the storage hiccuped: next beat
                     pass

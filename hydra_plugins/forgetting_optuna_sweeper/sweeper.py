@@ -97,7 +97,7 @@ class OptunaStudySweeper(Sweeper):
         self._check_jobs_compose(space)
         if s.storage is None and url != "memory":  # the default journal: in the sweep folder
             sweep_dir.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(url)
+        storage = open_storage(url, s.stale_after_s)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
@@ -127,7 +127,7 @@ class OptunaStudySweeper(Sweeper):
                     break
                 continue
             try:
-                with workers.Heartbeat(trials, s.stale_after_s / 10):
+                with workers.Heartbeat(study, trials, s.stale_after_s / 10):
                     results = self._launch(trials, space, study.study_name, url)
             except BaseException:  # Ctrl-C or a launcher crash: give the trials back
                 workers.release(study, trials)
