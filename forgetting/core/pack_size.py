@@ -2,9 +2,10 @@
 
 A fused step of K models costs less than K steps where one model leaves the device idle (a GPU
 at small widths: kernel launches, not arithmetic, set the pace) and about K steps where one
-model already fills it (a CPU's cores). So it is measured: fused steps of K = 1, 2, 4, 8 copies
-of the run's model on random images, and the K with the least time per run-step wins, if it
-beats K = 1 by `GAIN` (else 1: fusion does not pay there). The choice is cached in
+model already fills it (a CPU's cores). So it is measured: fused steps of K = 2, 4, 8 copies of
+the run's model on random images against the plain step of one model (what a pack of one runs:
+the single run's own step), and the K with the least time per run-step wins if it beats the
+plain step by `GAIN` (else 1: fusion does not pay there). The choice is cached in
 `<data.cache_dir>/pack.json`, keyed by device, torch version, threads, model, width, batch size
 and precision, so only the first sweep of a kind pays for it (a few seconds on a GPU; on a CPU
 the batch is capped at `CPU_BATCH` to keep it short).
@@ -24,7 +25,7 @@ from forgetting.core.files import read_cache, write_cache
 from forgetting.core.fused import Pack
 from forgetting.core.model import build_model
 from forgetting.core.sgd import SGD
-from forgetting.core.step import make_autocast
+from forgetting.core.step import make_autocast, sgd_step
 
 log = logging.getLogger("forgetting")
 CANDIDATES = (1, 2, 4, 8)
@@ -34,7 +35,8 @@ CPU_BATCH = 64
 
 def time_pack(model_name: str, width: float, k: int, batch: int, device: torch.device,
               precision: str, steps: int = 3, image: int = 32, classes: int = 10) -> float:
-    """Seconds per fused step of `k` models (random images, after one warm-up step)."""
+    """Seconds per fused step of `k` models (random images, after one warm-up step); k = 1:
+    the plain step of one model, as a run alone takes it."""
     models, optimizers = [], []
     for seed in range(k):
         torch.manual_seed(seed)
@@ -43,15 +45,24 @@ def time_pack(model_name: str, width: float, k: int, batch: int, device: torch.d
         models.append(model)
         optimizers.append(SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True,
                               weight_decay=5e-4 * batch))
-    pack = Pack(models, optimizers, make_autocast(device, precision))
+    autocast = make_autocast(device, precision)
     x = torch.randn(k, batch, 3, image, image, device=device)
     y = torch.randint(0, classes, (k, batch), device=device)
-    lrs, active = [1e-4] * k, [True] * k
-    pack.step(x, y, lrs, active)
+    if k == 1:
+        x1 = x[0].contiguous(memory_format=torch.channels_last)
+
+        def step():
+            sgd_step(models[0], optimizers[0], x1, y[0], 1e-4, autocast)
+    else:
+        pack = Pack(models, optimizers, autocast)
+
+        def step():
+            pack.step(x, y, [1e-4] * k, [True] * k)
+    step()
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        pack.step(x, y, lrs, active)
+        step()
     sync(device)
     return (time.perf_counter() - start) / steps
 
