@@ -9,6 +9,10 @@ elif "--packed" in args:  # sweep throughput: sequential, packed, processes (ben
     from forgetting.bench.packed import main
 
     main([a for a in args if a != "--packed"])
+elif "--tracking" in args:  # what logger=mlflow|tensorboard costs a run (bench/tracking.py)
+    from forgetting.bench.tracking import main
+
+    main([a for a in args if a != "--tracking"])
 elif "--job-folder" in args:  # a sweep job's folder choice (bench/job_folder.py)
     from forgetting.bench.job_folder import main
 
