@@ -132,7 +132,7 @@ def test_a_preempted_packed_sweep_saves_every_member_and_a_rerun_resumes(tmp_pat
 
     from helpers import REPO
 
-    args = ["-m", *TINY, "lr=1,2", "epochs=12", "quiet=false", "threads=1",
+    args = ["-m", *TINY, "lr=1,2", "epochs=6", "quiet=false", "threads=1",
             "hydra/launcher=packed", "hydra.launcher.pack=2"]
     whole = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr
@@ -143,7 +143,7 @@ def test_a_preempted_packed_sweep_saves_every_member_and_a_rerun_resumes(tmp_pat
                                 stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 120
-        while "epoch 2/12" not in log.read_text() and time.monotonic() < deadline:
+        while "epoch 2/6" not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
