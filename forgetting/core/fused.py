@@ -29,8 +29,8 @@ class Pack:
     """The stacked state of K models (and their SGD optimizers) and the fused step.
 
     `unpack(i, model, optimizer)` writes member i's weights, statistics and momentum back into
-    a plain model and optimizer (for evaluation, the probe, checkpoints); `pack(i, ...)` the
-    other way (a member resumed from its checkpoint)."""
+    a plain model and optimizer (for evaluation, the probe, checkpoints); a member resumed from
+    its checkpoint is stacked from its restored model and optimizer."""
 
     def __init__(self, models: list[torch.nn.Module], optimizers: list[SGD], autocast,
                  compile: bool = False):
@@ -60,13 +60,6 @@ class Pack:
             for name, p in model.named_parameters():
                 buf = optimizer.state.get(p, {}).get("momentum_buffer")
                 self.bufs[name][i].copy_(buf if buf is not None else torch.zeros_like(p))
-
-    def pack(self, i: int, model: torch.nn.Module, optimizer: SGD) -> None:
-        """Member i takes `model`'s weights and statistics and `optimizer`'s momentum."""
-        with torch.no_grad():
-            for name, t in [*model.named_parameters(), *model.named_buffers()]:
-                (self.params | self.buffers)[name][i].copy_(t)
-        self._load_momentum(i, model, optimizer)
 
     def unpack(self, i: int, model: torch.nn.Module, optimizer: SGD) -> None:
         """Member i's weights, statistics and momentum, copied into `model` and `optimizer`."""
