@@ -177,7 +177,9 @@ def test_two_identical_sweeps_into_one_folder_train_each_point_once(tmp_path):
     skipped = sum(out.count("skipped: another process") + out.count("skipped: this config "
                                                                    "already finished")
                   for out in outputs)
-    assert skipped == 4, outputs  # each of the 4 points trained by exactly one sweep
+    told = [[ln for ln in out.splitlines() if "skipped" in ln or "#" in ln or "error" in ln]
+            for out in outputs]  # what each sweep said of each point, should this fail
+    assert skipped == 4, told  # each of the 4 points trained by exactly one sweep
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
                   and p.is_dir()) == ["0", "1", "2", "3"]
     assert (table(folder)["status"] == "ok").all() and len(table(folder)) == 4
