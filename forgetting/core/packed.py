@@ -44,7 +44,17 @@ from forgetting.core.errors import ConfigError
 from forgetting.core.fused import Pack
 from forgetting.core.metrics import OK
 from forgetting.core.setup import step_lr
-from forgetting.core.train import RunResult, RunState, begin, end_epoch, epoch_row, finish
+from forgetting.core.train import (
+    Epoch,
+    RunResult,
+    RunState,
+    begin,
+    end_epoch,
+    epoch_row,
+    finish,
+    open_epoch,
+    save_checkpoint,
+)
 
 PER_MEMBER = ("lr", "seed", "subset", "subset_seed", "epochs", "budget", "augment", "cutout",
               "schedule.knots", "schedule.values", "schedule.batch_size",
@@ -78,33 +88,14 @@ class Member:
     checkpoint: Checkpoint | None
     start: float = 0.0  # the run's clock origin (a resumed run's earlier time counted)
     status: str | None = None  # set when the run stops
-    order: torch.Tensor | None = None  # the epoch's batch order (None: not drawn yet)
-    params: object = None  # the epoch's augmentation parameters
-    epoch_rng: torch.Tensor | None = None
-    loss_sum: torch.Tensor | None = None
-    correct: torch.Tensor | None = None
-    t0: float = 0.0
+    epoch: Epoch | None = None  # the epoch under way (None: not drawn yet)
     lr: float = 0.0
-
-    def start_epoch(self) -> None:
-        """Draw the epoch's order and augmentation, as core/train.py's `train_epoch` does."""
-        run, progress = self.state.run, self.state.progress
-        self.t0 = time.perf_counter() - progress.epoch_s
-        self.epoch_rng = self.state.gen.get_state()
-        self.order, self.params = run.maker.draw_epoch(self.state.gen)
-        if progress.loss_sum is None:
-            self.state.batch_log.start_epoch(progress.epoch, progress.step, self.epoch_rng)
-            self.loss_sum = torch.zeros((), device=run.device)
-            self.correct = torch.zeros((), device=run.device, dtype=torch.int64)
-        else:
-            self.loss_sum = progress.loss_sum.to(run.device)
-            self.correct = progress.correct.to(run.device)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         run, progress = self.state.run, self.state.progress
         self.lr = step_lr(self.cfg, progress.step / run.steps_per_epoch, run.passes)
-        return get_batch(run.maker, run.train_y, self.order, self.params, progress.batch,
-                         self.cfg.batch_size)
+        return get_batch(run.maker, run.train_y, self.epoch.order, self.epoch.params,
+                         progress.batch, self.cfg.batch_size)
 
     def noise_probe(self, pack: Pack, i: int, batch):
         """At a noise measurement's step: |G_b|^2 at the member's current weights (copied out
@@ -118,14 +109,9 @@ class Member:
 
     def save(self, pack: Pack, i: int) -> None:
         """Member i's checkpoint, in the single run's format."""
-        run, progress = self.state.run, self.state.progress
+        run = self.state.run
         pack.unpack(i, run.model, run.optimizer)
-        progress.loss_sum, progress.correct = self.loss_sum.cpu(), self.correct.cpu()
-        progress.epoch_s = time.perf_counter() - self.t0
-        progress.wall_s = time.perf_counter() - self.start
-        progress.diag = self.state.diag.state()
-        self.checkpoint.save(progress, run.model, run.optimizer, run.precision, self.epoch_rng,
-                             self.state.batch_log.state())
+        save_checkpoint(self.state, self.checkpoint, self.epoch, self.start)
 
 
 def train_pack(cfgs: list[Config], dataset: Dataset | None = None,
@@ -158,8 +144,8 @@ def train_pack(cfgs: list[Config], dataset: Dataset | None = None,
     while any(m.status is None for m in members):
         active = [m.status is None for m in members]
         for m in members:
-            if m.status is None and m.order is None:
-                m.start_epoch()
+            if m.status is None and m.epoch is None:
+                m.epoch = open_epoch(m.state)
         if any(m.checkpoint is not None and m.checkpoint.stop() for m in members):
             for i, m in enumerate(members):
                 if m.status is None and m.checkpoint is not None:
@@ -199,17 +185,16 @@ def _after_step(m: Member, i: int, pack: Pack, batch, loss, count, hits,
     m.state.batch_log.record(loss, x, y)
     if m.state.diag:
         lo = progress.batch * cfg.batch_size
-        m.state.diag.after_step(m.order[lo:lo + cfg.batch_size], hits, progress.step)
-    m.loss_sum += loss
-    m.correct += count
+        m.state.diag.after_step(m.epoch.order[lo:lo + cfg.batch_size], hits, progress.step)
+    m.epoch.loss_sum += loss
+    m.epoch.correct += count
     progress.step += 1
     progress.batch += 1
     if progress.batch < run.steps_per_epoch:
         return None
     pack.unpack(i, run.model, run.optimizer)
-    row = epoch_row(run, cfg, m.state.diag, progress.epoch, m.lr, m.loss_sum, m.correct, m.t0,
-                    m.start)
-    m.order = None
+    row = epoch_row(run, cfg, m.state.diag, progress.epoch, m.lr, m.epoch, m.start)
+    m.epoch = None
     status = end_epoch(run, cfg, m.state.batch_log, progress, row, tag=name)
     if status is None and progress.epoch > run.passes:
         status = OK

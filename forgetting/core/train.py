@@ -94,7 +94,7 @@ def train(cfg: Config, dataset: Dataset | None = None,
     # the loop
     status = None
     while status is None and progress.epoch <= run.passes:
-        row = train_epoch(run, cfg, gen, batch_log, diag, progress, checkpoint, start)
+        row = train_epoch(state, cfg, checkpoint, start)
         status = end_epoch(run, cfg, batch_log, progress, row, on_epoch)
     return finish(run, cfg, batch_log, diag, progress, status or OK)
 
@@ -143,62 +143,89 @@ def finish(run: Setup, cfg: Config, batch_log: BatchLog, diag: Diagnostics,
                      diag.examples(run))
 
 
-def train_epoch(run: Setup, cfg: Config, gen: torch.Generator, batch_log: BatchLog,
-                diag: Diagnostics, progress: Progress, checkpoint: Checkpoint | None,
+@dataclass
+class Epoch:
+    """An epoch under way: its clock, the data generator's state at its start (a resumed run
+    redraws the epoch from it), its batch order and augmentation, its running sums."""
+    t0: float
+    rng: torch.Tensor
+    order: torch.Tensor
+    params: object
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+
+
+def open_epoch(state: RunState) -> Epoch:
+    """Draw `progress.epoch`'s order and augmentation; its sums start at zero, or where a
+    checkpoint left them (an epoch resumed part-way)."""
+    run, progress = state.run, state.progress
+    t0 = time.perf_counter() - progress.epoch_s
+    rng = state.gen.get_state()
+    order, params = run.maker.draw_epoch(state.gen)
+    if progress.loss_sum is None:  # a new epoch (not one resumed part-way)
+        state.batch_log.start_epoch(progress.epoch, progress.step, rng)
+        return Epoch(t0, rng, order, params, torch.zeros((), device=run.device),
+                     torch.zeros((), device=run.device, dtype=torch.int64))
+    return Epoch(t0, rng, order, params, progress.loss_sum.to(run.device),
+                 progress.correct.to(run.device))
+
+
+def save_checkpoint(state: RunState, checkpoint: Checkpoint, epoch: Epoch,
+                    start: float) -> None:
+    """Save the run's whole state before the step `progress.batch` of `epoch`."""
+    run, progress = state.run, state.progress
+    progress.loss_sum, progress.correct = epoch.loss_sum.cpu(), epoch.correct.cpu()
+    progress.epoch_s = time.perf_counter() - epoch.t0
+    progress.wall_s = time.perf_counter() - start
+    progress.diag = state.diag.state()
+    checkpoint.save(progress, run.model, run.optimizer, run.precision, epoch.rng,
+                    state.batch_log.state())
+
+
+def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
                 start: float) -> dict:
     """Take the steps left in `progress.epoch`, evaluate, measure what `diag` asks, and return
     the epoch's history row. Before each step, a stop request saves the checkpoint and raises
     `Preempted`."""
-    t0 = time.perf_counter() - progress.epoch_s
-    epoch_rng = gen.get_state()  # a resumed run redraws this epoch's order and params
-    order, params = run.maker.draw_epoch(gen)
-    if progress.loss_sum is None:  # a new epoch (not one resumed part-way)
-        batch_log.start_epoch(progress.epoch, progress.step, epoch_rng)
-        loss_sum = torch.zeros((), device=run.device)
-        correct = torch.zeros((), device=run.device, dtype=torch.int64)
-    else:
-        loss_sum = progress.loss_sum.to(run.device)
-        correct = progress.correct.to(run.device)
+    run, _, batch_log, diag, progress = state.astuple()
+    epoch = open_epoch(state)
     for i in range(progress.batch, run.steps_per_epoch):
         if checkpoint is not None and checkpoint.stop():
-            progress.batch, progress.loss_sum, progress.correct = i, loss_sum.cpu(), correct.cpu()
-            progress.epoch_s = time.perf_counter() - t0
-            progress.wall_s = time.perf_counter() - start
-            progress.diag = diag.state()
-            checkpoint.save(progress, run.model, run.optimizer, run.precision, epoch_rng,
-                            batch_log.state())
+            progress.batch = i
+            save_checkpoint(state, checkpoint, epoch, start)
             raise Preempted(checkpoint.path, progress.epoch, i)
-        x, y = get_batch(run.maker, run.train_y, order, params, i, cfg.batch_size)
+        x, y = get_batch(run.maker, run.train_y, epoch.order, epoch.params, i, cfg.batch_size)
         lr = step_lr(cfg, progress.step / run.steps_per_epoch, run.passes)
         hook = diag.before_step(run, x, y, progress.step) if diag else None
         loss, count, hits = run.step(x, y, lr) if hook is None else \
             run.step(x, y, lr, on_grad=hook)
         batch_log.record(loss, x, y)
         if diag:
-            diag.after_step(order[i * cfg.batch_size:(i + 1) * cfg.batch_size], hits,
+            diag.after_step(epoch.order[i * cfg.batch_size:(i + 1) * cfg.batch_size], hits,
                             progress.step)
-        loss_sum += loss
-        correct += count
+        epoch.loss_sum += loss
+        epoch.correct += count
         progress.step += 1
-    return epoch_row(run, cfg, diag, progress.epoch, lr, loss_sum, correct, t0, start)
+    return epoch_row(run, cfg, diag, progress.epoch, lr, epoch, start)
 
 
-def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, epoch: int, lr: float,
-              loss_sum: torch.Tensor, correct: torch.Tensor, t0: float, start: float) -> dict:
-    """An epoch's history row from its running sums: the test set evaluated when `eval_every`
-    says so (and after the last epoch), what `diag` measures, the clocks (`t0`: the epoch's
-    start, `start`: the run's)."""
+def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, number: int, lr: float,
+              epoch: Epoch, start: float) -> dict:
+    """Epoch `number`'s history row from `epoch`'s running sums: the test set evaluated when
+    `eval_every` says so (and after the last epoch), what `diag` measures, the clocks (the
+    epoch's, and the run's from `start`)."""
     seen = run.steps_per_epoch * cfg.batch_size
-    row = {"epoch": epoch, "step_lr": lr, "train_loss": loss_sum.item() / seen,
-           "train_acc": correct.item() / seen, "test_loss": math.nan, "test_acc": math.nan}
+    row = {"epoch": number, "step_lr": lr, "train_loss": epoch.loss_sum.item() / seen,
+           "train_acc": epoch.correct.item() / seen, "test_loss": math.nan,
+           "test_acc": math.nan}
     if math.isfinite(row["train_loss"]) and (
-            epoch == run.passes or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+            number == run.passes or (cfg.eval_every and number % cfg.eval_every == 0)):
         row["test_loss"], row["test_acc"] = run.evaluate_test(cfg.eval_batch_size)
     if diag:
-        row.update(diag.after_epoch(run, row, last=epoch == run.passes))
+        row.update(diag.after_epoch(run, row, last=number == run.passes))
     sync(run.device)
     now = time.perf_counter()
-    row.update(epoch_s=now - t0, wall_s=now - start)
+    row.update(epoch_s=now - epoch.t0, wall_s=now - start)
     return row
 
 
