@@ -44,18 +44,26 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
 
     The folder is claimed while it trains (forgetting/runs/claims.py): a second process that
     reaches it meanwhile skips it (NaN)."""
-    from forgetting.core.train import train  # torch's graph code: only when a run trains
-
     start = time.perf_counter()
     key = config_hash(cfg)
     with claimed(cfg, run_dir, key) as skip:
         if skip is not None:
             return skip
         conf, checkpoint = open_run(cfg, run_dir, key)
-        with preemption.watch():
-            result = train(conf, on_epoch=pruning(conf) if pruning else None,
-                           checkpoint=checkpoint)
-        return write_result(cfg, run_dir, choices, key, start, result, checkpoint)
+        return train_and_write(cfg, run_dir, choices, key, start, conf, checkpoint,
+                               on_epoch=pruning(conf) if pruning else None)
+
+
+def train_and_write(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start: float,
+                    conf: Config, checkpoint: Checkpoint, on_epoch: Callable | None = None,
+                    extra: dict | None = None) -> float:
+    """Train a claimed run (stopping for pre-emption when asked), write its files; return
+    the test loss."""
+    from forgetting.core.train import train  # torch's graph code: only when a run trains
+
+    with preemption.watch():
+        result = train(conf, on_epoch=on_epoch, checkpoint=checkpoint)
+    return write_result(cfg, run_dir, choices, key, start, result, checkpoint, extra)
 
 
 @contextmanager

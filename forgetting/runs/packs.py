@@ -29,7 +29,14 @@ from forgetting.core.checkpoint import Checkpoint, Preempted
 from forgetting.core.config import Config
 from forgetting.core.errors import UserError
 from forgetting.runs import preemption
-from forgetting.runs.job import RunFolderTaken, claimed, open_run, record_failure, write_result
+from forgetting.runs.job import (
+    RunFolderTaken,
+    claimed,
+    open_run,
+    record_failure,
+    train_and_write,
+    write_result,
+)
 from forgetting.runs.progress import add_outcome, outcome, progress_line
 from forgetting.runs.resume import config_hash
 
@@ -157,13 +164,9 @@ def _train_pack(jobs: list[Job]) -> list[Job]:
 
 
 def _train_alone(job: Job) -> None:
-    from forgetting.core.train import train
-
-    start = time.perf_counter()
     try:
-        with preemption.watch():
-            result = train(job.conf, checkpoint=job.checkpoint)
-        job.outcome = write_result(job.cfg, job.run_dir, job.choices, job.key, start, result,
-                                   job.checkpoint, {"launcher": LAUNCHER, "pack_size": 1})
+        job.outcome = train_and_write(job.cfg, job.run_dir, job.choices, job.key,
+                                      time.perf_counter(), job.conf, job.checkpoint,
+                                      extra={"launcher": LAUNCHER, "pack_size": 1})
     except Exception as e:  # recorded; the sweep goes on
         log.error("failed: %s", record_failure(job.run_dir, job.cfg, job.choices, e))
