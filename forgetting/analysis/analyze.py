@@ -96,15 +96,15 @@ def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
     out = []
     for batch_size, group in results.groupby("batch_size"):
         ok = group[group["status"] == OK]
-        bad = group[group["status"] == DIVERGED]
+        # one groupby for the sweep: mean losses of the ok runs, and whether any run diverged
+        means = ok.groupby(["subset", "lr"])[["train_loss", "test_loss"]].mean()
+        unstable = (group["status"] == DIVERGED).groupby([group["subset"], group["lr"]]).any()
         curves, edges = {}, []
         for subset, runs in group.groupby("subset"):
-            means = ok[ok["subset"] == subset].groupby("lr")[["train_loss", "test_loss"]].mean()
-            lrs = sorted(runs["lr"].unique())
-            curve = means.reindex(lrs)
-            curve["unstable"] = [bool((bad["subset"] == subset).mul(bad["lr"] == v).any())
-                                 for v in lrs]
-            curve = curve.reset_index()
+            curve = means.reindex(unstable.xs(subset, level="subset", drop_level=False).index)
+            curve["unstable"] = unstable.xs(subset, level="subset", drop_level=False)
+            curve = curve.reset_index(level="subset", drop=True).reset_index()
+            lrs = curve["lr"].tolist()
             edge, why = onset(curve, th)
             # the optimum among the stable factors: below the onset, finite losses
             stable = curve["lr"] < edge if edge is not None else True
@@ -187,6 +187,12 @@ def analyze(dirs: list[Path], th: Thresholds) -> dict:
     from forgetting.runs.results import build_tables
 
     results, tables, _ = build_tables(dirs)
+    return analyze_tables(results, tables, th, dirs)
+
+
+def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
+                   dirs: list[Path]) -> dict:
+    """The report of a sweep's tables (results, and `tables["recency"]` for the probe)."""
     if results.empty:
         return {"dirs": [str(d) for d in dirs], "runs": 0}
     report: dict = {"dirs": [str(d) for d in dirs], "thresholds": asdict(th),

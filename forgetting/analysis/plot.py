@@ -5,16 +5,20 @@
 Reads the run folders under each DIR (forgetting/runs/results.py) and writes into `DIR/figures/`
 (or FOLDER) whichever of these the runs allow:
 
-- `lr_subset.png`: final train and test loss vs LR factor (log2 axis), one line per subset
-  size, one row per batch size; mean over seeds with min-max bars; diverged runs marked with
-  a cross at the top of the panel, failed runs listed in the title, none dropped silently.
-- `test_loss_per_epoch.png`: test loss per epoch, one panel per LR factor, one line per
-  dataset (subset, augmentation, batch size: what the sweep varies).
-- `recency.png`: the forgetting probe at the end of each run: loss of every probed batch vs
-  steps ago, its binned mean, the test loss (dashed) and half an epoch (dotted).
-- `recency_evolution.png`: the binned probe curve at each probed epoch (`probe.every`).
+- `lr_subset.png`: final train and test loss vs LR factor (log2 axis), one colour per subset
+  size, one row per batch size; the mean over seeds with its min-max band and every seed as a
+  dot; diverged runs marked with a cross at the top of the panel, failed runs counted in the
+  title, none dropped silently.
+- `test_loss_per_epoch.png`: test loss per epoch, one panel per LR factor, one colour per
+  dataset (subset, augmentation, batch size: what the sweep varies), mean over seeds with a band.
+- `recency.png`, `recency_evolution.png`: the forgetting probe
+  (forgetting/analysis/plot_recency.py).
 - `recipes.png`: test accuracy of each run per recipe, with the target accuracy.
 - `sharpness.png`, `noise_scale.png`: the diagnostics (forgetting/analysis/plot_diag.py).
+
+Every figure aggregates with one groupby before drawing, so its cost grows with the number of
+lines and panels, not of runs; conventions shared by all (colours, units, scales, legends,
+missing points) are in forgetting/analysis/figure.py.
 """
 
 from __future__ import annotations
@@ -23,187 +27,185 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.analysis import plot_diag
+from forgetting.analysis import figure, plot_diag, plot_recency
 from forgetting.analysis.analyze import Thresholds, is_lr_subset_grid
-from forgetting.analysis.recency import finished_probes, recency_curve, steps_per_epoch_of
+from forgetting.analysis.recency import finished_probes
 from forgetting.core.metrics import DIVERGED, FAILED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DATASET_KEYS = ("trainset", "subset", "augment", "batch_size", "cutout", "width", "budget")
+MAX_PANELS = 12  # per-LR-factor panels drawn at most (evenly chosen when a search has more)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _label(row, keys) -> str:
-    parts = []
-    for k in keys:
-        v = row[k]
-        parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
-    return ", ".join(parts)
-
-
-def varying(frame: pd.DataFrame, keys) -> list[str]:
-    return [k for k in keys if k in frame and frame[k].nunique(dropna=False) > 1]
+def label_of(values: tuple, keys: list[str]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in zip(keys, values))
 
 
 def lr_subset(results: pd.DataFrame, path: Path) -> Path:
-    plt = _plt()
+    plt = figure.plt()
     sizes = sorted(results["batch_size"].dropna().unique())
-    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 4.2 * len(sizes)), squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    subsets = sorted(results["subset"].dropna().unique())
+    colour = figure.colours(results["subset"])
+    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.8 * len(sizes)), squeeze=False)
+    ok = results[results["status"] == OK]
+    stats = {m: ok.groupby(["batch_size", "subset", "lr"])[m].agg(["mean", "min", "max",
+                                                                    "count"])
+             for m in ("train_loss", "test_loss")}
+    diverged = results[results["status"] == DIVERGED].groupby(["batch_size", "subset"])["lr"]
+    diverged = {k: sorted(set(v)) for k, v in diverged}
+    failed = results[results["status"] == FAILED].groupby("batch_size").size()
     for row, bs in zip(axes, sizes):
-        runs = results[results["batch_size"] == bs]
         for ax, metric, title in ((row[0], "train_loss", "final train loss"),
                                   (row[1], "test_loss", "final test loss")):
-            for k, subset in enumerate(subsets):
-                color = cmap(k / max(1, len(subsets) - 1) * 0.9)
-                ok = runs[(runs["subset"] == subset) & (runs["status"] == OK)]
-                stats = ok.groupby("lr")[metric].agg(["mean", "min", "max", "count"])
-                if len(stats):
-                    yerr = [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
-                    ax.errorbar(stats.index, stats["mean"],
-                                yerr=yerr if stats["count"].max() > 1 else None,
-                                color=color, marker="o", ms=4, capsize=3,
-                                label=f"subset {subset:g}")
-                div = runs[(runs["subset"] == subset) & (runs["status"] == DIVERGED)]
-                if len(div):
-                    ax.plot(div["lr"], [1.0] * len(div), "x", color=color, ms=9, mew=2,
+            at = stats[metric].xs(bs, level="batch_size") if len(stats[metric]) and bs in \
+                stats[metric].index.get_level_values("batch_size") else None
+            points = ok[ok["batch_size"] == bs]
+            for subset, c in colour.items():
+                if at is not None and subset in at.index.get_level_values("subset"):
+                    curve = at.xs(subset, level="subset")
+                    figure.spread(ax, curve.index, curve, c, f"subset {subset:g}")
+                    mine = points[points["subset"] == subset]
+                    if curve["count"].max() > 1:
+                        ax.scatter(mine["lr"], mine[metric], s=6, color=c, alpha=0.45, lw=0)
+                lrs = diverged.get((bs, subset), [])
+                if lrs:
+                    ax.plot(lrs, [1.0] * len(lrs), "x", color=c, ms=9, mew=2,
                             transform=ax.get_xaxis_transform(), clip_on=False)
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(_factor_formatter())
-            if metric == "train_loss":
-                ax.set_yscale("log")
-            ax.set_xlabel("LR factor (x the recipe's LR)")
-            ax.set_ylabel(metric.replace("_", " "))
-            failed = runs[runs["status"] == FAILED]
-            note = f"; {len(failed)} failed" if len(failed) else ""
+            ax.xaxis.set_major_formatter(figure.factor_formatter())
+            if at is not None:
+                figure.log_if_wide(ax, at["mean"])
+            ax.set_xlabel(figure.LR_FACTOR)
+            ax.set_ylabel(f"{title} (nats per example)")
+            note = f"; {int(failed[bs])} failed" if bs in failed.index else ""
             ax.set_title(f"batch {int(bs)}: {title}{note}", fontsize=10)
             ax.grid(True, alpha=0.3)
         handles, labels = row[1].get_legend_handles_labels()
-        if (runs["status"] == DIVERGED).any():
+        if any(k[0] == bs for k in diverged):
             handles.append(row[1].plot([], [], "x", color="k", ms=8, mew=2)[0])
-            labels.append("diverged (x at top)")
-        row[1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return _save(fig, path)
+            labels.append("diverged (× at top)")
+        figure.legend_outside(row[1], handles, labels)
+    return figure.save(fig, path)
 
 
-def per_epoch(history: pd.DataFrame, path: Path) -> Path | None:
-    plt = _plt()
-    hist = history.dropna(subset=["test_loss"])
+def with_run_columns(history: pd.DataFrame, results: pd.DataFrame, keys) -> pd.DataFrame:
+    """The history with the results' `keys` and status joined on run_dir (one merge)."""
+    wanted = [k for k in (*keys, "status") if k in results and k not in history]
+    if not wanted:
+        return history
+    return history.merge(results[["run_dir", *wanted]], on="run_dir", how="left")
+
+
+def per_epoch(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path | None:
+    hist = with_run_columns(history, results, DATASET_KEYS)
+    hist = hist[hist["test_loss"].notna()]
     if hist.empty or hist.groupby("run_dir").size().max() < 2:  # final test loss only
         return None
-    lrs = sorted(hist["lr"].dropna().unique())
-    keys = varying(hist, DATASET_KEYS) or ["subset"]
-    seeds = "seed" in varying(hist, ["seed"])
-    fig, axes = plt.subplots(1, len(lrs), figsize=(5.2 * len(lrs), 4), squeeze=False)
-    for ax, lr in zip(axes[0], lrs):
-        for _, group in hist[hist["lr"] == lr].groupby("run_dir"):
-            first = group.iloc[0]
-            ax.plot(group["epoch"], group["test_loss"], marker=".",
-                    label=_label(first, keys) + (f", seed {first['seed']}" if seeds else ""))
-        ax.set_title(f"LR factor {lr:g}", fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    keys = figure.varying(hist, DATASET_KEYS) or ["subset"]
+    for k in keys:  # a missing value is a value of its own ("none"), not a dropped group
+        if hist[k].isna().any():
+            hist = hist.assign(**{k: hist[k].astype(object).where(hist[k].notna(), "none")})
+    all_lrs = sorted(hist["lr"].dropna().unique())
+    lrs = figure.evenly(all_lrs, MAX_PANELS)
+    hist = hist[hist["lr"].isin(lrs)]
+    stats = hist.groupby(["lr", *keys, "epoch"])["test_loss"].agg(["mean", "min", "max",
+                                                                 "count"])
+    datasets = sorted({tuple(k[1:-1]) for k in stats.index}, key=figure.sort_key)
+    colour = dict(zip(datasets, figure.colours(range(len(datasets))).values()))
+    gone = hist[hist["status"] == DIVERGED].groupby("run_dir").tail(1) \
+        if "status" in hist else hist.iloc[:0]
+    cols = min(4, len(lrs))
+    rows = math.ceil(len(lrs) / cols)
+    import numpy as np
 
-
-def per_run_panels(table: pd.DataFrame):
-    """A figure with one titled panel per run of `table` (3 to a row, spare panels hidden);
-    returns it and the (axes, the run's rows) pairs."""
-    plt = _plt()
-    runs = [rows for _, rows in table.groupby("run_dir", sort=False)]
-    cols = min(3, len(runs))
-    nrows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4 * nrows), squeeze=False)
-    keys = varying(table, ("lr",) + DATASET_KEYS) or ["lr"]
-    for ax in list(axes.flat)[len(runs):]:
+    plt = figure.plt()
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 2.4, 3.0 * rows),
+                             squeeze=False)
+    for ax in list(axes.flat)[len(lrs):]:
         ax.set_visible(False)
-    for ax, rows in zip(axes.flat, runs):
-        ax.set_title(_label(rows.iloc[0], keys), fontsize=10)
+    for ax, lr in zip(axes.flat, lrs):
+        at = stats.xs(lr, level="lr")
+        for data, curve in at.groupby(level=list(range(len(keys)))):
+            data = data if isinstance(data, tuple) else (data,)
+            figure.spread(ax, curve.index.get_level_values("epoch"), curve, colour[data],
+                          label_of(data, keys), marker=".")
+        for data, ends in gone[gone["lr"] == lr].groupby(keys):
+            data = data if isinstance(data, tuple) else (data,)
+            figure.mark_missing(ax, ends["epoch"], colour[data], "diverged after this epoch")
+        figure.integer_epochs(ax)
+        figure.log_if_wide(ax, at["mean"])
+        ax.set_title(f"LR factor {lr:g}", fontsize=10)
         ax.grid(True, alpha=0.3)
-    return fig, list(zip(axes.flat, runs))
-
-
-def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
-    fig, panels = per_run_panels(table)
-    for ax, rows in panels:
-        rows = rows[rows["probe_epoch"] == rows["probe_epoch"].max()]
-        curve = recency_curve(rows, bin_epochs)
-        half = steps_per_epoch_of(rows) / 2
-        ax.scatter(rows["steps_ago"], rows["loss"], s=3, alpha=0.3, color="tab:blue",
-                   label="one batch")
-        ax.plot(curve["steps_ago"], curve["loss"], color="tab:blue", lw=2,
-                label=f"mean per {bin_epochs:g} epoch")
-        ax.axhline(rows["test_loss"].iloc[0], color="tab:red", ls="--", label="test loss")
-        ax.axvline(half, color="gray", ls=":", label="half an epoch ago")
-        ax.set_xlabel("steps ago (0 = the last batch)")
-        ax.set_ylabel("loss of the batch as it was seen")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
-    fig, panels = per_run_panels(table)
-    cmap = _plt().get_cmap("plasma")
-    for ax, rows in panels:
-        epochs = sorted(rows["probe_epoch"].unique())
-        for k, epoch in enumerate(epochs):
-            at = rows[rows["probe_epoch"] == epoch]
-            curve = recency_curve(at, bin_epochs)
-            color = cmap(k / max(1, len(epochs) - 1) * 0.85)
-            ax.plot(curve["epochs_ago"], curve["loss"], color=color, label=f"after epoch {epoch}")
-            ax.axhline(at["test_loss"].iloc[0], color=color, ls="--", lw=0.8)
-        ax.set_xlabel("epochs ago")
-        ax.set_ylabel("probe loss (dashed: test loss)")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test loss (nats per example)")
+    for i, j in zip(*np.nonzero(np.ones(axes.shape)[:-1])):  # the epoch label once a column
+        if axes[i + 1, j].get_visible():
+            axes[i, j].set_xlabel("")
+    note = f" ({len(lrs)} of {len(all_lrs)} LR factors)" if len(lrs) < len(all_lrs) else ""
+    fig.suptitle(f"test loss per epoch, mean over seeds (band: min-max){note}", fontsize=11)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*figure.dedupe_legend(ax)):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    figure.legend_outside(list(axes.flat)[min(cols, len(lrs)) - 1], handles, labels)
+    return figure.save(fig, path)
 
 
 def recipes(results: pd.DataFrame, path: Path, target: float | None = None) -> Path:
-    plt = _plt()
+    plt = figure.plt()
     names = sorted(results["recipe"].dropna().unique())
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4))
+    colour = figure.colours(names)
+    fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(names), 4))
+    ok = results[results["status"] == OK]
     for i, name in enumerate(names):
-        ok = results[(results["recipe"] == name) & (results["status"] == OK)]
-        ax.plot([i] * len(ok), ok["test_acc"], "o", alpha=0.7)
+        acc = ok.loc[ok["recipe"] == name, "test_acc"]
+        ax.plot([i] * len(acc), acc, "o", alpha=0.7, color=colour[name])
+        if len(acc):
+            ax.plot([i - 0.25, i + 0.25], [acc.median()] * 2, color=colour[name], lw=2)
     if target is None and results["target_acc"].notna().any():
         target = float(results["target_acc"].dropna().iloc[0])
     if target is not None:
         ax.axhline(target, color="tab:red", ls="--", label=f"target {target:.2%}")
-        ax.legend(fontsize=8)
+        figure.legend_outside(ax)
     batch = results.groupby("recipe")["batch_size"].first()
     ax.set_xticks(range(len(names)), [f"{n}\n(batch {batch[n]})" for n in names])
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_ylabel("test accuracy")
-    ax.set_title("final test accuracy per run", fontsize=10)
+    ax.set_ylabel("test accuracy (fraction of test images)")
+    ax.set_title("final test accuracy per run (bar: median)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return figure.save(fig, path)
 
 
-def _factor_formatter():
-    """LR factors as 1/8, 1/4, 1/2, 1, 2, ... on a log2 axis."""
-    from matplotlib.ticker import FuncFormatter
-
-    return FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    _plt().close(fig)
-    return path
+def plot_tables(results: pd.DataFrame, tables: dict, out: Path,
+                bin_epochs: float = Thresholds.bin,
+                target_acc: float | None = None) -> list[Path]:
+    """Write every figure the tables allow into `out`; return their paths."""
+    if results.empty:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if is_lr_subset_grid(results):
+        written.append(lr_subset(results, out / "lr_subset.png"))
+    history = tables.get("history")
+    if history is not None and not history.empty and history["run_dir"].nunique() > 1:
+        written.append(per_epoch(history, results, out / "test_loss_per_epoch.png"))
+    if history is not None and not history.empty:
+        history = with_run_columns(history, results, ("subset", "batch_size"))
+        written.append(plot_diag.sharpness(history, results, out / "sharpness.png"))
+        written.append(plot_diag.noise_scale(history, out / "noise_scale.png"))
+    table = finished_probes(results, tables.get("recency"))
+    if not table.empty:
+        written.append(plot_recency.recency(table, out / "recency.png", bin_epochs))
+        if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
+            written.append(plot_recency.recency_evolution(table, out / "recency_evolution.png",
+                                                          bin_epochs))
+    if "lr_subset.png" not in {p.name for p in written if p} and results["recipe"].nunique() > 1:
+        written.append(recipes(results, out / "recipes.png", target_acc))
+    return [p for p in written if p is not None]
 
 
 def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
@@ -212,23 +214,4 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
     from forgetting.runs.results import build_tables
 
     results, tables, _ = build_tables(dirs)
-    if results.empty:
-        return []
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if is_lr_subset_grid(results):
-        written.append(lr_subset(results, out / "lr_subset.png"))
-    history = tables["history"]
-    if not history.empty and history["run_dir"].nunique() > 1:
-        written.append(per_epoch(history, out / "test_loss_per_epoch.png"))
-    if not history.empty:
-        written.append(plot_diag.sharpness(history, results, out / "sharpness.png"))
-        written.append(plot_diag.noise_scale(history, out / "noise_scale.png"))
-    table = finished_probes(results, tables["recency"])
-    if not table.empty:
-        written.append(recency(table, out / "recency.png", bin_epochs))
-        if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
-            written.append(recency_evolution(table, out / "recency_evolution.png", bin_epochs))
-    if "lr_subset.png" not in {p.name for p in written if p} and results["recipe"].nunique() > 1:
-        written.append(recipes(results, out / "recipes.png", target_acc))
-    return [p for p in written if p is not None]
+    return plot_tables(results, tables, out, bin_epochs, target_acc)

@@ -1,11 +1,13 @@
 """Figures of the diagnostics (`diag.*`), from a sweep's gathered history:
 
-- `sharpness.png`: eta_eff (lambda_max + wd) over training, one line per LR factor (mean over
-  seeds, the largest subset), one panel per batch size, with the optimiser's stability edge
-  drawn as a line: a run whose curve reaches the line trains at the edge of stability.
-- `noise_scale.png`: the gradient noise scale B_simple per epoch, one line per LR factor, one
-  panel per batch size, with the batch size drawn as a line: below B_simple a larger batch still
-  trains in proportionally fewer steps.
+- `sharpness.png`: η_eff (λ_max + wd) over training, one colour per LR factor (the same in
+  every panel; mean over seeds with a min-max band, the largest subset), one panel per batch
+  size, with the optimiser's stability edge drawn as a line: a run whose curve reaches the line
+  trains at the edge of stability. An epoch whose measurement is missing is a hollow marker on
+  the bottom edge, its reason (the run's `sharpness_note`) in the legend.
+- `noise_scale.png`: the gradient noise scale B_simple per epoch, likewise, with the batch size
+  drawn as a line: below B_simple a larger batch still trains in proportionally fewer steps. An
+  epoch whose |G|² estimate is not positive has no B_simple: a marker says so.
 """
 
 from __future__ import annotations
@@ -13,74 +15,92 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forgetting.analysis import figure
+
 if TYPE_CHECKING:
     import pandas as pd
 
+NOISE_MISSING = "|G|² not resolved (estimate ≤ 0)"
 
-def _panels(history: pd.DataFrame, column: str):
-    """(figure, [(axes, batch size, the largest subset's rows with `column`)]) or None."""
-    from forgetting.analysis.plot import _plt
 
+def _panels(history: pd.DataFrame, measured: str, column: str):
+    """(figure, [(axes, batch size, the largest subset's rows of runs that measured)], the
+    colour of each LR factor) or None when no run measured `column`."""
     if column not in history or not history[column].notna().any():
         return None
-    rows = history[history[column].notna()]
+    runs = history.loc[history[column].notna(), "run_dir"].unique()
+    rows = history[history["run_dir"].isin(set(runs)) & history[measured].notna()] \
+        if measured in history else history[history["run_dir"].isin(set(runs))]
     sizes = sorted(rows["batch_size"].dropna().unique())
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), squeeze=False)
+    fig, axes = figure.plt().subplots(1, len(sizes), figsize=(5.2 * len(sizes) + 2.2, 4),
+                                      squeeze=False)
     out = []
     for ax, size in zip(axes[0], sizes):
         group = rows[rows["batch_size"] == size]
         group = group[group["subset"] == group["subset"].max()]
         out.append((ax, size, group))
-    return fig, out
+    return fig, out, figure.colours(rows["lr"].unique())
 
 
-def _lines(ax, group: pd.DataFrame, value: pd.Series) -> None:
-    import matplotlib
-
-    lrs = sorted(group["lr"].unique())
-    cmap = matplotlib.colormaps["plasma"]
-    for i, lr in enumerate(lrs):
-        at = group["lr"] == lr
-        curve = value[at].groupby(group.loc[at, "epoch"]).mean()
-        ax.plot(curve.index, curve.values, marker=".", color=cmap(i / max(1, len(lrs) - 1)),
-                label=f"LR factor {lr:g}")
-    ax.set_xlabel("epoch")
-    ax.set_yscale("log")
+def _lines(ax, group: pd.DataFrame, value: pd.Series, colour: dict, reason) -> None:
+    """Mean over seeds per LR factor and epoch; an epoch without a value is marked with its
+    `reason` (texts aligned with `group`; none: not measured that epoch, not marked)."""
+    frame = group.assign(value=value)
+    stats = frame.groupby(["lr", "epoch"])["value"].agg(["mean", "min", "max", "count"])
+    for lr, curve in stats.groupby(level="lr"):
+        x = curve.index.get_level_values("epoch")
+        figure.spread(ax, x, curve, colour[lr], f"LR factor {lr:g}", marker=".")
+    missing = frame.assign(reason=reason)
+    missing = missing[missing["value"].isna() & missing["reason"].notna()]
+    for (lr, why), at in missing.groupby(["lr", "reason"]):
+        figure.mark_missing(ax, sorted(at["epoch"].unique()), colour[lr], why)
+    figure.integer_epochs(ax)
+    figure.log_if_wide(ax, stats["mean"])
     ax.grid(True, alpha=0.3)
 
 
 def sharpness(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path | None:
-    from forgetting.analysis.plot import _save
-
-    panels = _panels(history, "sharpness_ratio")
+    panels = _panels(history, "eta_eff", "sharpness_ratio")
     if panels is None:
         return None
-    fig, out = panels
+    fig, out, colour = panels
     edge = float(results["stability_edge"].dropna().iloc[0]) \
         if "stability_edge" in results and results["stability_edge"].notna().any() else None
     for ax, size, group in out:
         scale = edge if edge is not None else 1.0
-        _lines(ax, group, group["sharpness_ratio"] * scale)
+        reason = group["sharpness_note"] if "sharpness_note" in group else None
+        _lines(ax, group, group["sharpness_ratio"] * scale, colour, reason)
         if edge is not None:
             ax.axhline(edge, color="black", linestyle="--", label=f"stability edge {edge:.3g}")
-        ax.set_ylabel("eta_eff (lambda_max + wd)" if edge is not None else "sharpness ratio")
+        ax.set_ylabel(figure.SHARPNESS if edge is not None else "sharpness ratio")
         ax.set_title(f"batch {size:g}, subset {group['subset'].max():g}", fontsize=10)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    _legend(out)
+    return figure.save(fig, path)
 
 
 def noise_scale(history: pd.DataFrame, path: Path) -> Path | None:
-    from forgetting.analysis.plot import _save
-
-    panels = _panels(history, "noise_scale")
+    panels = _panels(history, "noise_measurements", "noise_scale")
     if panels is None:
         return None
-    fig, out = panels
+    fig, out, colour = panels
     for ax, size, group in out:
-        _lines(ax, group, group["noise_scale"])
+        reason = None  # an epoch with measurements but no B_simple: |G|^2 was not positive
+        if "noise_measurements" in group:
+            reason = (group["noise_measurements"] > 0).map({True: NOISE_MISSING, False: None})
+        _lines(ax, group, group["noise_scale"], colour, reason)
         ax.axhline(size, color="black", linestyle="--", label=f"batch size {size:g}")
-        ax.set_ylabel("gradient noise scale B_simple")
+        ax.set_ylabel(figure.NOISE)
         ax.set_title(f"batch {size:g}, subset {group['subset'].max():g}", fontsize=10)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    _legend(out)
+    return figure.save(fig, path)
+
+
+def _legend(out) -> None:
+    """One legend for the figure, right of the last panel: every entry of every panel once."""
+    handles, labels = [], []
+    for ax, _, _ in out:
+        for h, lab in zip(*figure.dedupe_legend(ax)):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    figure.legend_outside(out[-1][0], handles, labels)

@@ -39,25 +39,33 @@ def recency_curve(rows: pd.DataFrame, bin_epochs: float) -> pd.DataFrame:
 def summarize(recency: pd.DataFrame, within: float, bin_epochs: float) -> list[dict]:
     """Per run (its final probe): steps until the recent-batch loss (means over bins of
     `bin_epochs`) is within `within` (a fraction) of the test loss, and the loss of the most
-    recent batches vs the oldest probed ones."""
+    recent batches vs the oldest probed ones. One groupby over all runs' rows, not a loop."""
+    last = recency.groupby("run_dir", sort=False)["probe_epoch"].transform("max")
+    rows = recency[recency["probe_epoch"] == last]
+    names = list(dict.fromkeys(rows["run_dir"]))
+    later = rows[rows["steps_ago"] > 0]
+    per_epoch = (later["steps_ago"] / later["epochs_ago"]).groupby(later["run_dir"]).median()
+    per_epoch = per_epoch.reindex(names).fillna(1.0)
+    width = rows["run_dir"].map((bin_epochs * per_epoch).round().clip(lower=1))
+    binned = rows.assign(bin=rows["steps_ago"] // width * width)
+    curve = binned.groupby(["run_dir", "bin"])["loss"].mean().reset_index()
+    first = rows.groupby("run_dir", sort=False).first()
+    curve["level"] = curve["run_dir"].map((1 - within) * first["test_loss"])
+    reached = curve[curve["loss"] >= curve["level"]].groupby("run_dir")["bin"].min()
+    ends = curve.groupby("run_dir")["loss"].agg(["first", "last"])
+    oldest = rows.groupby("run_dir")["epochs_ago"].max()
     out = []
-    for run_dir, rows in recency.groupby("run_dir", sort=False):
-        rows = rows[rows["probe_epoch"] == rows["probe_epoch"].max()]
-        test_loss = float(rows["test_loss"].iloc[0])
-        curve = recency_curve(rows, bin_epochs)
-        level = (1 - within) * test_loss
-        close = curve[curve["loss"] >= level]
-        steps_per_epoch = steps_per_epoch_of(rows)
-        first = int(close["steps_ago"].iloc[0]) if len(close) else None
-        entry = {"run_dir": run_dir, "test_loss": test_loss,
-                 "recent_loss": float(curve["loss"].iloc[0]),
-                 "oldest_loss": float(curve["loss"].iloc[-1]),
-                 "probed_epochs": float(rows["epochs_ago"].max() + 1 / steps_per_epoch),
-                 "steps_to_test_level": first,
-                 "epochs_to_test_level": first / steps_per_epoch if first is not None else None}
+    for name in names:
+        steps = int(reached[name]) if name in reached.index else None
+        entry = {"run_dir": name, "test_loss": float(first.at[name, "test_loss"]),
+                 "recent_loss": float(ends.at[name, "first"]),
+                 "oldest_loss": float(ends.at[name, "last"]),
+                 "probed_epochs": float(oldest[name] + 1 / per_epoch[name]),
+                 "steps_to_test_level": steps,
+                 "epochs_to_test_level": steps / per_epoch[name] if steps is not None else None}
         for key in PROBE_KEYS:
-            if key in rows:
-                value = rows[key].iloc[0]
+            if key in first:
+                value = first.at[name, key]
                 entry[key] = value.item() if hasattr(value, "item") else value
         out.append(entry)
     return out

@@ -1,0 +1,158 @@
+"""What every figure of forgetting.plot shares: the backend, saving, one colour per value of a
+key, axes conventions (integer epochs, log y where values span decades, legends off the data,
+units) and a marker for a point that is missing, with its reason.
+
+Colours: `colours(values)` maps the *sorted* distinct values of a key to a fixed palette, so a
+value keeps its colour in every panel of a figure whichever values a panel happens to hold.
+Up to 10 values take matplotlib's qualitative `tab10`; more take `viridis` truncated before its
+pale yellow end. No colour is lighter than LIGHTEST (relative luminance), so none vanishes on a
+white background.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LIGHTEST = 0.72  # the relative luminance (0 black .. 1 white) no line colour may exceed
+SPAN = 10.0  # a curve whose largest/smallest value exceeds this gets a log y axis
+DPI = 100
+
+# axis labels with their units
+LOSS = "loss (nats per example)"
+STEPS_AGO = "steps ago (0 = the last batch)"
+EPOCH = "epoch"
+LR_FACTOR = "LR factor (× the recipe's per-example LR)"
+SHARPNESS = r"$\eta_\mathrm{eff}\,(\lambda_\mathrm{max} + \mathrm{wd})$"
+NOISE = r"gradient noise scale $B_\mathrm{simple}$ (examples)"
+
+
+def plt():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def save(fig, path: Path) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():  # legends outside the axes: tight_layout may only warn
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt().close(fig)
+    return path
+
+
+def luminance(colour) -> float:
+    """Relative luminance (sRGB, WCAG's formula) of any matplotlib colour."""
+    from matplotlib.colors import to_rgb
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in to_rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def colours(values) -> dict:
+    """A fixed colour for every distinct value (sorted; NaN/None dropped)."""
+    import matplotlib
+
+    distinct = sorted({v for v in values if v is not None and v == v})
+    if len(distinct) <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {v: cmap(i) for i, v in enumerate(distinct)}
+    cmap = matplotlib.colormaps["viridis"]
+    top = 0.82  # viridis beyond this turns pale yellow
+    return {v: cmap(top * i / (len(distinct) - 1)) for i, v in enumerate(distinct)}
+
+
+def integer_epochs(ax) -> None:
+    """Epochs are counts: ticks at whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(EPOCH)
+
+
+def log_if_wide(ax, values, axis: str = "y") -> bool:
+    """A log scale when the finite positive values span more than SPAN; True if set."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    if len(finite) < 2 or max(finite) / min(finite) <= SPAN:
+        return False
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
+    return True
+
+
+def legend_outside(ax, handles=None, labels=None, title: str | None = None) -> None:
+    """The legend to the right of the axes, never over the data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, title=title, title_fontsize=8,
+                  loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
+def factor_formatter():
+    """LR factors as 1/8, 1/4, 1/2, 1, 2, ... on a log2 axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}")
+
+
+def mark_missing(ax, xs, colour, reason: str) -> None:
+    """Points with no value drawn as hollow markers on the axes' bottom edge; the reason goes
+    to the legend (one entry per reason)."""
+    xs = list(xs)
+    if not xs:
+        return
+    ax.plot(xs, [0.0] * len(xs), linestyle="none", marker="v", ms=7, mfc="none",
+            mec=colour, mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False,
+            label=reason)
+
+
+def dedupe_legend(ax):
+    """Handles and labels with each label once (missing-point markers repeat per line)."""
+    seen: dict = {}
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+        seen.setdefault(label, handle)
+    return list(seen.values()), list(seen.keys())
+
+
+def spread(ax, x, frame, colour, label: str, marker: str = "o") -> None:
+    """A mean line over seeds with a min-max band (frame columns: mean, min, max, count) and
+    nothing more where every point has one seed."""
+    ax.plot(x, frame["mean"], color=colour, marker=marker, ms=4, label=label)
+    if (frame["count"] > 1).any():
+        ax.fill_between(x, frame["min"], frame["max"], color=colour, alpha=0.18, lw=0)
+
+
+def varying(frame: pd.DataFrame, keys) -> list[str]:
+    return [k for k in keys if k in frame and frame[k].nunique(dropna=False) > 1]
+
+
+def sort_key(values: tuple) -> tuple:
+    """Numbers in numeric order, then anything else by its text."""
+    return tuple((0, v, "") if isinstance(v, numbers.Number) else (1, 0, str(v)) for v in values)
+
+
+def evenly(values: list, most: int) -> list:
+    """At most `most` of the sorted `values`, spread evenly, the first and last included."""
+    if len(values) <= most:
+        return values
+    return [values[round(i * (len(values) - 1) / (most - 1))] for i in range(most)]

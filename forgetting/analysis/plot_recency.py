@@ -1,0 +1,92 @@
+"""Figures of the forgetting probe, one panel per run (at most MAX_RUNS, chosen evenly):
+
+- `recency.png`: at the end of training, the final model's loss on every batch of the last
+  epochs, rebuilt exactly as it was fed, against how many steps ago it was fed; its binned mean,
+  the test loss (dashed) and half an epoch (dotted).
+- `recency_evolution.png`: the binned curve at each probed epoch (`probe.every`), one colour per
+  probed epoch in every panel.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from forgetting.analysis import figure
+from forgetting.analysis.recency import PROBE_KEYS, recency_curve, steps_per_epoch_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_RUNS = 12
+PROBE_LOSS = "final model's loss on the batch\nas it was fed (nats per example)"
+
+
+def per_run_panels(table: pd.DataFrame):
+    """A figure with one titled panel per run of `table` (3 to a row, spare panels hidden);
+    returns it and the (axes, the run's rows) pairs."""
+    names = list(dict.fromkeys(table["run_dir"]))
+    shown = set(figure.evenly(names, MAX_RUNS))
+    runs = [rows for name, rows in table[table["run_dir"].isin(shown)].groupby(
+        "run_dir", sort=False)]
+    cols = min(3, len(runs))
+    nrows = math.ceil(len(runs) / cols)
+    fig, axes = figure.plt().subplots(nrows, cols, figsize=(4.6 * cols + 2.2, 3.6 * nrows),
+                                      squeeze=False)
+    keys = figure.varying(table, PROBE_KEYS) or ["lr"]
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    for ax, rows in zip(axes.flat, runs):
+        first = rows.iloc[0]
+        ax.set_title(", ".join(f"{k} {first[k]:g}" if isinstance(first[k], float)
+                               else f"{k} {first[k]}" for k in keys), fontsize=9)
+        ax.grid(True, alpha=0.3)
+    if len(runs) < len(names):
+        fig.suptitle(f"{len(runs)} of {len(names)} runs", fontsize=10)
+    return fig, list(zip(axes.flat, runs))
+
+
+def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, panels = per_run_panels(table)
+    for ax, rows in panels:
+        rows = rows[rows["probe_epoch"] == rows["probe_epoch"].max()]
+        curve = recency_curve(rows, bin_epochs)
+        half = steps_per_epoch_of(rows) / 2
+        ax.scatter(rows["steps_ago"], rows["loss"], s=3, alpha=0.3, color="tab:blue",
+                   label="one batch")
+        ax.plot(curve["steps_ago"], curve["loss"], color="tab:blue", lw=2,
+                label=f"mean per {bin_epochs:g} epoch")
+        ax.axhline(rows["test_loss"].iloc[0], color="tab:red", ls="--",
+                   label="test loss (same model)")
+        ax.axvline(half, color="tab:gray", ls=":", label="half an epoch ago")
+        ax.set_xlabel(figure.STEPS_AGO)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counts
+        ax.set_ylabel(PROBE_LOSS)
+    figure.legend_outside(panels[min(3, len(panels)) - 1][0], *figure.dedupe_legend(panels[0][0]))
+    return figure.save(fig, path)
+
+
+def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+    fig, panels = per_run_panels(table)
+    colour = figure.colours(table["probe_epoch"].unique())
+    for ax, rows in panels:
+        for epoch, at in rows.groupby("probe_epoch"):
+            curve = recency_curve(at, bin_epochs)
+            ax.plot(curve["epochs_ago"], curve["loss"], color=colour[epoch],
+                    label=f"after epoch {epoch}")
+            ax.axhline(at["test_loss"].iloc[0], color=colour[epoch], ls="--", lw=0.8)
+        ax.set_xlabel("epochs ago")
+        ax.set_ylabel("probe loss (nats per example)\ndashed: test loss")
+    handles, labels = [], []
+    for ax, _ in panels:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    order = sorted(range(len(labels)), key=lambda i: int(labels[i].split()[-1]))
+    figure.legend_outside(panels[min(3, len(panels)) - 1][0], [handles[i] for i in order],
+                          [labels[i] for i in order])
+    return figure.save(fig, path)
