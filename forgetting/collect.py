@@ -1,11 +1,16 @@
 """Rebuild sweep tables from run folders on disk.
 
-    python -m forgetting.collect DIR [DIR ...] [--out DIR] [--replace]
+    python -m forgetting.collect DIR [DIR ...] [--out DIR] [--replace] [--full]
 
 Each DIR gets its own results.parquet, results.csv and history.parquet; with --out the runs of
 all DIRs are also merged into one table there. Prints the test-loss pivot. A folder without run
 folders gets no table, and a table is never replaced by one with fewer rows (run folders were
 deleted or moved) unless --replace: one `error:` line, exit code 2, the table kept.
+
+Collecting is incremental: only run folders whose files changed since the last collect are read
+again (`.results.manifest.parquet`, forgetting/runs/manifest.py); --full reads every run folder
+and gives the same tables. An ok row is never replaced by the failed row of a damaged
+metrics.json (one `warning:` line names the file) unless --replace.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from forgetting.runs.results import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m forgetting.collect",
-                            description="Rebuild sweep tables from run folders.")
+                            description="Update sweep tables from run folders.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders")
     parser.add_argument("--out", type=Path, help="also write a merged table here")
     parser.add_argument("--replace", action="store_true",
-                        help="replace a table even when the run folders give fewer rows")
+                        help="replace a table even when the run folders give fewer rows, "
+                        "and an ok row by the failed row of a damaged metrics.json")
+    parser.add_argument("--full", action="store_true",
+                        help="read every run folder again (the same tables as an update)")
     args = parser.parse_args(argv)
     if missing := missing_folder(args.dirs):
         print(missing, file=sys.stderr)
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for folder in args.dirs:
         try:
-            results, swept = collect(folder, replace=args.replace)
+            results, swept = collect(folder, replace=args.replace, full=args.full)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -17,9 +17,12 @@ CHECKPOINT = "checkpoint.pt"
 CLAIM = ".claim"
 HYDRA_CONFIG = ".hydra/config.yaml"
 HYDRA_OVERRIDES = ".hydra/overrides.yaml"
+HYDRA_YAML = ".hydra/hydra.yaml"  # Hydra's own config: the group choices of an unfinished run
 
 RESULTS = "results.parquet"
 RESULTS_CSV = "results.csv"
 OPTUNA_TRIALS = "optuna_trials.parquet"
 TABLE_LOCK = ".results.lock"
 CONFIG_INDEX = ".configs"  # a folder: one file per config hash, holding its run folder's name
+MANIFEST = ".results.manifest.parquet"  # each run folder's files as the tables last saw them
+PENDING = ".results.pending"  # run folders finished since the tables were written (array tasks)

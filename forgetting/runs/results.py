@@ -9,6 +9,13 @@ Files written into the sweep folder: `results.parquet`, `results.csv` (one row p
 rows of every run that has them). Runs of the same config (config hash) in one
 sweep folder give one row, the newest finished (forgetting/runs/resume.py); writers of a folder's
 tables take its `.results.lock` first.
+
+Updates are incremental: beside the tables, `.results.manifest.parquet`
+(forgetting/runs/manifest.py) records what each run folder's files were, so an update re-reads
+only run folders that changed (a stat of each, a read of the changed) and takes the other rows
+from the tables written last time (forgetting/runs/gather.py); `full=True` (collect --full)
+re-reads every folder and gives the same tables. An array task re-reads only its own folder
+(`update_after_run`, forgetting/runs/pending.py).
 """
 
 from __future__ import annotations
@@ -22,60 +29,69 @@ from typing import TYPE_CHECKING
 from hydra.experimental.callback import Callback
 
 from forgetting.core.errors import UserError
-from forgetting.core.files import atomic_write_csv, atomic_write_parquet
+from forgetting.core.files import atomic_path, atomic_write_csv, atomic_write_parquet
 from forgetting.core.metrics import (
     ABANDONED,
     FAILED,
     FINISHED,
-    OK,
 )
-from forgetting.runs import folders, tracking
-from forgetting.runs.resume import latest_runs
-from forgetting.runs.rows import KEY_COLUMNS, find_runs, read_run
+from forgetting.runs import folders, manifest, tracking
+from forgetting.runs.gather import PER_RUN_TABLES, gather, read_old
+from forgetting.runs.pivots import pivot, pivot_table  # noqa: F401  (the table's pivots)
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger("forgetting")
 
-# per-run tables gathered into one per sweep, with the run's key columns in front
-PER_RUN_TABLES = ("history", "recency")
+
+def read_root(root: Path, full: bool = False, replace: bool = False,
+              only: list[str] | None = None):
+    """(entries, rows, {name: gathered arrow table}, swept keys) of the run folders under
+    `root`, re-reading only what changed since its manifest (everything when `full`; only the
+    folders `only` when the manifest is usable)."""
+    old, meta = manifest.load(root)
+    if not old:
+        only = None  # no usable manifest: every folder is read once
+    entries, reread = manifest.refresh(root, old, full=full, replace=replace, only=only)
+    chosen = manifest.chosen(entries)  # one per config (forgetting/runs/resume.py)
+    tables = {name: gather(root, chosen, reread, name, None if full else
+                           read_old(root, name, meta)) for name in PER_RUN_TABLES}
+    rows, swept = [], []
+    for e in chosen:
+        rows.append({**e.row, "run_dir": str(root / e.rel)})
+        swept += [k for k in e.swept if k not in swept]
+    return entries, rows, tables, swept
 
 
-def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
-    """(results, {name: gathered per-run table} for PER_RUN_TABLES, swept keys) for every run
-    folder under `roots`."""
+def results_frame(rows: list[dict], roots: list[Path]) -> pd.DataFrame:
     import pandas as pd
 
-    rows, swept = [], []
-    gathered: dict[str, list] = {name: [] for name in PER_RUN_TABLES}
-    for root in roots:
-        for run_dir in latest_runs(find_runs(root)):  # one per config (forgetting/runs/resume.py)
-            row, keys = read_run(run_dir)
-            rows.append(row)
-            swept += [k for k in keys if k not in swept]
-            extra = ["trial"] if row.get("trial") is not None else []  # Optuna's
-            columns = KEY_COLUMNS + [k for k in keys if k not in KEY_COLUMNS] + extra
-            for name, frames in gathered.items():
-                path = run_dir / f"{name}.parquet"
-                if not path.is_file():
-                    continue
-                try:
-                    table = pd.read_parquet(path)
-                except Exception:
-                    continue
-                for column in columns:
-                    if column not in table:
-                        table.insert(0, column, [row.get(column)] * len(table))
-                table["run_dir"] = row["run_dir"]
-                frames.append(table)
     results = merge_trials(pd.DataFrame(rows), roots)
     for column in ["error", "test_loss", "train_loss", "clean_train_loss", "test_acc"]:
         if column not in results:
             results[column] = None if column == "error" else math.nan
-    tables = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-              for name, frames in gathered.items()}
-    return results, tables, swept
+    return results
+
+
+def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
+    """(results, {name: gathered per-run table} for PER_RUN_TABLES, swept keys) for every run
+    folder under `roots`; reads only what changed since each root's manifest, writes nothing."""
+    import pandas as pd
+    import pyarrow as pa
+
+    rows, swept, gathered = [], [], {name: [] for name in PER_RUN_TABLES}
+    for root in roots:
+        _, root_rows, tables, root_swept = read_root(root)
+        rows += root_rows
+        swept += [k for k in root_swept if k not in swept]
+        for name, table in tables.items():
+            if table.num_rows:
+                gathered[name].append(table)
+    tables = {name: pa.concat_tables(frames, promote_options="permissive").to_pandas()
+              if frames else pd.DataFrame() for name, frames in gathered.items()}
+    return results_frame(rows, roots), tables, swept
 
 
 def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
@@ -113,37 +129,21 @@ def mark_abandoned(results: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return results
 
 
-def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+def write_tables(folder: Path, results: pd.DataFrame,
+                 tables: dict[str, pd.DataFrame | pa.Table]) -> None:
     """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe."""
+    import pyarrow.parquet as pq
+
     atomic_write_parquet(folder / folders.RESULTS, results)
     atomic_write_csv(folder / folders.RESULTS_CSV, results)
     for name, table in tables.items():
-        if name == "history" or not table.empty:
+        if name != "history" and not len(table):
+            continue
+        if hasattr(table, "to_parquet"):  # pandas (a merged table, collect --out)
             atomic_write_parquet(folder / f"{name}.parquet", table)
-
-
-def pivot(results: pd.DataFrame, swept: list[str], value: str = "test_loss") -> str:
-    """Text pivot of `value` (subset x lr; other swept keys join the rows); non-ok runs by
-    their status. Several runs in one cell (seeds) show the mean of the ok ones."""
-    if results.empty or "lr" not in results or "subset" not in results:
-        return "(no runs)"
-    rows = ["subset"] + [k for k in swept if k not in ("lr", "subset", "seed")
-                         and k in results and results[k].nunique(dropna=False) > 1]
-
-    def cell(group: pd.DataFrame) -> str:
-        ok = group[group["status"] == OK][value].dropna()
-        if len(ok):
-            return f"{ok.mean():.4f}" + ("*" if len(ok) < len(group) else "")
-        return "/".join(sorted(set(group["status"])))
-
-    frame = results.copy()
-    for key in rows + ["lr"]:
-        frame[key] = frame[key].astype(str) if frame[key].dtype == object else frame[key]
-    table = frame.groupby(rows + ["lr"], dropna=False).apply(cell, include_groups=False)
-    table = table.unstack("lr")
-    note = "  (* some runs in the cell were not ok)" if table.map(
-        lambda s: isinstance(s, str) and s.endswith("*")).any().any() else ""
-    return f"{value} by {' x '.join(rows)} (rows) and lr (columns){note}\n{table.to_string()}"
+        else:
+            with atomic_path(folder / f"{name}.parquet") as tmp:
+                pq.write_table(table, tmp)
 
 
 class TableShrinks(UserError):
@@ -168,21 +168,32 @@ def check_replace(folder: Path, rows: int, replace: bool = False) -> None:
                            f"{rows}; not replaced (--replace replaces it)")
 
 
-def collect(folder: Path, replace: bool = False) -> tuple[pd.DataFrame, list[str]]:
-    """Rebuild and write the tables of one sweep folder, holding the folder's `.results.lock`
+def collect(folder: Path, replace: bool = False, full: bool = False,
+            only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Update and write the tables of one sweep folder, holding the folder's `.results.lock`
     from reading to writing: of concurrent collectors (array tasks, forgetting.collect) the
-    last one writes last and has seen every run finished before it started. A folder without
-    run folders gets nothing (an empty frame is returned); a table is never replaced by one
-    with fewer rows unless `replace` (TableShrinks)."""
+    last one writes last and has seen every run finished before it started. Only run folders
+    that changed since the manifest are read (every one when `full`; only the folders `only`,
+    relative to `folder`, for an array task). A folder without run folders gets nothing (an
+    empty frame is returned); a table is never replaced by one with fewer rows unless
+    `replace` (TableShrinks)."""
     import pandas as pd
     from filelock import FileLock
 
-    if not find_runs(folder):
+    if not manifest.any_run(folder):
         return pd.DataFrame(columns=["status", "error"]), []
     with FileLock(folder / folders.TABLE_LOCK):
-        results, tables, swept = build_tables([folder])
-        check_replace(folder, len(results), replace)
-        write_tables(folder, results, tables)
+        return collect_locked(folder, replace, full, only)
+
+
+def collect_locked(folder: Path, replace: bool = False, full: bool = False,
+                   only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """collect() for a caller that holds the folder's table lock."""
+    entries, rows, tables, swept = read_root(folder, full=full, replace=replace, only=only)
+    results = results_frame(rows, [folder])
+    check_replace(folder, len(results), replace)
+    write_tables(folder, results, tables)
+    manifest.save(folder, entries)
     return results, swept
 
 

@@ -1,7 +1,12 @@
 """One table row per run folder: find the run folders under a root, read each one's
-metrics.json (or, when the run did not finish, its `.hydra/config.yaml`) into a row of config
-columns, metric columns and the keys its command line set. forgetting/runs/results.py builds the
-sweep's tables from these rows.
+metrics.json (or, when the run did not finish, its `.hydra/config.yaml` and the group choices in
+`.hydra/hydra.yaml`) into a row of config columns, metric columns and the keys its command line
+set. forgetting/runs/results.py builds the sweep's tables from these rows.
+
+Columns: each config key once, under its table name (`width`, never `model.width` beside it);
+a swept key without a declared column under its dotted name; the command line's overrides as
+one string (`overrides`); keys that only say how a run is executed or shown (`quiet`,
+`data.root`, ... RUN_TIME_ONLY) are in `overrides` only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from forgetting.core.config import COLUMNS
+from forgetting.core.config import COLUMNS, UNHASHED
 from forgetting.core.metrics import DIAG_FINAL, FAILED, FINAL, FINISHED, RUNNING, TIMINGS
 from forgetting.runs import folders
 from forgetting.runs.claims import holder
@@ -23,6 +28,12 @@ METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "stora
                   "resumes", "config_hash", "steps", *DIAG_FINAL,
                   "launcher", "pack_id", "pack_size"]  # the last three: packed runs only
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
+COLUMN_OF = {dotted: column for column, dotted in CONFIG_COLUMNS.items()}  # model.width -> width
+# how a run is executed or shown, not what it computes: never a column (diag.* says what is
+# measured, so a swept diag key stays one)
+RUN_TIME_ONLY = {k for k in UNHASHED if not k.startswith("diag.")} | {"data.root"}
+UNREADABLE = "unreadable metrics.json"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -47,15 +58,40 @@ def _lookup(config: dict, dotted: str):
     return node
 
 
-def _swept_keys(run_dir: Path) -> list[str]:
-    path = run_dir / folders.HYDRA_OVERRIDES
+def _load_yaml(path: Path):
     try:
-        overrides = yaml.safe_load(path.read_text()) or []
+        return yaml.load(path.read_text(), Loader=_LOADER)
     except (OSError, yaml.YAMLError):
-        return []
+        return None
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    overrides = _load_yaml(run_dir / folders.HYDRA_OVERRIDES)
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The table columns of the keys a command line set: a declared column's name for its
+    dotted key (model.width -> width), without run-time-only keys, Hydra's and the trial's."""
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides
             if "=" in o and not o.startswith("hydra")]
-    return [k for k in keys if not k.startswith("optuna.")]  # the trial: study/trial columns
+    keys = [COLUMN_OF.get(k, k) for k in keys if not k.startswith("optuna.")  # the trial:
+            and k not in RUN_TIME_ONLY]                                      # study/trial
+    return list(dict.fromkeys(keys))
+
+
+def hydra_choices(run_dir: Path) -> dict:
+    """The group choices Hydra recorded for the run (`hydra.runtime.choices`), {} without."""
+    saved = _load_yaml(run_dir / folders.HYDRA_YAML)
+    choices = _lookup(saved, "hydra.runtime.choices") if isinstance(saved, dict) else None
+    return {k: v for k, v in choices.items() if not k.startswith("hydra/")} \
+        if isinstance(choices, dict) else {}
+
+
+def damaged(row: dict) -> bool:
+    """The row of a run folder whose metrics.json exists but cannot be read (truncated,
+    not JSON, no status)."""
+    return str(row.get("error") or "").startswith(UNREADABLE)
 
 
 def read_run(run_dir: Path) -> tuple[dict, list[str]]:
@@ -69,20 +105,22 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     except FileNotFoundError:
         metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
     except (OSError, ValueError) as e:
-        metrics = {"status": FAILED, "error": f"unreadable metrics.json ({e})"}
+        metrics = {"status": FAILED, "error": f"{UNREADABLE} ({e})"}
     if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
         metrics = {**metrics, "status": RUNNING, "error": None}  # claimed by a live process
     config = metrics.get("config")
     if not isinstance(config, dict):
-        try:
-            config = yaml.safe_load((run_dir / folders.HYDRA_CONFIG).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            config = {}
+        config = _load_yaml(run_dir / folders.HYDRA_CONFIG)
+        config = config if isinstance(config, dict) else {}
     for column, dotted in CONFIG_COLUMNS.items():
         row[column] = _lookup(config, dotted)
-    row["recipe"] = (metrics.get("choices") or {}).get("recipe")
-    swept = _swept_keys(run_dir)
-    choices = metrics.get("choices") or {}
+    choices = metrics.get("choices")
+    if not isinstance(choices, dict) or not choices:  # did not finish: Hydra's record
+        choices = hydra_choices(run_dir)
+    row["recipe"] = choices.get("recipe")
+    overrides = _overrides(run_dir)
+    row["overrides"] = " ".join(overrides)
+    swept = swept_keys(overrides)
     for key in swept:
         if key not in row:  # a config value, or a group choice (+sweep=..., +trainset=...)
             value = _lookup(config, key)

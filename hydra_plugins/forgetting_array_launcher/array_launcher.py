@@ -21,10 +21,12 @@ an index names no fixed point): run N workers of the same command on one storage
 
 `launch()` returns its one JobReturn (and an empty list for the sweeper's later batches), as
 Hydra's launchers do. For forgetting's app (forgetting.run, recognised by its results-table
-callback) the task then rebuilds the sweep's table under the table's file lock (so the last task
-to finish leaves the complete table; points still training elsewhere are `running` rows), prints
-one line, and `forgetting.run` exits with the point's outcome (`exit_code()`): 0 (ok, diverged,
-or skipped because finished), 1 (failed), 128 + signal (stopped for pre-emption, checkpoint
+callback) the task then merges its run folder into the sweep's tables under the table's file
+lock, reading no other run folder (forgetting/runs/pending.py: O(1) reads per task, so an array
+of 100,000 tasks costs 100,000 times one; the last task to finish leaves the complete table;
+points not yet finished have no row until their task ends), prints one line, and
+`forgetting.run` exits with the point's outcome (`exit_code()`): 0 (ok, diverged, or skipped
+because finished), 1 (failed), 128 + signal (stopped for pre-emption, checkpoint
 saved). For any other Hydra app the job is judged by its JobReturn alone (Hydra reports a job
 that raised, exit code 1) and nothing is written beside its runs. Hydra's end-of-sweep callbacks
 run after launch() returns; forgetting's table callback leaves array tasks alone. With
@@ -207,10 +209,11 @@ class ArrayLauncher(Launcher):
         return [ret]
 
     def finish(self, ret: JobReturn, point: int, sweep_dir: Path) -> int:
-        """Forgetting's app: rebuild the sweep's table (under its lock), print one line, return
-        the exit code."""
+        """Forgetting's app: merge this point's run folder into the sweep's tables (under
+        their lock, re-reading no other run folder: forgetting/runs/pending.py), print one
+        line, return the exit code."""
         from forgetting.core.errors import UserError
-        from forgetting.runs.results import collect
+        from forgetting.runs.pending import status_counts, update_after_run
         from forgetting.runs.resume import read_metrics
 
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
@@ -219,12 +222,12 @@ class ArrayLauncher(Launcher):
         if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
             status = FAILED
         try:
-            results, _ = collect(sweep_dir)
+            results = update_after_run(sweep_dir, run_dir)
+            counts = (results["status"].value_counts().to_dict() if results is not None
+                      else status_counts(sweep_dir))  # merged by a task before this one
         except UserError as e:  # the table is kept as it is
-            log.error("table not rebuilt: %s", e)
-            results = None
-        counts = (results["status"].value_counts().to_dict()
-                  if results is not None and len(results) else {})
+            log.error("table not updated: %s", e)
+            counts = {}
         print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
               f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
         return 1 if status == FAILED else 0

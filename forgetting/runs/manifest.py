@@ -1,0 +1,230 @@
+"""The manifest of a sweep folder's tables: what each run folder's files were when the tables
+were last written, so an update re-reads only the run folders that changed.
+
+`.results.manifest.parquet` (beside results.parquet) holds one record per run folder under the
+sweep folder, by path relative to it: the size, mtime and inode of its metrics.json, history.parquet,
+recency.parquet and `.hydra/config.yaml` (its signature), the row read from it (JSON, without
+`run_dir`), the keys its command line set, its config hash, whether it finished, the mtime that
+ranks runs of one config (forgetting/runs/resume.py `latest_runs`), and the columns of its
+per-run tables once read. The file's metadata records the sweep folder as it was spelled and the
+signatures of the tables written with it: a table removed or replaced since then makes the
+manifest stale, and the tables are rebuilt from the run folders alone.
+
+A run folder is re-read when its signature changed, when it is new, or when its row is not
+finished (a claim may have been taken or released since). A finished row is never replaced by
+the failed row of a damaged metrics.json (truncated, not JSON) unless `replace`: the earlier row
+is kept and one warning line names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forgetting.core.files import atomic_path
+from forgetting.core.metrics import FINISHED
+from forgetting.runs import folders
+from forgetting.runs.resume import folder_state
+from forgetting.runs.rows import damaged, read_run
+
+# the files a run's row and per-run tables are read from; their sizes and mtimes: its signature
+SIGNED = (folders.METRICS, folders.HISTORY, folders.RECENCY)
+TABLES = (folders.RESULTS, folders.HISTORY, folders.RECENCY)
+
+
+@dataclass
+class Entry:
+    """One run folder as the tables saw it."""
+    rel: str  # the run folder relative to the sweep folder ("." for the folder itself)
+    sig: str  # sizes and mtimes of its SIGNED files and .hydra/config.yaml
+    row: dict  # forgetting/runs/rows.py's row, without run_dir
+    swept: list[str]
+    key: str | None  # config hash; None: not identifiable (kept as its own row)
+    finished: bool
+    mtime_ns: int
+    columns: dict = field(default_factory=dict)  # per-run table -> [[column, arrow type]]
+
+
+def _stat(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"  # a rewrite by rename: a new inode
+
+
+def signature(run_dir: str, present: set[str]) -> str:
+    return "|".join([_stat(os.path.join(run_dir, name)) if name in present else "-"
+                     for name in SIGNED] + [_stat(os.path.join(run_dir, folders.HYDRA_CONFIG))])
+
+
+def scan(root: Path) -> dict[str, str]:
+    """Every run folder under `root` (a folder holding metrics.json or .hydra/config.yaml),
+    relative path -> signature. One directory listing per folder and a stat per signed file;
+    hidden folders (the config index, progress files) are not entered."""
+    found: dict[str, str] = {}
+    stack = [(str(root), ".")]
+    while stack:
+        path, rel = stack.pop()
+        present, subdirs, hydra = set(), [], False
+        try:
+            with os.scandir(path) as entries:
+                for e in entries:
+                    if e.name in SIGNED:
+                        present.add(e.name)
+                    elif e.name == ".hydra":
+                        hydra = True
+                    elif not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                        subdirs.append((e.path, e.name if rel == "." else f"{rel}/{e.name}"))
+        except OSError:
+            continue
+        sig = signature(path, present)
+        if folders.METRICS in present or (hydra and not sig.endswith("|-")):
+            found[rel] = sig
+        stack.extend(subdirs)
+    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
+
+
+def natural_key(rel: str) -> list:
+    """2 < 10 < 10-HASH: digit runs compare as numbers (forgetting/runs/rows.py find_runs)."""
+    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
+            for part in Path(rel).parts]
+
+
+def mtime_of(sig: str) -> int:
+    """The mtime that ranks runs of one config: metrics.json's, else .hydra/config.yaml's."""
+    parts = sig.split("|")
+    for part in (parts[0], parts[-1]):
+        if part != "-":
+            return int(part.split(":")[1])
+    return 0
+
+
+def read_entry(root: Path, rel: str, sig: str) -> Entry:
+    """Read one run folder (its metrics.json, else its Hydra files)."""
+    run_dir = root / rel
+    row, swept = read_run(run_dir)
+    del row["run_dir"]
+    row = json.loads(json.dumps(row, default=str))  # as the manifest stores it
+    if isinstance(row.get("config_hash"), str):
+        key, finished = row["config_hash"], row.get("status") in FINISHED
+    else:
+        key, finished = folder_state(run_dir)
+    return Entry(rel, sig, row, swept, key, finished, mtime_of(sig))
+
+
+def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool = False,
+            only: list[str] | None = None) -> tuple[dict[str, Entry], set[str]]:
+    """(entries, re-read folders) of the run folders under `root`, re-reading those that changed
+    since `old`: every one when `full`; only the folders `only` (relative paths) without a scan,
+    the other entries kept as they were (an array task's update)."""
+    if only is None:
+        current = scan(root)
+    else:
+        current = {rel: e.sig for rel, e in old.items()}
+        for rel in only:
+            path = str(root / rel)
+            present = {n for n in SIGNED if os.path.exists(os.path.join(path, n))}
+            sig = signature(path, present)
+            if present & {folders.METRICS} or not sig.endswith("|-"):
+                current[rel] = sig
+            else:
+                current.pop(rel, None)  # gone
+        current = dict(sorted(current.items(), key=lambda item: natural_key(item[0])))
+    entries, reread = {}, set()
+    for rel, sig in current.items():
+        before = old.get(rel)
+        if before is not None and not full and (
+                rel not in only if only is not None
+                else before.sig == sig and before.row.get("status") in FINISHED):
+            entries[rel] = before
+            continue
+        entry = read_entry(root, rel, sig)
+        if (damaged(entry.row) and not replace and before is not None
+                and before.row.get("status") in FINISHED):
+            print(f"warning: {root / rel / folders.METRICS}: {entry.row['error']}; its earlier "
+                  f"{before.row['status']} row kept (--replace takes the failed row)",
+                  file=sys.stderr)
+            entry = before
+        entries[rel] = entry
+        reread.add(rel)
+    return entries, reread
+
+
+def chosen(entries: dict[str, Entry]) -> list[Entry]:
+    """One entry per config hash: the newest finished, else the newest (latest_runs)."""
+    best: dict[str, tuple[tuple[bool, int], str]] = {}
+    keep = set()
+    for rel, e in entries.items():
+        if e.key is None:
+            keep.add(rel)
+        elif e.key not in best or (e.finished, e.mtime_ns) > best[e.key][0]:
+            best[e.key] = ((e.finished, e.mtime_ns), rel)
+    keep |= {rel for _, rel in best.values()}
+    return [e for rel, e in entries.items() if rel in keep]
+
+
+def table_signatures(root: Path) -> dict[str, str]:
+    return {name: _stat(str(root / name)) for name in TABLES}
+
+
+def load(root: Path) -> tuple[dict[str, Entry], dict]:
+    """(entries, metadata) of the manifest in `root`; ({}, {}) when there is none, it is
+    unreadable, or the results table changed since it was written (stale)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(root / folders.MANIFEST)
+        meta = json.loads(table.schema.metadata[b"forgetting"])
+    except Exception:
+        return {}, {}
+    if meta.get("tables", {}).get(folders.RESULTS) != table_signatures(root)[folders.RESULTS]:
+        return {}, {}
+    entries = {}
+    for r in table.to_pylist():
+        entries[r["rel"]] = Entry(r["rel"], r["sig"], json.loads(r["row"]),
+                                  json.loads(r["swept"]), r["key"], r["finished"],
+                                  r["mtime_ns"], json.loads(r["columns"]))
+    return entries, meta
+
+
+def save(root: Path, entries: dict[str, Entry]) -> None:
+    """Write the manifest (atomically) with the signatures of the tables just written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = list(entries.values())
+    table = pa.table({
+        "rel": pa.array([e.rel for e in values], pa.string()),
+        "sig": pa.array([e.sig for e in values], pa.string()),
+        "row": pa.array([json.dumps(e.row) for e in values], pa.string()),
+        "swept": pa.array([json.dumps(e.swept) for e in values], pa.string()),
+        "key": pa.array([e.key for e in values], pa.string()),
+        "finished": pa.array([e.finished for e in values], pa.bool_()),
+        "mtime_ns": pa.array([e.mtime_ns for e in values], pa.int64()),
+        "columns": pa.array([json.dumps(e.columns) for e in values], pa.string()),
+    })
+    meta = {"root": str(root), "tables": table_signatures(root)}
+    table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
+    with atomic_path(root / folders.MANIFEST) as tmp:
+        pq.write_table(table, tmp)
+
+
+def any_run(root: Path) -> bool:
+    """Whether `root` holds a run folder (stops at the first)."""
+    stack = [root]
+    while stack:
+        path = stack.pop()
+        if (path / folders.METRICS).is_file() or (path / folders.HYDRA_CONFIG).is_file():
+            return True
+        try:
+            with os.scandir(path) as entries:
+                stack += [Path(e.path) for e in entries
+                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+    return False

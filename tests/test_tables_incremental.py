@@ -1,0 +1,213 @@
+"""Incremental tables: an update re-reads only changed run folders and gives the same tables
+as a full rebuild; an array task's update reads its own folder only; a damaged metrics.json
+never replaces an ok row silently."""
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from forgetting.runs import manifest
+from forgetting.runs.pending import add_pending, update_after_run
+from forgetting.runs.results import TableShrinks, collect
+
+TABLES = ["results.parquet", "history.parquet", "recency.parquet"]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def make_run(folder: Path, n: int, status: str = "ok", loss: float = 1.0, probe: bool = False,
+             diag: bool = False, seed: int = 0) -> Path:
+    """A finished run folder of point n: metrics.json, history.parquet, Hydra's files."""
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    lr, subset = 2 ** (n % 4), [0.25, 0.5, 1.0][n % 3]
+    (folder / ".hydra" / "overrides.yaml").write_text(
+        f"- lr={lr}\n- subset={subset}\n- seed={seed + n // 12}\n- quiet=true\n")
+    config = {"lr": lr, "subset": subset, "seed": seed + n // 12, "batch_size": 64,
+              "model": {"name": "tiny", "width": 0.5}}
+    (folder / ".hydra" / "config.yaml").write_text(json.dumps(config))
+    metrics = {"status": status, "config_hash": f"{n:016x}", "test_loss": loss,
+               "train_loss": loss / 2, "config": config, "choices": {"recipe": "part1"}}
+    if status == "failed":
+        metrics["error"] = "RuntimeError: boom"
+    write_atomic(folder / "metrics.json", json.dumps(metrics).encode())
+    rows = [{"epoch": e, "train_loss": loss / (e + 1), "test_loss": loss} for e in range(1, 4)]
+    if diag:
+        rows = [{**r, "sharpness": 1.5 * e} for e, r in enumerate(rows)]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    write_atomic(folder / "history.parquet", sink.getvalue().to_pybytes())
+    if probe:
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist([{"steps_ago": s, "loss": 0.1 * s}
+                                             for s in range(3)]), sink)
+        write_atomic(folder / "recency.parquet", sink.getvalue().to_pybytes())
+    return folder
+
+
+def read_tables(folder: Path) -> dict:
+    return {name: pd.read_parquet(folder / name) if (folder / name).exists() else None
+            for name in TABLES}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    for name in TABLES:
+        assert (a[name] is None) == (b[name] is None), name
+        if a[name] is not None:
+            pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def fresh_rebuild(folder: Path, tmp: Path) -> dict:
+    """The tables of a copy of the run folders alone (no manifest, no earlier tables)."""
+    copy = tmp / "copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".results*", "*.parquet.tmp",
+                                                                 *TABLES, "results.csv"))
+    for path in folder.rglob("*.parquet"):  # the run folders' own tables
+        if path.parent != folder:
+            shutil.copy2(path, copy / path.relative_to(folder))
+    collect(copy)
+    tables = read_tables(copy)
+    for table in tables.values():  # run_dir names the copy
+        if table is not None and "run_dir" in table:
+            table["run_dir"] = table["run_dir"].str.replace(str(copy), str(folder), regex=False)
+    return tables
+
+
+def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
+    rng = random.Random(0)
+    folder = tmp_path / "sweep"
+    for n in range(30):
+        make_run(folder / str(n), n, loss=1 + n / 10, probe=n % 5 == 0)
+    collect(folder)
+    next_point = 30
+    for step in range(8):
+        points = sorted((p for p in folder.iterdir() if p.name[0].isdigit()),
+                        key=lambda p: int(p.name))
+        op = ["change", "delete", "fail", "add", "diag", "unfinished", "change", "delete"][step]
+        victims = rng.sample(points, 3)
+        for run in victims:
+            n = int(run.name)
+            if op == "change":
+                make_run(run, n, loss=rng.random() * 3, probe=rng.random() < 0.5)
+            elif op == "delete":
+                shutil.rmtree(run)
+            elif op == "fail":  # the point becomes failed
+                make_run(run, n, status="failed", loss=float("nan"))
+            elif op == "diag":  # a new history column in some runs
+                make_run(run, n, loss=2.0, diag=True)
+            elif op == "unfinished":  # rerun under way: metrics gone, Hydra's files there
+                (run / "metrics.json").unlink()
+        if op == "add":
+            for _ in range(4):
+                make_run(folder / str(next_point), next_point, loss=0.5)
+                next_point += 1
+        replace = op == "delete"
+        collect(folder, replace=replace)
+        incremental = read_tables(folder)
+        collect(folder, replace=replace, full=True)
+        assert_same(incremental, read_tables(folder))
+        assert_same(incremental, fresh_rebuild(folder, tmp_path))
+        assert len(incremental["results.parquet"]) == len(
+            [p for p in folder.iterdir() if p.name[0].isdigit()])
+
+
+def test_only_changed_folders_are_read(tmp_path, monkeypatch):
+    folder = tmp_path / "sweep"
+    for n in range(20):
+        make_run(folder / str(n), n)
+    collect(folder)
+    reads = []
+    original = manifest.read_entry
+    monkeypatch.setattr(manifest, "read_entry",
+                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    collect(folder)
+    assert reads == []
+    make_run(folder / "7", 7, loss=5.0)
+    results, _ = collect(folder)
+    assert reads == ["7"]
+    assert results.set_index("run_dir").loc[str(folder / "7"), "test_loss"] == 5.0
+
+
+@pytest.mark.parametrize("points", [20, 200])
+def test_array_task_update_reads_its_own_folder_only(tmp_path, monkeypatch, points):
+    """Reads per task do not depend on the sweep's size: one run folder, no listing."""
+    folder = tmp_path / "sweep"
+    for n in range(points):
+        make_run(folder / str(n), n)
+    collect(folder)
+    counts = {"read_entry": 0, "scan": 0}
+    for name in counts:
+        original = getattr(manifest, name)
+
+        def counted(*args, _name=name, _original=original):
+            counts[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(manifest, name, counted)
+    make_run(folder / "3", 3, loss=9.0)
+    make_run(folder / str(points), points, loss=0.5)  # a new point
+    update_after_run(folder, folder / "3")
+    results = update_after_run(folder, folder / str(points))
+    assert counts == {"read_entry": 2, "scan": 0}
+    assert len(results) == points + 1
+    assert results.set_index("run_dir").loc[str(folder / "3"), "test_loss"] == 9.0
+    incremental = read_tables(folder)
+    monkeypatch.undo()
+    collect(folder, full=True)
+    assert_same(incremental, read_tables(folder))
+
+
+def test_pending_folders_are_merged_by_one_writer(tmp_path):
+    folder = tmp_path / "sweep"
+    for n in range(4):
+        make_run(folder / str(n), n)
+    collect(folder)
+    make_run(folder / "4", 4)
+    make_run(folder / "5", 5)
+    add_pending(folder, folder / "4")  # a task that has not reached the lock yet
+    results = update_after_run(folder, folder / "5")
+    assert len(results) == 6  # both merged by this writer
+    assert not (folder / ".results.pending").exists()
+
+
+def test_damaged_metrics_keeps_the_ok_row_with_one_warning(tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    for n in range(3):
+        make_run(folder / str(n), n)
+    collect(folder)
+    capsys.readouterr()
+    damaged = folder / "1" / "metrics.json"
+    write_atomic(damaged, damaged.read_bytes()[:40])  # truncated
+    results, _ = collect(folder)
+    row = results.set_index("run_dir").loc[str(folder / "1")]
+    assert row["status"] == "ok" and row["test_loss"] == 1.0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {damaged}: unreadable")
+    results, _ = collect(folder, full=True)  # the full rebuild keeps it too
+    assert results.set_index("run_dir").loc[str(folder / "1"), "status"] == "ok"
+    results, _ = collect(folder, replace=True)
+    row = results.set_index("run_dir").loc[str(folder / "1")]
+    assert row["status"] == "failed" and "unreadable metrics.json" in row["error"]
+
+
+def test_a_deleted_table_is_rebuilt_from_the_run_folders(tmp_path):
+    folder = tmp_path / "sweep"
+    for n in range(3):
+        make_run(folder / str(n), n)
+    collect(folder)
+    shutil.rmtree(folder / "2")
+    with pytest.raises(TableShrinks):
+        collect(folder)
+    (folder / "results.parquet").unlink()  # stale manifest: rebuilt from disk
+    results, _ = collect(folder)
+    assert len(results) == 2 and len(pd.read_parquet(folder / "history.parquet")) == 6
