@@ -4,7 +4,8 @@
 (MixedCells, one line naming the columns) when the runs of one cell differ in a config column
 other than the seeds: a folder mixing models or presets would otherwise be averaged silently.
 `pivot(results, swept)` is the text printed at a sweep's end and by collect: it splits such
-cells into rows instead, and shows a missing group choice as `-` (never a NaN level).
+cells into rows instead. Both show a missing value (a group not chosen) as `-`, never a NaN
+level.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def pivot_table(results: pd.DataFrame, index, columns, values: str = "test_loss"
         raise MixedCells(f"pivot of {values} by {' x '.join(index + columns)}: cells mix runs "
                          f"that differ in {', '.join(mixed)}; add them to index= or select "
                          "one value first")
-    ok = results[results["status"] == OK]
+    ok = results[results["status"] == OK].copy()
+    for key in index + columns:  # a missing value (a group not chosen) is a level, not dropped
+        if ok[key].isna().any():
+            ok[key] = ok[key].astype(object).where(ok[key].notna(), "-")
     return ok.pivot_table(index=index, columns=columns, values=values, aggfunc="mean")
 
 
