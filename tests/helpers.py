@@ -24,6 +24,12 @@ def run_cli(*args: str, cwd: Path | str = REPO, module: str | None = "forgetting
                           capture_output=True, text=True, timeout=timeout)
 
 
+def head_commit() -> str:
+    """The commit checked out in the repository the tests run from."""
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def one_line_error(proc: subprocess.CompletedProcess, code: int | None = 2) -> str:
     """The single `error: ...` line a failed command printed (asserted: one line, no
     traceback, exit code `code` unless None); returned for the caller's own checks."""

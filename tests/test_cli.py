@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import TINY, one_line_error, run_cli
+from helpers import TINY, head_commit, one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ def test_grid_sweep_writes_one_table(tmp_path, launcher):
     metrics = json.loads((Path(table["run_dir"][0]) / "metrics.json").read_text())
     for key in ["torch", "hydra", "git_commit", "device", "wall_s", "status"]:
         assert key in metrics
+    assert metrics["git_commit"] == head_commit()  # the checkout's commit, always
 
 
 def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):

@@ -25,7 +25,7 @@ from forgetting.core.config import UNHASHED
 from forgetting.runs import tracking
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 from forgetting.runs.resume import config_hash
-from helpers import TINY, run_cli
+from helpers import TINY, head_commit, run_cli
 
 LOGGER_KEYS = {"logger.mlflow", "logger.tensorboard", "logger.mlflow_uri", "logger.experiment"}
 
@@ -132,10 +132,8 @@ def check_mlflow_run(client, run, tmp_path: Path) -> None:
     tags = run.data.tags
     assert tags["status"] == metrics["status"] == "ok"
     assert tags["config_hash"] == metrics["config_hash"]
-    if metrics["git_commit"]:  # a checkout (a copy without .git records none)
-        assert tags["git_commit"] == tags["mlflow.source.git.commit"] == metrics["git_commit"]
-    else:
-        assert "git_commit" not in tags
+    assert metrics["git_commit"] == head_commit()  # the tests run from a checkout
+    assert tags["git_commit"] == tags["mlflow.source.git.commit"] == metrics["git_commit"]
     params = run.data.params
     config = tracking.flatten(metrics["config"])
     assert set(params) == set(config) | {f"choices.{k}" for k in metrics["choices"]}

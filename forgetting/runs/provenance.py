@@ -20,10 +20,22 @@ def describe() -> dict:
             "host": platform.node(), **git_state()}
 
 
+def repository_root() -> Path | None:
+    """The git checkout this package runs from, found by walking up to a `.git` (a folder, or
+    a file in a worktree) whose tree holds this very file; None for an installed package (a
+    copy in site-packages, even one inside a checkout's virtualenv)."""
+    here = Path(__file__).resolve()
+    package = here.parent.parent  # forgetting/
+    for folder in here.parents:
+        if (folder / ".git").exists():
+            return folder if package.parent == folder else None
+    return None
+
+
 def git_state() -> dict:
     """Commit of the checkout the code runs from (None for an installed package)."""
-    here = Path(__file__).resolve().parent.parent
-    if not (here / ".git").exists():
+    here = repository_root()
+    if here is None:
         return {"git_commit": None, "git_dirty": None}
     try:
         commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"],
