@@ -1,6 +1,7 @@
 """`python -m forgetting.run` from a non-editable install, run from another folder."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,37 @@ from hydra.plugins.sweeper import Sweeper
 print(p.__file__)
 print(",".join(c.__name__ for c in Plugins.instance().discover(Sweeper)))
 """
+
+
+# ------------------------------------------------- the editable install of the test environment
+
+PLAIN_APP = """
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg) -> float:
+    print("job", cfg.x, flush=True)
+    return float(cfg.x)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.parametrize("overrides, jobs", [
+    (["hydra/launcher=packed", "+x=1,2"], 2),
+    (["hydra/launcher=array", "hydra.launcher.index=1", "+x=1,2"], 1),
+    (["hydra/sweeper=optuna_study", "hydra.sweeper.n_trials=2", "+x=interval(0,1)"], 2),
+])
+def test_our_plugins_serve_any_hydra_app(tmp_path, overrides, jobs):
+    """The environment's editable install (`make install`, `pip install -e .`) leaves our
+    plugins visible to Hydra's scan for a plain app in another folder, with no PYTHONPATH and
+    nothing of ours imported by the app."""
+    (tmp_path / "app.py").write_text(PLAIN_APP)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "app.py", "-m", *overrides], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("job ") == jobs, proc.stdout
