@@ -1,0 +1,131 @@
+"""forgetting.plot's figures read back as matplotlib objects: one colour per value in every
+panel, integer epoch ticks, no pale lines, log y where values span decades, units, legends off
+the data, missing points marked with their reason."""
+
+from __future__ import annotations
+
+import math
+
+import fabricate
+import pytest
+
+from forgetting.analysis import figure, plot_diag
+from forgetting.analysis.plot import per_epoch, plot_tables
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure a plot function saves, kept open: name -> Figure."""
+    kept = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()  # lay it out as saved, so extents and ticks are final
+        kept[path.name] = fig
+        return path
+
+    monkeypatch.setattr(figure, "save", keep)
+    yield kept
+    for fig in kept.values():
+        figure.plt().close(fig)
+
+
+def colour_by_label(fig) -> dict[str, set]:
+    """legend label of every line -> the set of colours it has across the figure's panels."""
+    found: dict[str, set] = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            label = line.get_label()  # curves only: markers of missing points are per curve
+            if not label.startswith("_") and line.get_linestyle() != "None":
+                found.setdefault(label, set()).add(line.get_color() if isinstance(
+                    line.get_color(), str) else tuple(line.get_color()))
+    return found
+
+
+def test_a_value_has_one_colour_in_every_panel(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=2)
+    # LR factor 8 lacks the smallest subset: the other subsets must keep their colours there
+    history = tables["history"]
+    tables["history"] = history[~((history["lr"] == 8) & (history["subset"] == 0.25))
+                                & ~((history["batch_size"] == 512) & (history["subset"] == 0.25))]
+    results = results[~((results["batch_size"] == 512) & (results["subset"] == 0.25))]
+    plot_tables(results, tables, tmp_path)
+    assert {"lr_subset.png", "test_loss_per_epoch.png", "sharpness.png",
+            "noise_scale.png"} <= set(figures)
+    for name in ("lr_subset.png", "test_loss_per_epoch.png", "sharpness.png", "noise_scale.png"):
+        by_label = colour_by_label(figures[name])
+        assert by_label and all(len(c) == 1 for c in by_label.values()), (name, by_label)
+    labels = colour_by_label(figures["lr_subset.png"])
+    assert len({next(iter(c)) for lab, c in labels.items() if lab.startswith("subset")}) == 3
+
+
+def test_epoch_ticks_are_integers_and_no_line_is_pale(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=2)
+    plot_tables(results, tables, tmp_path)
+    for name in ("test_loss_per_epoch.png", "sharpness.png", "noise_scale.png"):
+        for ax in figures[name].axes:
+            if ax.get_visible() and ax.get_xlabel() in ("epoch", ""):
+                lo, hi = ax.get_xlim()
+                ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+                assert ticks and all(t == int(t) for t in ticks), (name, ticks)
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                if line.get_linestyle() != "None" or line.get_marker() not in ("", "None"):
+                    colour = line.get_color()
+                    assert figure.luminance(colour) <= figure.LIGHTEST, (name, line.get_label())
+
+
+def test_many_values_stay_dark_and_distinct():
+    colours = figure.colours(range(30))
+    assert len(set(colours.values())) == 30
+    assert max(figure.luminance(c) for c in colours.values()) <= figure.LIGHTEST
+    assert figure.colours([2, 1, float("nan")]) == {1: figure.colours([1, 3])[1],
+                                                    2: figure.colours([1, 3])[3]}
+
+
+def test_log_y_units_and_legends_off_the_data(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=2)
+    plot_tables(results, tables, tmp_path)
+    epochs = figures["test_loss_per_epoch.png"]
+    visible = [ax for ax in epochs.axes if ax.get_visible()]
+    assert all(ax.get_yscale() == "log" for ax in visible)  # epoch 1 is a 30x spike
+    assert "nats" in visible[0].get_ylabel()
+    sharp = figures["sharpness.png"].axes[0]
+    assert sharp.get_ylabel().startswith("$\\eta_") and sharp.get_yscale() == "log"
+    assert "(examples)" in figures["noise_scale.png"].axes[0].get_ylabel()
+    assert "nats" in figures["lr_subset.png"].axes[1].get_ylabel()
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:  # entirely to the right of its axes
+                renderer = fig.canvas.get_renderer()
+                assert legend.get_window_extent(renderer).x0 >= \
+                    ax.get_window_extent(renderer).x1, name
+
+
+def test_a_missing_measurement_is_a_marker_with_its_reason(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=1)
+    history = tables["history"]
+    drawn = history[(history["subset"] == 1.0) & (history["batch_size"] == 128)]
+    first = history["run_dir"] == drawn["run_dir"].iloc[0]  # drawn in the first panel
+    history.loc[first & (history["epoch"] == 3), ["sharpness_ratio", "sharpness_note"]] = \
+        [math.nan, "not measured: the training loss is not finite"]
+    plot_tables(results, tables, tmp_path)
+    noise = [lab for ax in figures["noise_scale.png"].axes
+             for lab in ax.get_legend_handles_labels()[1]]
+    assert plot_diag.NOISE_MISSING in noise  # epoch 2 of every run has no B_simple
+    sharp = figures["sharpness.png"].axes[0]
+    [marker] = [ln for ln in sharp.get_lines()
+                if ln.get_label() == "not measured: the training loss is not finite"]
+    assert list(marker.get_xdata()) == [3]
+
+
+def test_seeds_are_a_mean_with_a_band(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=3, subsets=[1.0], sizes=(128,))
+    per_epoch(tables["history"], results, tmp_path / "e.png")
+    ax = figures["e.png"].axes[0]
+    [line] = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")
+              and "subset" in ln.get_label()]
+    means = tables["history"].query("lr == 0.125").groupby("epoch")["test_loss"].mean()
+    assert list(line.get_ydata()) == pytest.approx(list(means))
+    assert ax.collections  # the min-max band
