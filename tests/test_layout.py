@@ -88,7 +88,8 @@ def test_the_rule_catches_a_back_edge(tmp_path):
 def test_no_module_is_a_stray_at_the_top():
     """The top level holds only the commands (python -m forgetting.NAME) and the layers."""
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py")
-    assert top == ["__init__.py", "__main__.py", "analyze.py", "collect.py", "plot.py", "run.py"]
+    assert top == ["__init__.py", "__main__.py", "analyze.py", "collect.py", "plot.py",
+                   "report.py", "run.py"]
 
 
 def test_readme_key_table_is_the_schema():

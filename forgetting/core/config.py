@@ -214,6 +214,9 @@ class Config:
                             hashed=False, column=True)
     force: bool = key(False, "train even when this config already finished in its run folder "
                       "(a rerun of a sweep skips those), ignoring any checkpoint", hashed=False)
+    report: bool = key(True, "write the sweep's self-contained `report.html` (verdict, "
+                       "figures, tables, provenance) at its end; `python -m forgetting.report "
+                       "DIR` writes it any time", hashed=False)
     optuna: OptunaConfig = section(OptunaConfig)
     logger: LoggerConfig = section(LoggerConfig, "`logger=none|mlflow|tensorboard|all`")
 
