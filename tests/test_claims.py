@@ -164,25 +164,58 @@ def test_a_truncated_metrics_json_is_retrained_with_one_line(tmp_path, tiny_cfg,
 
 # ---------------------------------------------------------------- 4, end to end
 
-@pytest.mark.slow
-def test_two_identical_sweeps_into_one_folder_train_each_point_once(tmp_path):
-    folder = tmp_path / "sweep"
-    args = [sys.executable, "-m", "forgetting.run", "-m", *TINY, "epochs=3", "threads=1",
-            "lr=0.5,1,1.5,2", f"hydra.sweep.dir={folder}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# Each training appends its LR factor to $FORGETTING_TEST_MARKER: a count of trainings that
+# does not depend on what the sweeps print (loaded by Python at start-up, through PYTHONPATH).
+MARKER_SITE = """
+import os
+if os.environ.get("FORGETTING_TEST_MARKER"):
+    import forgetting.core.train as _train
+    _original = _train.train
+
+    def train(conf, *args, **kwargs):
+        with open(os.environ["FORGETTING_TEST_MARKER"], "a") as marker:
+            marker.write(f"{conf.lr}\\n")
+        return _original(conf, *args, **kwargs)
+
+    _train.train = train
+"""
+LRS = ["0.5", "1.0", "1.5", "2.0"]
+
+
+def race(folder: Path, site: Path, marker: Path, *launcher: str) -> list[str]:
+    """Two identical 4-point sweeps started together into `folder`; their outputs."""
+    args = [sys.executable, "-m", "forgetting.run", "-m", *TINY, "epochs=1", "threads=1",
+            f"lr={','.join(LRS)}", f"hydra.sweep.dir={folder}", *launcher]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(site),
+           "FORGETTING_TEST_MARKER": str(marker)}
     procs = [subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    skipped = sum(out.count("skipped: another process") + out.count("skipped: this config "
-                                                                   "already finished")
-                  for out in outputs)
-    told = [[ln for ln in out.splitlines() if "skipped" in ln or "#" in ln or "error" in ln]
-            for out in outputs]  # what each sweep said of each point, should this fail
-    assert skipped == 4, told  # each of the 4 points trained by exactly one sweep
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
-                  and p.is_dir()) == ["0", "1", "2", "3"]
-    assert (table(folder)["status"] == "ok").all() and len(table(folder)) == 4
-    rerun = run_cli("-m", *TINY, "epochs=3", "threads=1", "lr=0.5,1,1.5,2",
-                    f"hydra.sweep.dir={folder}")
-    assert rerun.stdout.count("skipped: this config already finished") == 4
+    return outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rounds, launcher", [(8, []), (2, ["hydra/launcher=joblib",
+                                                            "hydra.launcher.n_jobs=2"])])
+def test_two_identical_sweeps_into_one_folder_train_each_point_once(tmp_path, rounds,
+                                                                    launcher):
+    """A race of two identical sweeps, repeated: every round trains each point exactly once,
+    counted by a marker each training writes, into folders 0-3 (never an `N-HASH`)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(MARKER_SITE)
+    for n in range(rounds):
+        folder, marker = tmp_path / f"sweep{n}", tmp_path / f"trained{n}.txt"
+        outputs = race(folder, site, marker, *launcher)
+        told = [[ln for ln in out.splitlines() if "skipped" in ln or "#" in ln or "error" in ln]
+                for out in outputs]  # what each sweep said of each point, should this fail
+        assert sorted(marker.read_text().split()) == LRS, (n, told)  # each point trained once
+        assert sorted(p.parent.name for p in folder.glob("*/.hydra")) == ["0", "1", "2", "3"], \
+            (n, told)  # run folders: never an N-HASH
+        assert (table(folder)["status"] == "ok").all() and len(table(folder)) == 4
+    rerun = run_cli("-m", *TINY, "epochs=1", "threads=1", f"lr={','.join(LRS)}",
+                    f"hydra.sweep.dir={folder}", *launcher,
+                    env={"PYTHONPATH": str(site), "FORGETTING_TEST_MARKER": str(marker)})
+    assert rerun.stdout.count("skipped: this config already finished") == 4, rerun.stdout
+    assert sorted(marker.read_text().split()) == LRS  # nothing trained again

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import helpers
+from forgetting.runs import resume
 from forgetting.runs.resume import config_hash, job_folder, latest_runs
 from helpers import REPO, TINY, run_cli
 
@@ -118,7 +120,51 @@ def test_job_folder_indexes_a_sweep_folder_written_without_an_index(tmp_path):
     assert job_folder(3, _root_=root_config(tmp_path, 3, quiet=True)) == "9"  # runtime key
     (tmp_path / "4" / ".hydra").mkdir(parents=True)  # killed before metrics: its .hydra/
     (tmp_path / "4" / ".hydra" / "config.yaml").write_text("lr: 5.0\nquiet: true\n")
+    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text("[]\n")  # Hydra's last file
     assert job_folder(4, _root_=root_config(tmp_path, 4, lr=5.0)) == "4"
+
+
+def hydra_files(folder: Path, config: str | None, overrides: bool = True) -> None:
+    """The `.hydra` files Hydra writes into a run folder (config.yaml first, overrides.yaml
+    last); `config=None`: none yet."""
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (folder / ".hydra" / "config.yaml").write_text(config)
+    if overrides:
+        (folder / ".hydra" / "overrides.yaml").write_text("[]\n")
+
+
+def test_an_empty_config_file_is_no_other_config(tmp_path, monkeypatch):
+    """Another process has opened `.hydra/config.yaml` for writing (empty) and died: after a
+    short wait the folder is free, never a folder of another config (`N-HASH`)."""
+    monkeypatch.setattr(resume, "WRITE_WAIT_S", 0.2)
+    hydra_files(tmp_path / "0", "", overrides=False)
+    assert job_folder(0, _root_=root_config(tmp_path, 0)) == "0"
+    hydra_files(tmp_path / "1", "", overrides=True)  # an empty file, all written
+    assert job_folder(1, _root_=root_config(tmp_path, 1)) == "1"
+    assert not [p for p in tmp_path.iterdir() if "-" in p.name]
+
+
+@pytest.mark.parametrize("lr, chosen", [(1.0, "0"), (2.0, "0-{key}")])
+def test_a_config_being_written_is_waited_for(tmp_path, monkeypatch, lr, chosen):
+    """An identical sweep's job is writing folder 0's `.hydra` files (config.yaml empty,
+    overrides.yaml not yet there) while ours chooses: ours waits, then reads the whole
+    config: the same config keeps folder 0 (one training, through the claim), another one
+    sends ours to `0-HASH`."""
+    monkeypatch.setattr(resume, "WRITE_WAIT_S", 10.0)
+    hydra_files(tmp_path / "0", "", overrides=False)
+
+    def finish_writing():
+        time.sleep(0.3)
+        hydra_files(tmp_path / "0", f"lr: {lr}\nquiet: false\n")
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    try:
+        folder = job_folder(0, _root_=root_config(tmp_path, 0))
+    finally:
+        writer.join()
+    assert folder == chosen.format(key=config_hash({"lr": 1.0})[:8])
 
 
 def test_job_folder_does_not_list_the_sweep_folder(tmp_path, monkeypatch):

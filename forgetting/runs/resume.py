@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -37,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from forgetting.core.config import UNHASHED
 from forgetting.core.files import atomic_write_text, umask
 from forgetting.core.metrics import FINISHED
-from forgetting.runs.folders import CONFIG_INDEX, HYDRA_CONFIG, METRICS
+from forgetting.runs.folders import CONFIG_INDEX, HYDRA_CONFIG, HYDRA_OVERRIDES, METRICS
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -86,17 +87,44 @@ def run_key(metrics: dict) -> str | None:
     return None
 
 
-def folder_state(run_dir: Path) -> tuple[str | None, bool]:
-    """(config hash, finished) of a run folder; (None, False) when it holds no config."""
+# How long a job choosing its folder waits for another process to finish writing a run
+# folder's `.hydra` files before it takes what is there (an empty file: a dead writer's).
+WRITE_WAIT_S = 10.0
+
+
+def saved_config(run_dir: Path, wait: bool = False) -> DictConfig | None:
+    """The job config Hydra saved in `run_dir`, or None: absent, empty or unparseable.
+
+    Hydra writes `.hydra/config.yaml`, then `hydra.yaml`, then `overrides.yaml`; a folder with
+    the first but not the last is being written by another process (whose config.yaml may
+    still be empty or cut short). With `wait`, wait for it (at most WRITE_WAIT_S): a job
+    choosing its folder must never read a half-written file as another config."""
+    config = run_dir / HYDRA_CONFIG
+    if wait and config.exists():
+        deadline = time.monotonic() + WRITE_WAIT_S
+        while not (run_dir / HYDRA_OVERRIDES).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    try:
+        saved = OmegaConf.load(config)
+    except Exception:  # absent or unreadable
+        return None
+    return saved if isinstance(saved, DictConfig) and len(saved) > 0 else None
+
+
+def folder_state(run_dir: Path, wait: bool = False) -> tuple[str | None, bool]:
+    """(config hash, finished) of a run folder; (None, False) when it holds no config (or an
+    empty one). `wait`: for `.hydra` files another process is writing (`saved_config`)."""
     metrics = read_metrics(run_dir)
     finished = metrics is not None and metrics.get("status") in FINISHED
     key = run_key(metrics) if metrics is not None else None
     if key is not None:
         return key, finished
+    saved = saved_config(run_dir, wait=wait)
+    if saved is None:
+        return None, False
     try:
-        saved = OmegaConf.load(run_dir / HYDRA_CONFIG)
         return config_hash(saved), finished
-    except Exception:  # absent, unreadable or unresolvable: not identifiable
+    except Exception:  # unresolvable: not identifiable
         return None, False
 
 
@@ -115,7 +143,7 @@ def job_folder(num: object, *, _root_: DictConfig) -> str:
         key = config_hash(job_cfg)
     except Exception:  # an unresolvable config: the run records why, as a failed row
         return own
-    own_key, _ = folder_state(sweep_dir / own)
+    own_key, _ = folder_state(sweep_dir / own, wait=True)
     if own_key == key:
         chosen = own
     else:
@@ -137,7 +165,7 @@ def indexed_folder(sweep_dir: Path, key: str) -> str | None:
         name = (index / key).read_text().strip()
     except OSError:
         return None
-    return name if name and folder_state(sweep_dir / name)[0] == key else None
+    return name if name and folder_state(sweep_dir / name, wait=True)[0] == key else None
 
 
 def remember_folder(sweep_dir: Path, key: str, name: str) -> None:
@@ -207,7 +235,7 @@ def latest_runs(run_dirs: list[Path]) -> list[Path]:
         rank = (finished, _mtime_ns(run_dir), run_dir)
         if key not in best or rank[:2] > best[key][:2]:
             best[key] = rank
-    chosen = keep + [rank[2] for rank in best.values()]
+    chosen = set(keep) | {rank[2] for rank in best.values()}
     return [d for d in run_dirs if d in chosen]
 
 
