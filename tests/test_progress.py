@@ -5,6 +5,7 @@ elsewhere."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pty
@@ -152,3 +153,28 @@ def test_a_single_run_on_a_terminal_shows_a_bar_else_plain_lines(tmp_path):
     assert "epoch 3/3" in piped.stdout
     assert "it/s" not in piped.stdout + piped.stderr and "|" not in piped.stderr
     assert "epoch/s" not in piped.stdout + piped.stderr
+
+
+def test_the_eta_divides_the_points_left_among_parallel_workers():
+    """joblib with 2 workers: 2 points of 10 s each done 10 s after the start, 2 left: ETA
+    10 s, not the 20 s a sequential launcher would need."""
+    counts = {"start": 100.0, "total": 4, "trained": 2, "busy": 20.0, "workers": 2,
+              "counts": {"ok": 2}}
+    assert progress.progress_line(counts, now=110.0).endswith("elapsed 10s, ETA 10s")
+    counts.update(workers=1)
+    assert progress.progress_line(counts, now=110.0).endswith("ETA 20s")
+    counts.update(workers=8, total=3)  # more workers than points left: one point's time
+    assert progress.progress_line(counts, now=110.0).endswith("ETA 10s")
+
+
+def test_a_sweep_refused_before_its_points_leaves_no_progress_file(tmp_path):
+    """The counts file is created by the first point that ends, not when the sweep starts."""
+    callback = progress.Progress()
+    config = sweep_config("lr=1,2")
+    with open_dict(config):
+        config.hydra.sweep.dir = str(tmp_path / "sweep")
+    callback.on_multirun_start(config)
+    assert callback.state is not None and not (tmp_path / "sweep").exists()
+    line = progress.count_point(callback.state, "ok", 3.0, callback.initial)
+    assert line.startswith("[1/") and callback.state.is_file()
+    assert json.loads(callback.state.read_text())["busy"] == 3.0

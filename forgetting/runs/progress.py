@@ -4,9 +4,11 @@
   `[3/12] done: 2 ok, 1 diverged, 0 failed; elapsed 1m05s, ETA 3m15s`
   (also `skipped`: finished before this sweep started, `pruned`, `not run`: another process
   holds it). N comes from the basic sweeper's grid (`[3]` for other sweepers, with no ETA); the
-  ETA is the time per point trained so far times the points left. The counts live in one small
-  file per sweep command, `SWEEP/.progress/ID.json`, updated under a file lock by the process
-  that ran the point, so joblib's worker processes (and submitit's jobs, on a shared file
+  ETA is the mean time of a point trained so far times the points left, divided among the
+  launcher's parallel workers (joblib's n_jobs). The counts live in one small file per sweep
+  command, `SWEEP/.progress/ID.json`, created when the first point ends (a sweep refused
+  before any point runs leaves nothing) and updated under a file lock by the process that ran
+  the point, so joblib's worker processes (and submitit's jobs, on a shared file
   system) count into the same line. Not for `hydra/launcher=array` (each task is one point)
   nor `hydra/launcher=packed` (its jobs end before their packs train).
 - A single run on a terminal: a tqdm bar over its epochs (ETA, last losses) fed by the
@@ -47,19 +49,22 @@ class Progress(Callback):
     def __init__(self) -> None:
         self.state: Path | None = None  # this sweep command's counts (pickled to its jobs)
         self.stack: ExitStack | None = None  # a single run's bar and redirected log lines
+        self.initial: dict = {}  # the counts file's first contents
+        self.job_start: float | None = None  # when this process's current point started
 
     # --- a sweep -------------------------------------------------------------------------
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """Name this sweep's counts file; it is created when the first point ends, so a sweep
+        that is refused before any point runs leaves nothing behind."""
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
         if launcher.endswith(UNCOUNTED_LAUNCHERS):
             return
         try:
             folder = Path(str(config.hydra.sweep.dir)) / STATE_DIR
-            folder.mkdir(parents=True, exist_ok=True)
             self.state = folder / f"{uuid.uuid4().hex[:12]}.json"
-            write_state(self.state, {"start": time.time(), "total": sweep_size(config),
-                                     "counts": {}, "trained": 0})
+            self.initial = {"start": time.time(), "total": sweep_size(config), "counts": {},
+                            "trained": 0, "busy": 0.0, "workers": parallel_jobs(config)}
         except Exception as e:  # progress is a convenience: never stop a sweep for it
             log.debug("no progress line: %s", e)
             self.state = None
@@ -74,9 +79,10 @@ class Progress(Callback):
             from hydra.core.utils import JobStatus
 
             run_dir = Path(str(config.hydra.runtime.output_dir))
-            since = json.loads(self.state.read_text())["start"]
-            line = count_point(self.state, outcome(run_dir, since,
-                                                   job_return.status == JobStatus.FAILED))
+            result = outcome(run_dir, self.initial["start"],
+                             job_return.status == JobStatus.FAILED)
+            seconds = time.time() - self.job_start if self.job_start is not None else None
+            line = count_point(self.state, result, seconds, self.initial)
         except Exception as e:
             log.debug("no progress line: %s", e)
             return
@@ -90,6 +96,7 @@ class Progress(Callback):
     # --- a single run --------------------------------------------------------------------
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        self.job_start = time.time()
         if HydraConfig.get().mode != RunMode.RUN or config.get("quiet", True) \
                 or not sys.stderr.isatty():
             return
@@ -185,22 +192,44 @@ def outcome(run_dir: Path, since: float, failed: bool = False) -> str:
     return str(status)
 
 
-def count_point(state: Path, result: str) -> str:
-    """Add one point's outcome to the sweep's counts (under their lock); the progress line."""
+def count_point(state: Path, result: str, seconds: float | None = None,
+                initial: dict | None = None) -> str:
+    """Add one point's outcome (and, for a trained point, the `seconds` its job took) to the
+    sweep's counts under their lock, creating them from `initial` for the first point; the
+    progress line."""
     from filelock import FileLock
 
+    state.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(state.with_suffix(".lock")):
-        counts = json.loads(state.read_text())
-        add_outcome(counts, result)
+        counts = json.loads(state.read_text()) if state.exists() else dict(initial or {})
+        add_outcome(counts, result, seconds)
         write_state(state, counts)
     return progress_line(counts, time.time())
 
 
-def add_outcome(counts: dict, result: str) -> None:
-    """Count one point's outcome (`trained`: the points whose time goes into the ETA)."""
+def add_outcome(counts: dict, result: str, seconds: float | None = None) -> None:
+    """Count one point's outcome (`trained`: the points whose time goes into the ETA, `busy`:
+    the seconds their jobs took)."""
     counts["counts"][result] = counts["counts"].get(result, 0) + 1
     if result not in (SKIPPED, NOT_RUN):
         counts["trained"] += 1
+        if seconds is not None and "busy" in counts:
+            counts["busy"] += seconds
+
+
+def parallel_jobs(config: DictConfig) -> int:
+    """How many points the launcher runs at once: joblib's n_jobs (-1: one per core),
+    submitit's array_parallelism, else 1."""
+    import os
+
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n is None:
+        n = OmegaConf.select(config, "hydra.launcher.array_parallelism", default=None)
+    try:
+        n = int(n) if n is not None else 1
+    except (TypeError, ValueError):
+        return 1
+    return (os.cpu_count() or 1) + 1 + n if n < 0 else max(n, 1)  # joblib: -1 = all cores
 
 
 def write_state(path: Path, counts: dict) -> None:
@@ -220,9 +249,18 @@ def progress_line(counts: dict, now: float) -> str:
     if total:
         left = max(total - done, 0)
         trained = counts.get("trained", 0)
-        eta = 0.0 if left == 0 else elapsed / trained * left if trained else None
+        eta = 0.0 if left == 0 else eta_seconds(counts, elapsed, left) if trained else None
         line += f", ETA {duration(eta) if eta is not None else '?'}"
     return line
+
+
+def eta_seconds(counts: dict, elapsed: float, left: int) -> float:
+    """Time left: the mean time of a trained point times the points left, divided among the
+    launcher's parallel workers; without job times, the elapsed time per trained point."""
+    trained = counts["trained"]
+    if counts.get("busy"):
+        return counts["busy"] / trained * left / min(counts.get("workers") or 1, left)
+    return elapsed / trained * left
 
 
 def duration(seconds: float) -> str:
