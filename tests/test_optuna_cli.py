@@ -133,6 +133,9 @@ BAD_SWEEPERS = [
      "hydra.sweeper.storage='nosuchdb://x': cannot open it"),
     (["hydra.sweeper.objectives=[test_loss,wall_s]", "lr=1,2"],
      "hydra.sweeper.directions=['minimize']: give one direction per objective"),
+    (["hydra.sweeper.directions=[minimize,maximize]", "lr=1,2"],
+     "hydra.sweeper.directions=['minimize', 'maximize']: a run returns one value (its "
+     "test_loss): give one direction"),
     (["hydra.sweeper.pruner=median", "lr=1,2"],
      "hydra.sweeper.pruner='median': pruning needs a persistent storage"),
     (["lr=1,2"], "hydra.sweeper.n_trials: required with sampler=tpe"),
@@ -157,7 +160,7 @@ BAD_SWEEPERS = [
 
 @pytest.mark.parametrize("args, message", BAD_SWEEPERS,
                          ids=["sampler", "pruner", "empty_space", "storage", "directions",
-                              "pruning_in_memory", "n_trials", "cmaes_missing",
+                              "implied_objective", "pruning_in_memory", "n_trials", "cmaes_missing",
                               "unknown_objective", "journal_folder", "sqlite_folder",
                               "postgres_driver"])
 def test_bad_sweeper_config_is_one_line(tmp_path, args, message):
@@ -170,7 +173,7 @@ def test_bad_sweeper_config_is_one_line(tmp_path, args, message):
         env = {"PYTHONPATH": str(tmp_path)}
     proc = optuna_sweep(tmp_path / "sweep", *args, env=env)
     assert message in one_line_error(proc)
-    assert not list((tmp_path).glob("sweep/*/metrics.json"))
+    assert not (tmp_path / "sweep").exists()  # nothing created: no run, no progress file
     assert not Path("/nonexistent").exists()
 
 

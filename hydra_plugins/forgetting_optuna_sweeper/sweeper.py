@@ -182,17 +182,26 @@ class OptunaStudySweeper(Sweeper):
 
     def _check_objectives(self) -> None:
         """For forgetting's app, objectives must be metrics its runs record (OBJECTIVES in
-        forgetting/core/metrics.py): a typo fails here, before any trial trains. Other apps'
+        forgetting/core/metrics.py), and without objectives there is one direction (a run
+        returns its test loss): a typo fails here, before any trial trains. Other apps'
         metrics.json keys are theirs to name, so they are checked per trial (a trial whose
         metrics.json lacks one FAILs, with a note)."""
         from forgetting.core.metrics import OBJECTIVES
         from forgetting.runs.cluster import forgetting_app
 
-        unknown = [o for o in self.settings.objectives or [] if o not in OBJECTIVES]
-        if unknown and forgetting_app(self.config):
-            raise bad_value("hydra.sweeper.objectives", self.settings.objectives,
+        if not forgetting_app(self.config):
+            return
+        s = self.settings
+        unknown = [o for o in s.objectives or [] if o not in OBJECTIVES]
+        if unknown:
+            raise bad_value("hydra.sweeper.objectives", s.objectives,
                             f"{', '.join(map(repr, unknown))} is not a metric of a run; "
                             f"choose from {', '.join(OBJECTIVES)}")
+        if s.objectives is None and len(s.directions) != 1:  # the one value a run returns
+            raise bad_value("hydra.sweeper.directions", s.directions,
+                            "a run returns one value (its test_loss): give one direction, or "
+                            "name one metric per direction in hydra.sweeper.objectives "
+                            f"(from {', '.join(OBJECTIVES)})")
 
     def _has_trial_keys(self) -> bool:
         node = self.config.get("optuna") if "optuna" in self.config else None
