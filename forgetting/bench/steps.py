@@ -14,7 +14,9 @@ Measured in one process and one sitting, per ResNet-9 width x precision:
 Warm-up steps, then rounds: each round times several steps of every contender, in an order
 rotated from round to round, the device synchronised before every clock read (CUDA events on a
 GPU); medians and min-max over rounds, and ratios as medians of per-round ratios, so that the
-machine's drift does not land on one contender only. Then, from subprocesses
+machine's drift does not land on one contender only. A case whose figures cannot be trusted
+(ours above the ceiling, or rounds spread by more than 20%: forgetting/bench/trust.py) is marked
+with a line that says to rerun with more rounds. Then, from subprocesses
 (forgetting/bench/runs.py): a run's start-up overhead and sweep throughput (basic vs joblib).
 """
 
@@ -30,6 +32,7 @@ import torch
 
 from forgetting.bench import baseline
 from forgetting.bench.runs import data_overrides, measure_startup, measure_sweeps
+from forgetting.bench.trust import advice, untrusted
 from forgetting.core.augment import BatchMaker, get_batch
 from forgetting.core.config import Config, DataConfig, ModelConfig
 from forgetting.core.data import load_dataset, synthetic
@@ -180,6 +183,7 @@ def bench_case(maker: BatchMaker, images, labels, width: float, precision: str, 
     ours = rate(bs, t["ours"])
     case = {"width": width, "precision": precision, "ours_img_s": ours["img_s"],
             "ours_spread": ours["spread"], "ceiling_img_s": rate(bs, t["ceiling"])["img_s"],
+            "ceiling_spread": rate(bs, t["ceiling"])["spread"],
             "of_ceiling": paired(t["ours"], t["ceiling"]), "step_ms": ours["step_ms"],
             "batch_ms": 1e3 * statistics.median(t["pipeline"]),
             "pipeline_share": paired(t["ours"], t["pipeline"]),
@@ -236,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
         for precision in precisions:
             cases.append(bench_case(maker, images, labels, width, precision, args, device))
             print_case(cases[-1])
+            cases[-1]["untrusted"] = untrusted(cases[-1])
+            if cases[-1]["untrusted"]:
+                print(advice(cases[-1]["untrusted"], args.repeats), flush=True)
 
     result = {"device": device_name(device), "device_type": device.type,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
