@@ -9,8 +9,12 @@ plainly and once with each diagnostic: `diag.sharpness=true diag.every=1` (one m
 epoch, the default examples and iterations), `diag.noise=true` (every 16 steps) and
 `diag.forgetting_events=true`. Rounds run every contender in an order rotated from round to
 round; each overhead is the median over rounds of (training seconds with / without - 1),
-training seconds being the run's own `train_s` (start-up and data loading excluded).
+training seconds being the run's own `train_s` (start-up and data loading excluded). For
+sharpness also the cost of one measurement: Hessian-vector products (Lanczos steps, from the
+runs' history) and epoch-equivalents (extra seconds per measurement / plain seconds per epoch).
 Prints figures, asserts nothing.
+
+    python -m forgetting.bench --diag --hvp   # the HVP routes and warm Lanczos (bench/hvp.py)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,17 +77,25 @@ def config(args, diag: dict) -> Config:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--hvp" in argv:
+        from forgetting.bench.hvp import main as hvp_main
+
+        return hvp_main([a for a in argv if a not in ("--hvp", "--diag")])
     args = parse_args(argv)
     d = DataConfig()
     dataset = synthetic(10, args.train_size, 1000, 32, d.noise, 0)
     names = ["plain", *args.only]
     seconds: dict[str, list[float]] = {n: [] for n in names}
+    products: list[int] = []  # Hessian-vector products per sharpness measurement
     train(config(args, {}), dataset)  # warm-up: allocator, kernels
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             result = train(config(args, CONTENDERS[name]), dataset)
             seconds[name].append(result.final["train_s"])
+            products += [r["sharpness_iters"] for r in result.history
+                         if r.get("sharpness_iters")]
             print(f"round {r + 1}: {name:<18} {result.final['train_s']:.2f} s", flush=True)
     plain = seconds["plain"]
     out = {"device": "cpu", "threads": torch.get_num_threads(), "train_size": args.train_size,
@@ -97,6 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in ratios.items():
         print(f"  {name:<18} {100 * statistics.median(r):+.1f}% (median of per-round ratios; "
               f"range {100 * min(r):+.1f}% .. {100 * max(r):+.1f}%)")
+    if "sharpness" in ratios:  # one measurement per epoch (diag.every=1): the extra seconds
+        # per measurement over the plain seconds per epoch is the overhead itself
+        epochs = statistics.median(ratios["sharpness"])
+        out["sharpness_products"] = statistics.median(products) if products else None
+        out["sharpness_epochs_per_measurement"] = epochs
+        print(f"  sharpness: {out['sharpness_products']} Hessian-vector products per "
+              f"measurement (median), {epochs:.3f} epoch-equivalents per measurement")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out

@@ -126,15 +126,22 @@ class DiagConfig:
                           hashed=False)
     every: int = key(1, "measure sharpness after every N-th epoch and after the last",
                      rule=Rule(ge=1), hashed=False)
-    sharpness_examples: int = key(256, "fixed training examples (no augmentation) the "
-                                  "sharpness is measured on", rule=Rule(ge=1), hashed=False)
+    sharpness_examples: int = key(0, "fixed training examples (no augmentation) the "
+                                  "sharpness is measured on, rounded up to whole batches: "
+                                  "BatchNorm runs over chunks of exactly `batch_size` (the "
+                                  "used number is `sharpness_examples` in metrics.json); at "
+                                  "least one batch; 0 = the larger of 256 and one batch",
+                                  rule=Rule(ge=0, note="0 = the larger of 256 and one batch"),
+                                  hashed=False)
     iters: int = key(20, "Lanczos steps (Hessian-vector products) per sharpness measurement, "
                      "fewer when it changes by < 1e-3; each starts from the last one's vector",
                      rule=Rule(ge=1), hashed=False)
     noise: bool = key(False, "measure the gradient noise scale B_simple = tr(Sigma)/|G|^2 from "
                       "gradient norms at the batch size and a quarter of it", hashed=False)
-    noise_every: int = key(16, "steps between two noise measurements (each costs about 1.25 "
-                           "extra steps)", rule=Rule(ge=1), hashed=False)
+    noise_every: int = key(4, "steps between two noise measurements (each costs a forward "
+                           "and backward of a quarter batch); an epoch's row has a value only "
+                           "from 10 measurements on, metrics.json the run's from all",
+                           rule=Rule(ge=1), hashed=False)
     forgetting_events: bool = key(False, "record every training example's correctness when fed "
                                   "and count its forgetting events (correct -> incorrect); "
                                   "writes examples.parquet", hashed=False)
@@ -249,6 +256,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("schedule.knots", s.knots, "must start at 0 and increase")
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in s.values):
         raise ConfigError("schedule.values", s.values, "must be finite and >= 0")
+    if cfg.diag.sharpness and 0 < cfg.diag.sharpness_examples < cfg.batch_size:
+        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
+                          f"is below one batch (batch_size={cfg.batch_size}); sharpness is "
+                          "measured over whole batches: give a multiple of the batch size, "
+                          "or 0 for the larger of 256 and one batch")
     d = cfg.data
     if d.name == "synthetic" and d.train_size < d.num_classes:
         raise ConfigError("data.train_size", d.train_size, "must be >= data.num_classes")

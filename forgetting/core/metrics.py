@@ -23,10 +23,15 @@ FINAL = ("train_loss", "clean_train_loss", "test_loss", "test_acc", "train_acc",
 TIMINGS = ("wall_s", "train_s")  # process seconds for the run; training seconds
 # what `diag.*` adds (core/diagnostics/monitor.py): per epoch in the history, final in metrics
 DIAG_HISTORY = ("eta_eff", "sharpness", "sharpness_rel_change", "sharpness_iters",
-                "sharpness_ratio", "sharpness_note", "noise_scale", "grad_sq", "trace_sigma",
-                "noise_measurements", "forgetting_events")
+                "sharpness_ratio", "sharpness_note", "noise_scale", "noise_scale_lo",
+                "noise_scale_hi", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
+                "trace_sigma_lo", "trace_sigma_hi", "noise_measurements", "noise_note",
+                "forgetting_events")
+# noise_*: the run's estimate from every measurement (noise_scale_run: the same, older name)
 DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_edge",
-              "noise_scale", "noise_scale_run", "grad_sq_run", "trace_sigma_run",
+              "sharpness_examples", "noise_scale", "noise_scale_lo", "noise_scale_hi",
+              "noise_scale_run", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
+              "trace_sigma_lo", "trace_sigma_hi", "noise_note",
               "noise_measurements", "share_never_forgotten", "mean_forgetting_events",
               "share_never_learned", "n_presented", "n_learned")
 # what a sweeper may optimise (a number per run); the first is the entry point's return value

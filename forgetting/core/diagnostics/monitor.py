@@ -1,24 +1,31 @@
 """What `diag.*` asks a run to measure, fed by the training loop (core/train.py).
 
 - `diag.sharpness`: after every `diag.every`-th epoch and after the last, the top Hessian
-  eigenvalue of the mean training loss on `diag.sharpness_examples` fixed training examples
-  (no augmentation; chosen once with their own generator, so training's random streams are
-  untouched), in chunks of the run's batch size with BatchNorm in batch mode (what the
-  optimiser sees), running statistics left as they were (sharpness.py: Lanczos, warm-started
-  from the previous measurement's top Ritz vector, which is checkpointed with the rest).
+  eigenvalue of the mean training loss on fixed training examples (no augmentation; chosen once
+  with their own generator, so training's random streams are untouched). Their number is whole
+  batches of the run's `batch_size` (`sharpness_examples`: `diag.sharpness_examples` rounded up
+  to whole batches; 0 = the larger of 256 and one batch, rounded up, at most the subset's whole
+  batches; recorded in metrics.json), and the loss is the mean of the losses of consecutive
+  chunks of exactly `batch_size` examples, each with BatchNorm in train mode over its own chunk:
+  the statistics of a batch the size the optimiser steps on. Running statistics are left as
+  they were. Lanczos (sharpness.py), warm-started from the previous measurement's top Ritz
+  vector (checkpointed with the rest) and stopped when the estimate changes by < 1e-3.
   Beside it the LR the step took, expressed for the mean loss (`eta_eff` = per-example LR x
   batch size), and
   `sharpness_ratio` = eta_eff (lambda_max + weight decay) / the running optimiser's stability
   edge (stability.py): about 1 at the edge of stability, far below 1 where curvature does not
   limit the run.
 - `diag.noise`: every `diag.noise_every` steps, the mean-loss gradient norms of the step's
-  batch B and of its first quarter b at the current weights, under the run's autocast,
-  accumulated per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is their ratio of means
-  (McCandlish et al. 2018, appendix A; noise.py). |G_B|^2 is read from the step's own gradient
-  (between backward and update: an eager step's `on_grad`); |G_b|^2 costs one forward and
-  backward of the quarter batch before the step (BatchNorm statistics restored): about 1/4 of a
-  step per measurement. A CUDA-graph step cannot be entered, so there B is measured by an extra
-  pass as well.
+  batch B and of its first quarter b at the current weights, under the run's autocast, both in
+  train mode (BatchNorm over the batch given: the optimiser's statistics for B). Every
+  measurement is kept per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is the ratio of
+  the means, with 95% bootstrap intervals of it, of |G|^2 and of tr(Sigma) (McCandlish et al.
+  2018, appendix A; noise.py). An epoch's row has values only when the epoch holds at least 10
+  measurements (else NaN and `noise_note` says why); metrics.json has the run's estimate from
+  every measurement. |G_B|^2 is read from the step's own gradient (between backward and update:
+  an eager step's `on_grad`); |G_b|^2 costs one forward and backward of the quarter batch before
+  the step (BatchNorm statistics restored): about 1/4 of a step per measurement. A CUDA-graph
+  step cannot be entered, so there B is measured by an extra pass as well.
 - `diag.forgetting_events`: every example's correctness each time it is fed, taken from the
   step's own predictions (no extra forward pass), and its forgetting events (events.py;
   Toneva et al. 2019); the per-example table goes to examples.parquet.
@@ -39,8 +46,25 @@ from forgetting.core.diagnostics.events import ForgettingEvents
 from forgetting.core.diagnostics.noise import NoiseScale, grad_sq_norm, mean_grad_sq
 from forgetting.core.diagnostics.sharpness import top_eigenvalue
 from forgetting.core.diagnostics.stability import edge, mean_loss_lr, sharpness_ratio
+from forgetting.core.errors import ConfigError
 
 SHARPNESS_SEED = 0  # the fixed examples' generator, apart from every training stream
+SHARPNESS_EXAMPLES = 256  # diag.sharpness_examples=0: at least this many, in whole batches
+
+
+def sharpness_examples(requested: int, batch_size: int, n: int) -> int:
+    """How many fixed examples the sharpness is measured on: `requested` rounded up to whole
+    batches; 0: the larger of SHARPNESS_EXAMPLES and one batch, rounded up to whole batches and
+    at most the `n` examples' whole batches. ConfigError when a requested number, rounded up,
+    exceeds n (a number below one batch is refused by config.validate)."""
+    if requested == 0:
+        wanted = batch_size * math.ceil(max(SHARPNESS_EXAMPLES, batch_size) / batch_size)
+        return max(batch_size, min(wanted, batch_size * (n // batch_size)))
+    used = batch_size * math.ceil(requested / batch_size)
+    if used > n:
+        raise ConfigError("diag.sharpness_examples", requested,
+                          f"rounded up to whole batches ({used}) exceeds the subset size {n}")
+    return used
 
 
 class Diagnostics:
@@ -58,7 +82,8 @@ class Diagnostics:
         if d.sharpness:
             n = len(run.train_y)
             gen = torch.Generator().manual_seed(SHARPNESS_SEED)
-            self.fixed = torch.randperm(n, generator=gen)[:d.sharpness_examples].sort().values
+            used = sharpness_examples(d.sharpness_examples, cfg.batch_size, n)
+            self.fixed = torch.randperm(n, generator=gen)[:used].sort().values
         self.start = None  # the last top Ritz vector: the next measurement's warm start
 
     def __bool__(self) -> bool:
@@ -103,10 +128,7 @@ class Diagnostics:
         out: dict = {}
         finite = math.isfinite(row["train_loss"])
         if self.noise_run is not None:
-            out.update(noise_scale=self.noise_epoch.b_simple(),
-                       grad_sq=self.noise_epoch.gradient_sq(),
-                       trace_sigma=self.noise_epoch.trace_sigma(),
-                       noise_measurements=self.noise_epoch.count)
+            out.update(self.noise_epoch.summary())
             self.noise_epoch.reset()
         if self.fixed is not None:
             eta = mean_loss_lr(row["step_lr"], self.cfg.batch_size)
@@ -145,13 +167,10 @@ class Diagnostics:
             out.update(sharpness=last["sharpness"] if last else math.nan,
                        sharpness_ratio=last["sharpness_ratio"] if last else math.nan,
                        max_sharpness_ratio=max(ratios) if ratios else math.nan,
-                       stability_edge=self.edge)
+                       stability_edge=self.edge, sharpness_examples=len(self.fixed))
         if self.noise_run is not None:
-            last = history[-1].get("noise_scale", math.nan) if history else math.nan
-            out.update(noise_scale=last, noise_scale_run=self.noise_run.b_simple(),
-                       grad_sq_run=self.noise_run.gradient_sq(),
-                       trace_sigma_run=self.noise_run.trace_sigma(),
-                       noise_measurements=self.noise_run.count)
+            out.update(self.noise_run.summary())  # from every measurement of the run
+            out["noise_scale_run"] = out["noise_scale"]  # the name tables used before
         if self.events is not None:
             out.update(self.events.summary())
         return out

@@ -1,17 +1,29 @@
-"""The gradient noise scale B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018, appendix A).
+"""The gradient noise scale B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018, appendix A),
+with its interval and the count of measurements behind it.
 
 G is the true gradient of the mean loss and Sigma the covariance of a per-example gradient, so
 that a batch of b examples drawn at random has E|G_b|^2 = |G|^2 + tr(Sigma)/b. Measuring the
-squared norm of the mean-loss gradient at a small batch b and a big batch B gives the unbiased
-estimates
+squared norm of the mean-loss gradient at a small batch b and a big batch B gives, per
+measurement, the unbiased estimates
 
     |G|^2     ~ (B*|G_B|^2 - b*|G_b|^2)/(B - b)
     tr(Sigma) ~ (|G_b|^2 - |G_B|^2)/(1/b - 1/B).
 
-Each is noisy (|G|^2 can come out negative for one step), so `NoiseScale` averages each over
-the steps added (a plain mean since the last reset) BEFORE dividing: B_simple = mean tr(Sigma)
-/ mean |G|^2, a ratio of means. Units: squared norms are in (loss per unit parameter)^2;
-B_simple is in examples - the batch size beyond which a bigger batch stops paying off.
+Each is noisy (|G|^2 is often negative for one measurement), so `NoiseScale` keeps every
+measurement's pair and averages each estimate over the measurements BEFORE dividing:
+B_simple = mean tr(Sigma) / mean |G|^2, a ratio of means. Units: squared norms are in (loss
+per unit parameter)^2; B_simple is in examples - the batch size beyond which a bigger batch
+stops paying off.
+
+Uncertainty. `NoiseScale.summary` gives each of |G|^2, tr(Sigma) and B_simple with a 95%
+percentile-bootstrap interval over the measurements (resample the measurements with
+replacement, recompute both means and their ratio; a fixed generator, so the same measurements
+give the same interval). The interval treats the measurements as independent draws of one
+quantity: exact at fixed weights; in training, where the true values drift, it is the interval
+of the average over the measured steps. A resample whose mean |G|^2 is <= 0 has an unbounded
+B_simple (+inf): when the |G|^2 interval reaches 0, B_simple's upper end is +inf and the value
+is "not resolved" (the noise swamps the signal; more measurements would resolve it). With
+fewer than `MIN_MEASUREMENTS` measurements every value is NaN, with a note saying why.
 
 Gradients here are of the loss only: L2 weight decay adds the same wd*w to every example's
 gradient, which changes G but not Sigma, and is left out of both (it is not part of the noise
@@ -21,7 +33,9 @@ Feeding it from training. The step already computes the big-batch gradient: with
 loss, the mean-loss gradient is p.grad/B, so |G_B|^2 = `grad_sq_norm(model, B)` read after
 backward and BEFORE optimizer.step() (our SGD adds wd*p into p.grad in place, forgetting/core/
 sgd.py). The small-batch one costs one extra forward and backward over a slice of the batch
-(b/B of a step); `gradient_sq_norms` does both passes when a step is not at hand.
+(b/B of a step); `gradient_sq_norms` does both passes when a step is not at hand. Both run in
+train mode: BatchNorm normalises with the statistics of the batch it is given (the small
+batch's own for |G_b|^2, as the optimiser's for |G_B|^2).
 """
 
 from __future__ import annotations
@@ -32,53 +46,110 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MIN_MEASUREMENTS = 10  # fewer give NaN: one to three cannot resolve B_simple
+LEVEL = 0.95  # the intervals' coverage
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap(gradient_sq: torch.Tensor, trace_sigma: torch.Tensor, level: float = LEVEL,
+              resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Percentile-bootstrap intervals of mean |G|^2, mean tr(Sigma) and their ratio from
+    per-measurement estimates (float64 tensors of one length >= 1). Returns {name: (lo, hi)}
+    for "grad_sq", "trace_sigma", "noise_scale"; a resample with mean |G|^2 <= 0 counts as
+    B_simple = +inf."""
+    n = len(gradient_sq)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (resamples, n), generator=gen)
+    g = gradient_sq[idx].mean(1)
+    t = trace_sigma[idx].mean(1)
+    ratio = torch.where(g > 0, t / g.clamp_min(torch.finfo(g.dtype).tiny), math.inf)
+    low = int(math.floor((1 - level) / 2 * resamples))
+    high = int(math.ceil((1 + level) / 2 * resamples)) - 1
+
+    def ends(values: torch.Tensor) -> tuple[float, float]:
+        ordered = values.sort().values
+        return float(ordered[low]), float(ordered[high])
+
+    return {"grad_sq": ends(g), "trace_sigma": ends(t), "noise_scale": ends(ratio)}
+
 
 class NoiseScale:
-    """Running means of the |G|^2 and tr(Sigma) estimates; B_simple is their ratio."""
+    """Every measurement's |G|^2 and tr(Sigma) estimates; B_simple is the ratio of their
+    means."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        """Forget every step added (e.g. at the start of an epoch, for per-epoch figures)."""
-        self.count = 0
-        self.sum_gradient_sq = 0.0
-        self.sum_trace_sigma = 0.0
+        """Forget every measurement added (e.g. at the start of an epoch, for its figures)."""
+        self.gradient_sq_estimates: list[float] = []
+        self.trace_sigma_estimates: list[float] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.gradient_sq_estimates)
 
     def add(self, g_small_sq: float, b: int, g_big_sq: float, B: int) -> None:
-        """Add one step: g_small_sq = |G_b|^2 (mean-loss gradient over b examples), g_big_sq =
-        |G_B|^2 over B > b examples, the b among the B or not."""
+        """Add one measurement: g_small_sq = |G_b|^2 (mean-loss gradient over b examples),
+        g_big_sq = |G_B|^2 over B > b examples, the b among the B or not."""
         if not 1 <= b < B:
             raise ValueError(f"need 1 <= b < B, got b={b}, B={B}")
-        self.sum_gradient_sq += (B * g_big_sq - b * g_small_sq) / (B - b)
-        self.sum_trace_sigma += (g_small_sq - g_big_sq) / (1.0 / b - 1.0 / B)
-        self.count += 1
+        self.gradient_sq_estimates.append((B * g_big_sq - b * g_small_sq) / (B - b))
+        self.trace_sigma_estimates.append((g_small_sq - g_big_sq) / (1.0 / b - 1.0 / B))
 
     def gradient_sq(self) -> float:
-        """Mean estimate of |G|^2 over the steps added (NaN when none)."""
-        return self.sum_gradient_sq / self.count if self.count else math.nan
+        """Mean estimate of |G|^2 over the measurements (NaN when none)."""
+        return math.fsum(self.gradient_sq_estimates) / self.count if self.count else math.nan
 
     def trace_sigma(self) -> float:
         """Mean estimate of tr(Sigma), per-example gradient variance summed over parameters
         (NaN when none)."""
-        return self.sum_trace_sigma / self.count if self.count else math.nan
+        return math.fsum(self.trace_sigma_estimates) / self.count if self.count else math.nan
 
     def b_simple(self) -> float:
         """tr(Sigma)/|G|^2 in examples, ratio of the means; NaN when nothing was added or the
-        |G|^2 estimate is <= 0 (the noise swamps the signal)."""
-        if not self.count or not self.sum_gradient_sq > 0:
+        mean |G|^2 estimate is <= 0 (the noise swamps the signal)."""
+        g = self.gradient_sq()
+        if not g > 0:
             return math.nan
-        return self.sum_trace_sigma / self.sum_gradient_sq
+        return self.trace_sigma() / g
+
+    def summary(self, minimum: int = MIN_MEASUREMENTS, prefix: str = "") -> dict:
+        """The figures of a history row or of metrics.json, keys prefixed by `prefix`:
+        noise_scale, grad_sq, trace_sigma, each with _lo and _hi (95% bootstrap interval),
+        noise_measurements, and noise_note (None, or why a value is NaN or not resolved). With
+        fewer than `minimum` measurements every value is NaN."""
+        n = self.count
+        names = ("noise_scale", "grad_sq", "trace_sigma")
+        out = {f"{prefix}{k}{end}": math.nan for k in names for end in ("", "_lo", "_hi")}
+        out[f"{prefix}noise_measurements"] = n
+        if n < minimum:
+            out[f"{prefix}noise_note"] = (f"not measured: {n} measurement(s), fewer than "
+                                          f"{minimum}")
+            return out
+        intervals = bootstrap(torch.tensor(self.gradient_sq_estimates, dtype=torch.float64),
+                              torch.tensor(self.trace_sigma_estimates, dtype=torch.float64))
+        values = {"noise_scale": self.b_simple(), "grad_sq": self.gradient_sq(),
+                  "trace_sigma": self.trace_sigma()}
+        for name in names:
+            out[f"{prefix}{name}"] = values[name]
+            out[f"{prefix}{name}_lo"], out[f"{prefix}{name}_hi"] = intervals[name]
+        note = None
+        if not intervals["grad_sq"][0] > 0:
+            note = (f"not resolved: the |G|^2 interval reaches 0 over {n} measurements, so "
+                    "B_simple has no upper bound")
+        out[f"{prefix}noise_note"] = note
+        return out
 
     def state(self) -> dict:
         """Plain numbers for a checkpoint."""
-        return {"count": self.count, "sum_gradient_sq": self.sum_gradient_sq,
-                "sum_trace_sigma": self.sum_trace_sigma}
+        return {"gradient_sq": list(self.gradient_sq_estimates),
+                "trace_sigma": list(self.trace_sigma_estimates)}
 
     def load(self, state: dict) -> None:
-        self.count = int(state["count"])
-        self.sum_gradient_sq = float(state["sum_gradient_sq"])
-        self.sum_trace_sigma = float(state["sum_trace_sigma"])
+        self.gradient_sq_estimates = [float(v) for v in state["gradient_sq"]]
+        self.trace_sigma_estimates = [float(v) for v in state["trace_sigma"]]
 
 
 def grad_sq_norm(model: nn.Module, divide_by: float = 1.0) -> float:

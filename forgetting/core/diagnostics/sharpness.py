@@ -8,23 +8,23 @@ examples (default: cross-entropy, reduction mean). With one chunk this is the me
 mean-loss LR) is dimensionless and is compared with the stability edge (stability.py). L2
 weight decay is not in L: it adds wd to every eigenvalue (stability.sharpness_ratio).
 
-Hessian-vector product. H v = d/dw <grad L(w), v>: one backward with create_graph=True gives
-grad L as a differentiable function of w, a second backward (torch.autograd.grad with
-grad_outputs=v) gives H v. With one chunk the first-order graph is built once and kept, so each
-iteration costs one double backward (about 2-3 forward passes, and the memory of a graph that
-can be differentiated twice). With several chunks each iteration recomputes every chunk's
-forward and backward (about 4-5 forward passes per chunk) and holds one chunk's graph at a time.
+Hessian-vector product. H v = d/dw <grad L(w), v>, by one of two routes (hvp.py):
+`double_backward` (reverse over reverse: every chunk's first-order graph is built once and kept,
+each product is one more backward through them) or `forward_over_reverse` (`torch.func.jvp` of
+`torch.func.grad`: each product recomputes every chunk, nothing kept). Both give the same
+products to rounding; `METHOD` is the one that measured faster (`python -m forgetting.bench
+--diag --hvp`).
 
 BatchNorm. Every module runs in TRAIN mode, so BatchNorm normalises with the statistics of the
 batch (the function the optimiser differentiates), and the Hessian includes the dependence of
 those statistics on the weights. With `batch_size` < len(x) the statistics are per chunk: L is
-then the average of the chunk losses, each with its own statistics - choose batch_size = the
-training batch size to average the Hessian of the loss the optimiser sees. The running
-statistics (running_mean, running_var, num_batches_tracked: every buffer) that these forward
-passes update are copied back afterwards, bit-identical and in the same tensors, as is every
-module's `training` flag. Parameters are never written, and their .grad are left as they were
-(torch.autograd.grad does not accumulate into .grad). No autocast: the HVP runs in the dtype of
-the model and inputs.
+then the average of the chunk losses, each with its own statistics. The training monitor
+(monitor.py) passes whole batches and batch_size = the training batch size, so every chunk is
+exactly one batch the size the optimiser steps on. The running statistics (running_mean,
+running_var, num_batches_tracked: every buffer) that these forward passes may update are copied
+back afterwards, bit-identical and in the same tensors, as is every module's `training` flag.
+Parameters are never written, and their .grad are left as they were (torch.autograd.grad does
+not accumulate into .grad). No autocast: the HVP runs in the dtype of the model and inputs.
 
 Lanczos. From a fixed start vector (standard normal from a CPU generator seeded with `seed`,
 or the previous measurement's top Ritz vector, `start`), k Hessian-vector products build an
@@ -50,12 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Vector = list[torch.Tensor]  # one tensor per parameter
+from forgetting.core.diagnostics.hvp import LossFn, NonFinite, Vector, hvp_function
 
-
-class NonFinite(Exception):
-    """A loss or Hessian-vector product that is inf or NaN."""
+METHOD = "double_backward"  # the faster route on the measured models (module docstring)
 
 
 def mean_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,48 +72,6 @@ def _start_vector(params: list[nn.Parameter], seed: int) -> Vector:
     v = [torch.randn(p.shape, generator=gen).to(device=p.device, dtype=p.dtype) for p in params]
     norm = math.sqrt(_dot(v, v))
     return [vi / norm for vi in v]
-
-
-def _second_order(grads, params: list[nn.Parameter], v: Vector, retain: bool) -> Vector:
-    """H v from first-order gradients built with create_graph=True (zeros where a gradient
-    does not depend on the weights)."""
-    pairs = [(g, vi) for g, vi in zip(grads, v) if g is not None and g.requires_grad]
-    if not pairs:
-        return [torch.zeros_like(p) for p in params]
-    hv = torch.autograd.grad([g for g, _ in pairs], params, grad_outputs=[vi for _, vi in pairs],
-                             retain_graph=retain, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h for h, p in zip(hv, params)]
-
-
-def hvp_function(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor,
-                 y: torch.Tensor, loss_fn: LossFn, batch_size: int | None
-                 ) -> Callable[[Vector], Vector]:
-    """v -> H v for L = sum_c (n_c/n) loss_fn(model(x_c), y_c) over chunks of `batch_size`
-    examples (one chunk when None). Raises NonFinite on a non-finite chunk loss. The model is
-    run in whatever mode it is in: the caller sets train mode and restores buffers."""
-    n = len(x)
-    size = n if batch_size is None else max(1, min(int(batch_size), n))
-    chunks = [(start, min(start + size, n)) for start in range(0, n, size)]
-
-    def first_order(start: int, stop: int):
-        loss = loss_fn(model(x[start:stop]), y[start:stop]) * ((stop - start) / n)
-        if not bool(torch.isfinite(loss)):
-            value = float(loss.detach())
-            raise NonFinite(f"loss is not finite ({value}) on examples {start}:{stop}")
-        return torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-
-    if len(chunks) == 1:
-        grads = first_order(0, n)
-        return lambda v: _second_order(grads, params, v, retain=True)
-
-    def hvp(v: Vector) -> Vector:
-        total = [torch.zeros_like(p) for p in params]
-        for start, stop in chunks:
-            hv = _second_order(first_order(start, stop), params, v, retain=False)
-            total = [t + h for t, h in zip(total, hv)]
-        return total
-
-    return hvp
 
 
 def power_iteration(hvp: Callable[[Vector], Vector], v: Vector, iters: int, tol: float,
@@ -189,7 +144,8 @@ def lanczos(hvp: Callable[[Vector], Vector], v: Vector, iters: int, tol: float
 
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int,
                    seed: int = 0, tol: float = 1e-3, batch_size: int | None = None,
-                   loss_fn: LossFn | None = None, start: Vector | None = None) -> dict:
+                   loss_fn: LossFn | None = None, start: Vector | None = None,
+                   method: str = METHOD) -> dict:
     """The largest Hessian eigenvalue of the mean loss over (x, y) at the current weights.
 
     Returns {"sharpness": lambda_max (float, NaN on failure), "sharpness_rel_change": last
@@ -198,8 +154,9 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
     failure), a warm `start` for the next measurement}. `iters` caps the Lanczos steps; `tol`
     is the relative change that stops them; `batch_size` chunks the examples
     (BatchNorm statistics per chunk, see the module docstring); `loss_fn(out, y)` must be a
-    mean over its examples (default cross-entropy). The model's buffers, modes, parameters and
-    .grad are left as they were.
+    mean over its examples (default cross-entropy); `method` is the Hessian-vector product's
+    route (hvp.METHODS). The model's buffers, modes, parameters and .grad are left as they
+    were.
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
@@ -212,7 +169,7 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
     try:
         model.train()
         with torch.enable_grad():
-            hvp = hvp_function(model, params, x, y, loss_fn, batch_size)
+            hvp = hvp_function(model, params, x, y, loss_fn, batch_size, method)
             v = _start_vector(params, seed) if start is None else _unit(start)
             lam, rel, done, vector = lanczos(hvp, v, iters, tol)
         return {"sharpness": lam, "sharpness_rel_change": rel, "sharpness_iters": done,
