@@ -129,3 +129,15 @@ def test_seeds_are_a_mean_with_a_band(tmp_path, figures):
     means = tables["history"].query("lr == 0.125").groupby("epoch")["test_loss"].mean()
     assert list(line.get_ydata()) == pytest.approx(list(means))
     assert ax.collections  # the min-max band
+
+
+def test_a_point_whose_runs_all_failed_is_marked(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=1, sizes=(128,))
+    lost = (results["lr"] == 2.0) & (results["subset"] == 0.5)
+    results.loc[lost, ["status", "test_loss", "train_loss"]] = ["failed", math.nan, math.nan]
+    plot_tables(results, tables, tmp_path)
+    ax = figures["lr_subset.png"].axes[1]
+    [marker] = [ln for ln in ax.get_lines() if ln.get_label() == "failed (no result)"]
+    assert list(marker.get_xdata()) == [2.0]
+    assert "1 failed" in ax.get_title()
+    assert "failed (no result)" in ax.get_legend_handles_labels()[1]

@@ -56,6 +56,11 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
     diverged = results[results["status"] == DIVERGED].groupby(["batch_size", "subset"])["lr"]
     diverged = {k: sorted(set(v)) for k, v in diverged}
     failed = results[results["status"] == FAILED].groupby("batch_size").size()
+    # points with no outcome at all (every run failed): a marker, the reason in the legend
+    done = results[results["status"].isin([OK, DIVERGED])].groupby(
+        ["batch_size", "subset", "lr"]).size()
+    lost = results[results["status"] == FAILED].groupby(["batch_size", "subset"])["lr"]
+    lost = {k: sorted(v for v in set(lrs) if (*k, v) not in done.index) for k, lrs in lost}
     for row, bs in zip(axes, sizes):
         for ax, metric, title in ((row[0], "train_loss", "final train loss"),
                                   (row[1], "test_loss", "final test loss")):
@@ -69,6 +74,7 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                     mine = points[points["subset"] == subset]
                     if curve["count"].max() > 1:
                         ax.scatter(mine["lr"], mine[metric], s=6, color=c, alpha=0.45, lw=0)
+                figure.mark_missing(ax, lost.get((bs, subset), []), c, "failed (no result)")
                 lrs = diverged.get((bs, subset), [])
                 if lrs:
                     ax.plot(lrs, [1.0] * len(lrs), "x", color=c, ms=9, mew=2,
@@ -82,7 +88,7 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
             note = f"; {int(failed[bs])} failed" if bs in failed.index else ""
             ax.set_title(f"batch {int(bs)}: {title}{note}", fontsize=10)
             ax.grid(True, alpha=0.3)
-        handles, labels = row[1].get_legend_handles_labels()
+        handles, labels = figure.dedupe_legend(row[1])
         if any(k[0] == bs for k in diverged):
             handles.append(row[1].plot([], [], "x", color="k", ms=8, mew=2)[0])
             labels.append("diverged (× at top)")
