@@ -141,3 +141,33 @@ def test_a_point_whose_runs_all_failed_is_marked(tmp_path, figures):
     assert list(marker.get_xdata()) == [2.0]
     assert "1 failed" in ax.get_title()
     assert "failed (no result)" in ax.get_legend_handles_labels()[1]
+
+
+def test_the_analysis_modules_import_each_other_without_a_cycle():
+    """Function-level imports included: plot.py and plot_diag.py once imported each other."""
+    import ast
+
+    from helpers import REPO
+
+    folder = REPO / "forgetting" / "analysis"
+    names = {p.stem for p in folder.glob("*.py")}
+    graph = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "forgetting.analysis":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "forgetting.analysis."):
+                found.add(node.module.split(".")[2])
+        graph[path.stem] = found & names
+
+    def reaches(start, seen=()):
+        for nxt in graph[start]:
+            if nxt in seen:
+                continue
+            yield nxt
+            yield from reaches(nxt, (*seen, nxt))
+
+    cycles = [m for m in graph if m in set(reaches(m))]
+    assert cycles == []
