@@ -13,6 +13,10 @@ elif "--tracking" in args:  # what logger=mlflow|tensorboard costs a run (bench/
     from forgetting.bench.tracking import main
 
     main([a for a in args if a != "--tracking"])
+elif "--scale" in args:  # a sweep's tables at 1k-100k points (bench/scale.py)
+    from forgetting.bench.scale import main
+
+    main([a for a in args if a != "--scale"])
 elif "--job-folder" in args:  # a sweep job's folder choice (bench/job_folder.py)
     from forgetting.bench.job_folder import main
 

@@ -15,27 +15,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.runs.manifest import SIGNED, Entry
+from forgetting.runs.manifest import ROWS, SIGNED, Entry
 from forgetting.runs.rows import KEY_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 PER_RUN_TABLES = ("history", "recency")
+SCALARS = {type(None): "null", bool: "bool", int: "int64", float: "double", str: "string"}
+
+
+def run_dir_of(root: Path, entry: Entry) -> str:
+    return str(root) if entry.rel == "." else f"{root}/{entry.rel}"
 
 
 def run_table(root: Path, entry: Entry, name: str) -> pa.Table | None:
-    """The run's table `name` with its key columns and run_dir; records its columns in the
-    entry. None when the run has none or it is unreadable."""
+    """The run's table `name` with its key columns and run_dir; None when the run has none or
+    it is unreadable."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    entry.columns[name] = []
     filename = f"{name}.parquet"
-    if entry.sig.split("|")[SIGNED.index(filename)] == "-":
+    if filename in SIGNED and entry.sig.split("|")[SIGNED.index(filename)] == "-":
         return None
+    run_dir = run_dir_of(root, entry)
     try:
-        table = pq.read_table(root / entry.rel / filename)
+        table = pq.ParquetFile(f"{run_dir}/{filename}").read()
     except Exception:
         return None
     row = entry.row
@@ -43,11 +48,29 @@ def run_table(root: Path, entry: Entry, name: str) -> pa.Table | None:
     for column in KEY_COLUMNS + [k for k in entry.swept if k not in KEY_COLUMNS] + extra:
         if column not in table.column_names:
             table = table.add_column(0, column, _repeat(row.get(column), table.num_rows))
-    run_dir = pa.array([str(root / entry.rel)] * table.num_rows, pa.string())
     if "run_dir" in table.column_names:
         table = table.drop_columns(["run_dir"])
-    table = table.append_column("run_dir", run_dir).replace_schema_metadata(None)
-    entry.columns[name] = [[f.name, str(f.type)] for f in table.schema]
+    column = pa.array([run_dir] * table.num_rows, pa.string())
+    return table.append_column("run_dir", column).replace_schema_metadata(None)
+
+
+def row_table(root: Path, entry: Entry) -> pa.Table:
+    """The run's row of the results table (one row; run_dir last)."""
+    import pyarrow as pa
+
+    row = {**entry.row, "run_dir": run_dir_of(root, entry)}
+    try:
+        return pa.Table.from_pylist([row])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.Table.from_pylist([{k: v if isinstance(v, (int, float, str, bool))
+                                      or v is None else str(v) for k, v in row.items()}])
+
+
+def read_table(root: Path, entry: Entry, name: str) -> pa.Table | None:
+    """The run's table `name` ("rows": its row), its columns recorded in the entry."""
+    table = row_table(root, entry) if name == "rows" else run_table(root, entry, name)
+    fields = [] if table is None else [[f.name, str(f.type)] for f in table.schema]
+    entry.columns = {**entry.columns, name: fields}  # a new dict: others may share the old
     return table
 
 
@@ -117,29 +140,59 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def row_fields(row: dict) -> list | None:
+    """[column, arrow type] of a row of plain scalars, as pyarrow infers them; None otherwise."""
+    fields = []
+    for column, value in row.items():
+        typ = SCALARS.get(type(value))
+        if typ is None or typ == "int64" and not -2 ** 63 <= value < 2 ** 63:
+            return None
+        fields.append([column, typ])
+    return fields
+
+
 def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
            old: pa.Table | None) -> pa.Table:
-    """The gathered table `name` of the chosen runs: unchanged runs' rows from `old` (the table
-    written last time, or None), the others read from their folders."""
+    """The gathered table `name` of the chosen runs ("rows": their rows): unchanged runs' rows
+    from `old` (the table written last time, or None), the others read from their folders."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     in_old = set(pc.unique(old["run_dir"]).to_pylist()) if old is not None else set()
-    cached = {str(root / e.rel) for e in chosen if e.rel not in reread and name in e.columns
-              and str(root / e.rel) in in_old}
-    fresh = [t for e in chosen if str(root / e.rel) not in cached
-             for t in [run_table(root, e, name)] if t is not None]
+    run_dirs = [run_dir_of(root, e) for e in chosen]
+    cached, fresh, rows = set(), {}, []
+    for d, e in zip(run_dirs, chosen):
+        if old is not None and e.rel not in reread and name in e.columns:
+            if not e.columns[name]:
+                continue  # it had no such table, and nothing it wrote changed since
+            if d in in_old:
+                cached.add(d)
+                continue
+        fields = row_fields(row := {**e.row, "run_dir": d}) if name == "rows" else None
+        if fields is not None:  # plain scalars: converted together below
+            e.columns = {**e.columns, name: fields}  # a new dict: others may share the old
+            rows.append(row)
+            continue
+        table = read_table(root, e, name)
+        if table is not None:  # tables of one schema are conformed together
+            fresh.setdefault(tuple(map(tuple, e.columns[name])), []).append(table)
     schema = canonical_schema(chosen, name)
     pieces = []
     if cached:
-        keep = pc.is_in(old["run_dir"], value_set=pa.array(sorted(cached), pa.string()))
-        pieces.append(conform(old.filter(keep), schema))
-    pieces += [conform(t, schema) for t in fresh]
+        keep = old if len(cached) == len(in_old) else old.filter(
+            pc.is_in(old["run_dir"], value_set=pa.array(list(cached), pa.string())))
+        pieces.append(conform(keep, schema))
+    if rows:
+        try:
+            pieces.append(pa.Table.from_pylist(rows, schema=schema))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pieces += [conform(pa.Table.from_pylist([r]), schema) for r in rows]
+    pieces += [conform(pa.concat_tables(group), schema) for group in fresh.values()]
     if not pieces:
         return pa.table({})
     table = pa.concat_tables(pieces).combine_chunks()
-    if cached and fresh:  # rows in the runs' order (the sort is stable)
-        order = pa.array([str(root / e.rel) for e in chosen], pa.string())
+    if len(pieces) > 1:  # rows in the runs' order (the sort is stable)
+        order = pa.array(run_dirs, pa.string())
         table = table.take(pc.sort_indices(pc.index_in(table["run_dir"], value_set=order)))
     return table
 
@@ -147,17 +200,20 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
 def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
     """The gathered table written with the manifest, when it is unchanged since and the sweep
     folder is spelled as then (its run_dir values); else None."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from forgetting.runs.manifest import table_signatures
 
-    filename = f"{name}.parquet"
+    filename = ROWS if name == "rows" else f"{name}.parquet"
     if meta.get("root") != str(root):
         return None
     if meta.get("tables", {}).get(filename) != table_signatures(root).get(filename):
         return None
+    if meta["tables"][filename] == "-":  # not written: no run had one
+        return pa.table({"run_dir": pa.array([], pa.string())})
     try:
-        table = pq.read_table(root / filename)
+        table = pq.read_table(root / filename).replace_schema_metadata(None)
     except Exception:
         return None
     return table if "run_dir" in table.column_names else None
@@ -165,5 +221,5 @@ def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
 
 def run_files(root: Path, chosen: list[Entry], name: str) -> list[str]:
     """The chosen runs' files `name`.parquet that exist, for pyarrow.dataset.dataset(files)."""
-    paths = [root / e.rel / f"{name}.parquet" for e in chosen]
-    return [str(p) for p in paths if p.is_file()]
+    paths = [f"{run_dir_of(root, e)}/{name}.parquet" for e in chosen]
+    return [p for p in paths if Path(p).is_file()]

@@ -2,8 +2,9 @@
 were last written, so an update re-reads only the run folders that changed.
 
 `.results.manifest.parquet` (beside results.parquet) holds one record per run folder under the
-sweep folder, by path relative to it: the size, mtime and inode of its metrics.json, history.parquet,
-recency.parquet and `.hydra/config.yaml` (its signature), the row read from it (JSON, without
+sweep folder, by path relative to it: the size, mtime and inode of its metrics.json and
+history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its signature; its
+row (JSON, without
 `run_dir`), the keys its command line set, its config hash, whether it finished, the mtime that
 ranks runs of one config (forgetting/runs/resume.py `latest_runs`), and the columns of its
 per-run tables once read. The file's metadata records the sweep folder as it was spelled and the
@@ -31,22 +32,28 @@ from forgetting.runs import folders
 from forgetting.runs.resume import folder_state
 from forgetting.runs.rows import damaged, read_run
 
-# the files a run's row and per-run tables are read from; their sizes and mtimes: its signature
-SIGNED = (folders.METRICS, folders.HISTORY, folders.RECENCY)
-TABLES = (folders.RESULTS, folders.HISTORY, folders.RECENCY)
+# the files whose sizes, mtimes and inodes are a run folder's signature (signature())
+SIGNED = (folders.METRICS, folders.HISTORY)
+ROWS = ".results.rows.parquet"  # the rows as read, before Optuna's trials are merged in
+TABLES = (folders.RESULTS, ROWS, folders.HISTORY, folders.RECENCY)
 
 
 @dataclass
 class Entry:
     """One run folder as the tables saw it."""
     rel: str  # the run folder relative to the sweep folder ("." for the folder itself)
-    sig: str  # sizes and mtimes of its SIGNED files and .hydra/config.yaml
-    row: dict  # forgetting/runs/rows.py's row, without run_dir
+    sig: str  # sizes, mtimes and inodes of its files (signature())
+    row_json: str  # forgetting/runs/rows.py's row without run_dir, as JSON (decoded on demand)
+    status: str | None
     swept: list[str]
     key: str | None  # config hash; None: not identifiable (kept as its own row)
     finished: bool
     mtime_ns: int
-    columns: dict = field(default_factory=dict)  # per-run table -> [[column, arrow type]]
+    columns: dict = field(default_factory=dict)  # table -> [[column, arrow type]] once built
+
+    @property
+    def row(self) -> dict:
+        return json.loads(self.row_json)
 
 
 def _stat(path: str) -> str:
@@ -57,42 +64,41 @@ def _stat(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"  # a rewrite by rename: a new inode
 
 
-def signature(run_dir: str, present: set[str]) -> str:
-    return "|".join([_stat(os.path.join(run_dir, name)) if name in present else "-"
-                     for name in SIGNED] + [_stat(os.path.join(run_dir, folders.HYDRA_CONFIG))])
+def signature(run_dir: str) -> str:
+    """metrics.json's and history.parquet's stats (a run writes metrics.json last, so a run
+    that wrote anything has a new one); without metrics.json, also .hydra/config.yaml's."""
+    sig = f"{_stat(run_dir + '/' + folders.METRICS)}|{_stat(run_dir + '/' + folders.HISTORY)}"
+    if sig.startswith("-"):
+        sig += "|" + _stat(run_dir + "/" + folders.HYDRA_CONFIG)
+    return sig
 
 
 def scan(root: Path) -> dict[str, str]:
     """Every run folder under `root` (a folder holding metrics.json or .hydra/config.yaml),
-    relative path -> signature. One directory listing per folder and a stat per signed file;
-    hidden folders (the config index, progress files) are not entered."""
+    relative path -> signature: a listing of each folder that is not a run folder, two stats
+    per finished run folder. Run folders and hidden folders (the config index, progress files)
+    are not entered."""
     found: dict[str, str] = {}
     stack = [(str(root), ".")]
     while stack:
         path, rel = stack.pop()
-        present, subdirs, hydra = set(), [], False
+        sig = signature(path)
+        if not sig.startswith("-") or not sig.endswith("|-"):
+            found[rel] = sig
+            continue
         try:
             with os.scandir(path) as entries:
-                for e in entries:
-                    if e.name in SIGNED:
-                        present.add(e.name)
-                    elif e.name == ".hydra":
-                        hydra = True
-                    elif not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
-                        subdirs.append((e.path, e.name if rel == "." else f"{rel}/{e.name}"))
+                stack += [(e.path, e.name if rel == "." else f"{rel}/{e.name}") for e in entries
+                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
         except OSError:
             continue
-        sig = signature(path, present)
-        if folders.METRICS in present or (hydra and not sig.endswith("|-")):
-            found[rel] = sig
-        stack.extend(subdirs)
     return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def natural_key(rel: str) -> list:
     """2 < 10 < 10-HASH: digit runs compare as numbers (forgetting/runs/rows.py find_runs)."""
     return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
-            for part in Path(rel).parts]
+            for part in rel.split("/") if part != "."]
 
 
 def mtime_of(sig: str) -> int:
@@ -109,12 +115,12 @@ def read_entry(root: Path, rel: str, sig: str) -> Entry:
     run_dir = root / rel
     row, swept = read_run(run_dir)
     del row["run_dir"]
-    row = json.loads(json.dumps(row, default=str))  # as the manifest stores it
+    row_json = json.dumps(row, default=str)
     if isinstance(row.get("config_hash"), str):
         key, finished = row["config_hash"], row.get("status") in FINISHED
     else:
         key, finished = folder_state(run_dir)
-    return Entry(rel, sig, row, swept, key, finished, mtime_of(sig))
+    return Entry(rel, sig, row_json, row.get("status"), swept, key, finished, mtime_of(sig))
 
 
 def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool = False,
@@ -127,10 +133,8 @@ def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool
     else:
         current = {rel: e.sig for rel, e in old.items()}
         for rel in only:
-            path = str(root / rel)
-            present = {n for n in SIGNED if os.path.exists(os.path.join(path, n))}
-            sig = signature(path, present)
-            if present & {folders.METRICS} or not sig.endswith("|-"):
+            sig = signature(str(root / rel))
+            if not sig.startswith("-") or not sig.endswith("|-"):
                 current[rel] = sig
             else:
                 current.pop(rel, None)  # gone
@@ -140,14 +144,14 @@ def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool
         before = old.get(rel)
         if before is not None and not full and (
                 rel not in only if only is not None
-                else before.sig == sig and before.row.get("status") in FINISHED):
+                else before.sig == sig and before.status in FINISHED):
             entries[rel] = before
             continue
         entry = read_entry(root, rel, sig)
-        if (damaged(entry.row) and not replace and before is not None
-                and before.row.get("status") in FINISHED):
+        if (not replace and before is not None and before.status in FINISHED
+                and damaged(entry.row)):
             print(f"warning: {root / rel / folders.METRICS}: {entry.row['error']}; its earlier "
-                  f"{before.row['status']} row kept (--replace takes the failed row)",
+                  f"{before.status} row kept (--replace takes the failed row)",
                   file=sys.stderr)
             entry = before
         entries[rel] = entry
@@ -184,11 +188,14 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
         return {}, {}
     if meta.get("tables", {}).get(folders.RESULTS) != table_signatures(root)[folders.RESULTS]:
         return {}, {}
-    entries = {}
-    for r in table.to_pylist():
-        entries[r["rel"]] = Entry(r["rel"], r["sig"], json.loads(r["row"]),
-                                  json.loads(r["swept"]), r["key"], r["finished"],
-                                  r["mtime_ns"], json.loads(r["columns"]))
+    c = {name: table[name].to_pylist() for name in table.column_names}
+    decoded: dict[str, object] = {}  # most runs share their columns and swept keys: decoded
+    entries = {}                     # once, shared (never changed in place: read_table)
+    for i, rel in enumerate(c["rel"]):
+        swept, columns = (decoded.get(t) or decoded.setdefault(t, json.loads(t))
+                          for t in (c["swept"][i], c["columns"][i]))
+        entries[rel] = Entry(rel, c["sig"][i], c["row"][i], c["status"][i], swept,
+                             c["key"][i], c["finished"][i], c["mtime_ns"][i], columns)
     return entries, meta
 
 
@@ -198,15 +205,17 @@ def save(root: Path, entries: dict[str, Entry]) -> None:
     import pyarrow.parquet as pq
 
     values = list(entries.values())
+    encoded: dict[int, tuple[object, str]] = {}
     table = pa.table({
         "rel": pa.array([e.rel for e in values], pa.string()),
         "sig": pa.array([e.sig for e in values], pa.string()),
-        "row": pa.array([json.dumps(e.row) for e in values], pa.string()),
-        "swept": pa.array([json.dumps(e.swept) for e in values], pa.string()),
+        "row": pa.array([e.row_json for e in values], pa.string()),
+        "status": pa.array([e.status for e in values], pa.string()),
+        "swept": pa.array([_encoded(e.swept, encoded) for e in values], pa.string()),
         "key": pa.array([e.key for e in values], pa.string()),
         "finished": pa.array([e.finished for e in values], pa.bool_()),
         "mtime_ns": pa.array([e.mtime_ns for e in values], pa.int64()),
-        "columns": pa.array([json.dumps(e.columns) for e in values], pa.string()),
+        "columns": pa.array([_encoded(e.columns, encoded) for e in values], pa.string()),
     })
     meta = {"root": str(root), "tables": table_signatures(root)}
     table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
@@ -214,17 +223,24 @@ def save(root: Path, entries: dict[str, Entry]) -> None:
         pq.write_table(table, tmp)
 
 
+def _encoded(value, cache: dict) -> str:
+    """JSON of `value`, once per object shared by many entries."""
+    hit = cache.get(id(value))
+    if hit is None or hit[0] is not value:
+        hit = cache[id(value)] = (value, json.dumps(value))
+    return hit[1]
+
+
 def any_run(root: Path) -> bool:
     """Whether `root` holds a run folder (stops at the first)."""
-    stack = [root]
-    while stack:
-        path = stack.pop()
-        if (path / folders.METRICS).is_file() or (path / folders.HYDRA_CONFIG).is_file():
-            return True
-        try:
-            with os.scandir(path) as entries:
-                stack += [Path(e.path) for e in entries
-                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
+    if (root / folders.METRICS).is_file() or (root / folders.HYDRA_CONFIG).is_file():
+        return True
+    try:
+        with os.scandir(root) as entries:
+            for e in entries:
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False) \
+                        and any_run(Path(e.path)):
+                    return True
+    except OSError:
+        pass
     return False

@@ -48,27 +48,30 @@ log = logging.getLogger("forgetting")
 
 def read_root(root: Path, full: bool = False, replace: bool = False,
               only: list[str] | None = None):
-    """(entries, rows, {name: gathered arrow table}, swept keys) of the run folders under
-    `root`, re-reading only what changed since its manifest (everything when `full`; only the
-    folders `only` when the manifest is usable)."""
+    """(entries, {"rows": rows, name: gathered table for PER_RUN_TABLES} as arrow tables,
+    swept keys) of the run folders under `root`, re-reading only what changed since its
+    manifest (everything when `full`; only the folders `only` when the manifest is usable)."""
     old, meta = manifest.load(root)
     if not old:
         only = None  # no usable manifest: every folder is read once
     entries, reread = manifest.refresh(root, old, full=full, replace=replace, only=only)
     chosen = manifest.chosen(entries)  # one per config (forgetting/runs/resume.py)
     tables = {name: gather(root, chosen, reread, name, None if full else
-                           read_old(root, name, meta)) for name in PER_RUN_TABLES}
-    rows, swept = [], []
-    for e in chosen:
-        rows.append({**e.row, "run_dir": str(root / e.rel)})
-        swept += [k for k in e.swept if k not in swept]
-    return entries, rows, tables, swept
+                           read_old(root, name, meta)) for name in ("rows", *PER_RUN_TABLES)}
+    swept = list(dict.fromkeys(k for e in chosen for k in e.swept))
+    return entries, tables, swept
 
 
-def results_frame(rows: list[dict], roots: list[Path]) -> pd.DataFrame:
+def results_frame(rows: list[pa.Table], roots: list[Path]) -> pd.DataFrame:
+    """The results table: the runs' rows, Optuna's trials merged in, the metric columns every
+    table has."""
     import pandas as pd
+    import pyarrow as pa
 
-    results = merge_trials(pd.DataFrame(rows), roots)
+    rows = [t for t in rows if t.num_rows]
+    results = pa.concat_tables(rows, promote_options="permissive").to_pandas() if rows \
+        else pd.DataFrame()
+    results = merge_trials(results, roots)
     for column in ["error", "test_loss", "train_loss", "clean_train_loss", "test_acc"]:
         if column not in results:
             results[column] = None if column == "error" else math.nan
@@ -81,17 +84,17 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
     import pandas as pd
     import pyarrow as pa
 
-    rows, swept, gathered = [], [], {name: [] for name in PER_RUN_TABLES}
+    swept, gathered = [], {name: [] for name in ("rows", *PER_RUN_TABLES)}
     for root in roots:
-        _, root_rows, tables, root_swept = read_root(root)
-        rows += root_rows
+        _, tables, root_swept = read_root(root)
         swept += [k for k in root_swept if k not in swept]
         for name, table in tables.items():
             if table.num_rows:
                 gathered[name].append(table)
     tables = {name: pa.concat_tables(frames, promote_options="permissive").to_pandas()
-              if frames else pd.DataFrame() for name, frames in gathered.items()}
-    return results_frame(rows, roots), tables, swept
+              if frames else pd.DataFrame() for name, frames in gathered.items()
+              if name != "rows"}
+    return results_frame(gathered["rows"], roots), tables, swept
 
 
 def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
@@ -132,8 +135,6 @@ def mark_abandoned(results: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 def write_tables(folder: Path, results: pd.DataFrame,
                  tables: dict[str, pd.DataFrame | pa.Table]) -> None:
     """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe."""
-    import pyarrow.parquet as pq
-
     atomic_write_parquet(folder / folders.RESULTS, results)
     atomic_write_csv(folder / folders.RESULTS_CSV, results)
     for name, table in tables.items():
@@ -142,8 +143,14 @@ def write_tables(folder: Path, results: pd.DataFrame,
         if hasattr(table, "to_parquet"):  # pandas (a merged table, collect --out)
             atomic_write_parquet(folder / f"{name}.parquet", table)
         else:
-            with atomic_path(folder / f"{name}.parquet") as tmp:
-                pq.write_table(table, tmp)
+            write_arrow(folder / f"{name}.parquet", table)
+
+
+def write_arrow(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 class TableShrinks(UserError):
@@ -189,10 +196,12 @@ def collect(folder: Path, replace: bool = False, full: bool = False,
 def collect_locked(folder: Path, replace: bool = False, full: bool = False,
                    only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """collect() for a caller that holds the folder's table lock."""
-    entries, rows, tables, swept = read_root(folder, full=full, replace=replace, only=only)
-    results = results_frame(rows, [folder])
+    entries, tables, swept = read_root(folder, full=full, replace=replace, only=only)
+    rows = tables.pop("rows")
+    results = results_frame([rows], [folder])
     check_replace(folder, len(results), replace)
     write_tables(folder, results, tables)
+    write_arrow(folder / manifest.ROWS, rows)
     manifest.save(folder, entries)
     return results, swept
 

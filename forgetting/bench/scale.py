@@ -1,0 +1,218 @@
+"""What a sweep's tables cost as the sweep grows to cluster scale.
+
+    python -m forgetting.bench --scale [--quick] [--sizes 1000 10000 100000] [--json FILE]
+
+One real tiny run is trained first (synthetic data, a few seconds); for each size N a temporary
+sweep folder is filled with N finished run folders made from it (its metrics.json with a config
+hash, LR factor, subset and seed of its own; its history tiled to `--epochs` epochs; Hydra's
+three files), as a cluster sweep leaves them. Then, each in a fresh process (peak memory is the
+process's own, imports included; the time is the operation's alone), with the page cache warm
+from writing:
+
+- full collect: the first `collect` of the folder (no manifest: every run folder read);
+- one changed: `collect` after one point's metrics.json was rewritten (an update);
+- array task: an array task's update after its point was rewritten (forgetting/runs/pending.py),
+  with the run folders it read (1, whatever N);
+- analyze, plot: `forgetting.analyze` and `forgetting.plot` on the collected folder.
+
+The growth exponent of each is the slope of log(seconds) against log(N) (1: linear, 0: flat);
+the per-point cost of the full collect grows with slope - 1. A measurement, not a test: nothing
+asserts a time. docs/benchmarks.md and docs/scale.md have the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from forgetting.runs.cli import ArgumentParser
+
+GRID_LR = [0.25, 0.5, 1, 2, 4, 8, 16, 32]
+GRID_SUBSET = [0.025, 0.05, 0.1, 0.25, 1.0]
+TINY = ["data=synthetic", "model=tiny", "model.width=0.25", "device=cpu", "precision=fp32",
+        "batch_size=64", "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true",
+        "threads=1"]
+MEASURES = ["full", "one_changed", "array_task", "analyze", "plot"]
+
+
+def template_run(folder: Path) -> Path:
+    """One real tiny training run in `folder`."""
+    from forgetting.bench.runs import _env
+
+    cmd = [sys.executable, "-m", "forgetting.run", *TINY, f"hydra.run.dir='{folder}'"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("template run failed: " + " ".join(cmd) + "\n" + proc.stderr[-2000:])
+    return folder
+
+
+def fabricate(template: Path, sweep: Path, n: int, epochs: int) -> None:
+    """`n` finished run folders 0..n-1 in `sweep`, each a distinct config made from `template`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    metrics = json.loads((template / "metrics.json").read_text())
+    hydra = {name: (template / ".hydra" / name).read_bytes()
+             for name in ("config.yaml", "hydra.yaml")}
+    rows = pq.read_table(template / "history.parquet").to_pylist()
+    history = [{**rows[i % len(rows)], "epoch": i + 1} for i in range(epochs)]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(history), sink)
+    history_bytes = sink.getvalue().to_pybytes()
+    per_seed = len(GRID_LR) * len(GRID_SUBSET)
+    for i in range(n):
+        lr, subset = GRID_LR[i % len(GRID_LR)], GRID_SUBSET[(i // len(GRID_LR)) % 5]
+        seed = i // per_seed
+        run = sweep / str(i)
+        (run / ".hydra").mkdir(parents=True)
+        config = {**metrics["config"], "lr": lr, "subset": subset, "seed": seed}
+        point = {**metrics, "config": config, "config_hash": f"{i:016x}",
+                 "test_loss": metrics["test_loss"] * (1 + 0.01 * (i % 7))}
+        (run / "metrics.json").write_text(json.dumps(point))
+        (run / "history.parquet").write_bytes(history_bytes)
+        for name, data in hydra.items():
+            (run / ".hydra" / name).write_bytes(data)
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- lr={lr}\n- subset={subset}\n- seed={seed}\n")
+
+
+def rewrite(run: Path) -> None:
+    """A new metrics.json for one point (written atomically, as a run writes it)."""
+    from forgetting.core.files import atomic_write_text
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test_loss"] = metrics["test_loss"] * 1.5
+    atomic_write_text(run / "metrics.json", json.dumps(metrics))
+
+
+def measure(op: str, sweep: Path, n: int) -> dict:
+    """Run one measure in this process; seconds, peak memory and the run folders read."""
+    from forgetting.runs import manifest
+
+    reads = []
+    original = manifest.read_entry
+
+    def counted(root, rel, sig):
+        reads.append(rel)
+        return original(root, rel, sig)
+
+    manifest.read_entry = counted
+    from forgetting.analysis.analyze import Thresholds, analyze, render
+    from forgetting.analysis.plot import plot
+    from forgetting.runs.pending import update_after_run
+    from forgetting.runs.results import collect
+
+    if op not in ("analyze", "plot"):  # the tables' own cost, without the figures' imports
+        baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        baseline_mb = 0.0
+    start = time.perf_counter()  # imports done: the operation alone
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if op in ("full", "one_changed"):
+            collect(sweep)
+        elif op == "array_task":
+            update_after_run(sweep, sweep / str(n // 3))
+        elif op == "analyze":
+            render(analyze([sweep], Thresholds()))
+        elif op == "plot":
+            plot([sweep], sweep / "figures")
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"s": seconds, "peak_mb": peak_mb, "imports_mb": baseline_mb,
+            "folders_read": len(reads)}
+
+
+def in_process(op: str, sweep: Path, n: int) -> dict:
+    """measure() in a fresh process (its own peak memory)."""
+    from forgetting.bench.runs import _env
+
+    cmd = [sys.executable, "-m", "forgetting.bench.scale", "--measure", op, str(sweep), str(n)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"s": math.nan, "peak_mb": math.nan, "folders_read": -1,
+                "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def exponent(sizes: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(seconds) on log(size)."""
+    pts = [(math.log(n), math.log(s)) for n, s in zip(sizes, seconds) if s == s and s > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def run_size(template: Path, n: int, epochs: int, base: Path) -> dict:
+    sweep = base / f"sweep-{n}"
+    start = time.perf_counter()
+    fabricate(template, sweep, n, epochs)
+    out = {"points": n, "fabricate_s": time.perf_counter() - start}
+    for op in MEASURES:
+        if op == "one_changed":
+            rewrite(sweep / str(n // 2))
+        elif op == "array_task":
+            rewrite(sweep / str(n // 3))
+        out[op] = in_process(op, sweep, n)
+    shutil.rmtree(sweep, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = ArgumentParser(prog="python -m forgetting.bench --scale",
+                            description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 250, 1000, 2000")
+    parser.add_argument("--sizes", type=int, nargs="+", help="numbers of points")
+    parser.add_argument("--epochs", type=int, default=24, help="history rows per point")
+    parser.add_argument("--dir", type=Path, help="where to fabricate (default: a temporary "
+                        "folder; the file system measured)")
+    parser.add_argument("--template", type=Path, help="a finished run folder to copy instead "
+                        "of training one")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    sizes = args.sizes or ([250, 1000, 2000] if args.quick else [1000, 10000, 100000])
+    if min(sizes) < 4:
+        parser.error(f"--sizes={min(sizes)}: must be >= 4")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        template = args.template or template_run(Path(tmp) / "template")
+        print(f"{'points':>7} {'full collect':>17} {'one changed':>12} {'array task':>17} "
+              f"{'analyze':>8} {'plot':>8} {'collect peak MB':>16}")
+        results = []
+        for n in sizes:
+            r = run_size(template, n, args.epochs, Path(tmp))
+            results.append(r)
+            full = r["full"]
+            print(f"{n:>7} {full['s']:>7.2f} s ({1e3 * full['s'] / n:.2f} ms/pt) "
+                  f"{r['one_changed']['s']:>10.2f} s {r['array_task']['s']:>8.2f} s "
+                  f"({r['array_task']['folders_read']} read) {r['analyze']['s']:>6.2f} s "
+                  f"{r['plot']['s']:>6.2f} s "
+                  f"{full['peak_mb']:>8.0f} ({full['peak_mb'] - full['imports_mb']:.0f} "
+                  "above imports)", flush=True)
+    growth = {m: exponent(sizes, [r[m]["s"] for r in results]) for m in MEASURES}
+    print("growth exponent (log s / log N): " + ", ".join(f"{m} {g:.2f}"
+                                                          for m, g in growth.items()))
+    print(f"per-point cost of the full collect grows with exponent {growth['full'] - 1:.2f}")
+    report = {"sizes": sizes, "epochs": args.epochs, "results": results, "growth": growth,
+              "cpus": os.cpu_count()}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure"]:
+        op, sweep, n = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(measure(op, sweep, n)))
+    else:
+        main()
