@@ -49,8 +49,9 @@ log = logging.getLogger("forgetting")
 def read_root(root: Path, full: bool = False, replace: bool = False,
               only: list[str] | None = None):
     """(entries, {"rows": rows, name: gathered table for PER_RUN_TABLES} as arrow tables,
-    swept keys) of the run folders under `root`, re-reading only what changed since its
-    manifest (everything when `full`; only the folders `only` when the manifest is usable)."""
+    swept keys, the run folders read) of the run folders under `root`, re-reading only what
+    changed since its manifest (everything when `full`; only the folders `only` when the
+    manifest is usable)."""
     old, meta = manifest.load(root)
     if not old:
         only = None  # no usable manifest: every folder is read once
@@ -59,7 +60,7 @@ def read_root(root: Path, full: bool = False, replace: bool = False,
     tables = {name: gather(root, chosen, reread, name, None if full else
                            read_old(root, name, meta)) for name in ("rows", *PER_RUN_TABLES)}
     swept = list(dict.fromkeys(k for e in chosen for k in e.swept))
-    return entries, tables, swept
+    return entries, tables, swept, reread
 
 
 def results_frame(rows: list[pa.Table], roots: list[Path]) -> pd.DataFrame:
@@ -86,7 +87,7 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
 
     swept, gathered = [], {name: [] for name in ("rows", *PER_RUN_TABLES)}
     for root in roots:
-        _, tables, root_swept = read_root(root)
+        _, tables, root_swept, _ = read_root(root)
         swept += [k for k in root_swept if k not in swept]
         for name, table in tables.items():
             if table.num_rows:
@@ -196,9 +197,10 @@ def collect(folder: Path, replace: bool = False, full: bool = False,
 def collect_locked(folder: Path, replace: bool = False, full: bool = False,
                    only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """collect() for a caller that holds the folder's table lock."""
-    entries, tables, swept = read_root(folder, full=full, replace=replace, only=only)
+    entries, tables, swept, reread = read_root(folder, full=full, replace=replace, only=only)
     rows = tables.pop("rows")
     results = results_frame([rows], [folder])
+    results.attrs["folders_read"] = len(reread)  # run folders read for this update
     check_replace(folder, len(results), replace)
     write_tables(folder, results, tables)
     write_arrow(folder / manifest.ROWS, rows)

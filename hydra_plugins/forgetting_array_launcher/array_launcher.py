@@ -221,15 +221,20 @@ class ArrayLauncher(Launcher):
         status = metrics.get("status", FAILED)
         if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
             status = FAILED
+        read = 0
         try:
             results = update_after_run(sweep_dir, run_dir)
-            counts = (results["status"].value_counts().to_dict() if results is not None
-                      else status_counts(sweep_dir))  # merged by a task before this one
+            if results is None:  # merged by a task before this one
+                counts = status_counts(sweep_dir)
+            else:
+                counts = results["status"].value_counts().to_dict()
+                read = results.attrs.get("folders_read", 0)
         except UserError as e:  # the table is kept as it is
             log.error("table not updated: %s", e)
             counts = {}
         print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
-              f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+              f"({', '.join(f'{v} {k}' for k, v in counts.items())}; {read} run folder(s) "
+              "read)")
         return 1 if status == FAILED else 0
 
 

@@ -1,0 +1,64 @@
+"""Against a real SLURM (`.ci/start-slurm`; skipped without one): an array of 200 tasks ends
+with the complete table, and each task's table update reads a bounded number of run folders
+whatever the sweep's size (counted from each task's line, not timed)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from test_slurm import in_queue, slurm_state, wait_until
+
+from helpers import REPO, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+POINTS = 200
+GRID = ["lr=range(1,21)", "seed=range(0,10)"]  # 20 x 10
+SMALL = ["data=synthetic", "model=tiny", "model.width=0.25", "device=cpu", "precision=fp32",
+         "batch_size=64", "epochs=1", "data.train_size=128", "data.test_size=64", "quiet=true",
+         "threads=1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _slurm():
+    reason = slurm_state()
+    if reason:
+        pytest.skip(reason)
+
+
+def test_array_of_200_tasks_reads_per_task_independent_of_the_sweep(tmp_path):
+    args = [*SMALL, *GRID]
+    count = run_cli("-m", *args, "hydra/launcher=array", "hydra.launcher.count=true",
+                    cwd=tmp_path)
+    assert count.stdout.strip() == str(POINTS), count.stderr
+    submit = subprocess.run(
+        ["sbatch", "--parsable", f"--array=0-{POINTS - 1}", "--cpus-per-task=1", "--mem=700M",
+         f"--chdir={tmp_path}", f"--output={tmp_path}/slurm-%A_%a.out",
+         str(REPO / "examples" / "sweep_array.sbatch"), *args],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+    assert submit.returncode == 0, submit.stderr
+    array = submit.stdout.strip()
+    wait_until(lambda: not in_queue(array), "the array to finish", timeout=3600)
+
+    folder = tmp_path / "outputs" / "multirun" / f"array-{array}"
+    table = pd.read_parquet(folder / "results.parquet")
+    assert len(table) == POINTS and table["status"].isin(["ok", "diverged"]).all(), table
+    assert sorted(zip(table["lr"], table["seed"])) == [(lr, s) for lr in range(1, 21)
+                                                       for s in range(10)]
+    reads = []
+    for out in tmp_path.glob("slurm-*.out"):
+        text = out.read_text()
+        assert "Traceback" not in text, text
+        found = re.findall(r"^point \d+: \w+ .*; (\d+) run folder\(s\) read\)$", text, re.M)
+        assert len(found) == 1, text
+        reads.append(int(found[0]))
+    assert len(reads) == POINTS
+    # a task reads its own folder and those of tasks that finished while it waited for the
+    # lock (merged at once; those tasks then read none); the first one, without a manifest,
+    # the folders present then: never a number that grows with the sweep
+    assert max(reads) <= 10, sorted(reads)
+    assert sum(reads) <= POINTS + 10, sum(reads)
+    assert not (folder / ".results.pending").exists()
