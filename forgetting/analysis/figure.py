@@ -108,11 +108,23 @@ def legend_outside(ax, handles=None, labels=None, title: str | None = None) -> N
                   loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 
-def factor_formatter():
-    """LR factors as 1/8, 1/4, 1/2, 1, 2, ... on a log2 axis."""
-    from matplotlib.ticker import FuncFormatter
+def factor_label(value: float, _=None) -> str:
+    """1/8 ... 64 as written; beyond, a power of two in mathtext."""
+    if 1 / 64 <= value <= 64:
+        return f"{value:g}" if value >= 1 else f"1/{1 / value:g}"
+    return f"$2^{{{math.log2(value):g}}}$"
 
-    return FuncFormatter(lambda v, _: f"{v:g}" if v >= 1 else f"1/{1 / v:g}")
+
+def lr_axis(ax) -> None:
+    """LR factors on a log2 x axis, labelled 1/8, 1/4, 1/2, 1, 2, ...; at most 9 ticks, so a
+    grid reaching far (a divergence test at 1e5) keeps readable labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(LogLocator(base=2, numticks=9))
+    ax.xaxis.set_major_formatter(FuncFormatter(factor_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(LR_FACTOR)
 
 
 def mark_missing(ax, xs, colour, reason: str) -> None:

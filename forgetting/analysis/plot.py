@@ -79,11 +79,9 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                 if lrs:
                     ax.plot(lrs, [1.0] * len(lrs), "x", color=c, ms=9, mew=2,
                             transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(figure.factor_formatter())
+            figure.lr_axis(ax)
             if at is not None:
                 figure.log_if_wide(ax, at["mean"])
-            ax.set_xlabel(figure.LR_FACTOR)
             ax.set_ylabel(f"{title} (nats per example)")
             note = f"; {int(failed[bs])} failed" if bs in failed.index else ""
             ax.set_title(f"batch {int(bs)}: {title}{note}", fontsize=10)
