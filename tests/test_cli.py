@@ -51,17 +51,27 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_failing_point_is_recorded_others_finish(tmp_path):
-    # subset 0.05 of 640 images = 30 < batch 64: that point fails at run time
-    proc, folder = sweep(tmp_path, "subset=0.05,1.0")
+    # a damaged image shows only when the data is decoded: that point fails at run time
+    tree = _tree_with_broken_image(tmp_path / "tree")
+    proc, folder = sweep(tmp_path, "data=synthetic,imagefolder", f"data.root={tree}",
+                         "batch_size=4")
     assert proc.returncode == 1
-    table = pd.read_parquet(folder / "results.parquet").sort_values("subset")
+    table = pd.read_parquet(folder / "results.parquet").sort_values("data")
     assert table["status"].tolist() == ["failed", "ok"]
-    assert "batch_size=64: must be <= the subset size 30" in table["error"].iloc[0]
+    bad = f"data.root: unreadable image {tree / 'train' / 'b' / 'bad.png'}"
+    assert table["error"].iloc[0].startswith(bad)
     assert (Path(table["run_dir"].iloc[1]) / "history.parquet").is_file()
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == ["error: 1 run(s) failed: batch_size=64: must be <= the subset size 30 "
-                      "(subset=0.05 of 640 training images)"]
+    assert len(errors) == 1 and errors[0].startswith(f"error: 1 run(s) failed: {bad}")
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_point_that_cannot_fit_stops_the_sweep_before_it_starts(tmp_path):
+    # subset 0.05 of 640 images = 30 < batch 64: known before anything runs
+    proc, folder = sweep(tmp_path, "subset=0.05,1.0")
+    assert one_line_error(proc) == ("error: batch_size=64: must be <= the subset size 30 "
+                                    "(subset=0.05 of 640 training images)")
+    assert not folder.exists()
 
 
 def test_collect_rebuilds_and_reports_broken_folders(tmp_path):

@@ -2,10 +2,16 @@
 key, unparsable overrides say why, optional groups name their choices; figures and verdicts of
 a sweep whose runs all failed are refused, and nothing is written."""
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from forgetting.analyze import main as analyze_main
+from forgetting.core.data import subset_indices, synthetic
 from forgetting.core.errors import UserError
+from forgetting.core.source import class_sizes, subset_size
 from forgetting.plot import main as plot_main
 from forgetting.runs.preflight import preflight
 from helpers import TINY, one_line_error, run_cli, write_run
@@ -62,3 +68,72 @@ def test_nothing_to_draw_or_judge_when_every_run_failed(tmp_path, capsys, main, 
     write_run(folder / "2", "ok", lr=3, config={"lr": 3})
     main([str(folder)])  # one finished run: past this check
     assert "none of its" not in capsys.readouterr().err
+
+
+# checks that span keys, need the data or the selected plugin: made before Hydra starts
+SPANNING = [
+    (["cutout=100"], "cutout=100: must be <= the image side 32 (data=cifar10); 0 = off"),
+    (["schedule.knots=[0,1]", "schedule.values=[0,1,2]"],
+     "schedule.knots=[0, 1]: needs >= 2 knots and one value per knot"),
+    ([*TINY, "diag.sharpness=true", "diag.sharpness_examples=999999"],
+     "diag.sharpness_examples=999999: must be <= the subset size 640"),
+    (["data=cifar10", "data.root=/nonexistent", "data.download=false"],
+     "data.root='/nonexistent': no CIFAR-10 found; "),
+    ([*TINY, "data.train_size=100", "batch_size=128"],
+     "batch_size=128: must be <= the subset size 100 (subset=1.0 of 100 training images)"),
+    (["-m", *TINY, "batch_size=32,128", "subset=1,0.1"],
+     "batch_size=128: must be <= the subset size 60 (subset=0.1 of 640 training images)"),
+    (["-m", "hydra/launcher=packed", "hydra.launcher.pak=2", "lr=1,2"],
+     "unknown key 'hydra.launcher.pak'; did you mean 'hydra.launcher.pack'? keys of "
+     "hydra.launcher (PackedLauncher) are pack"),
+    (["-m", "hydra/sweeper=optuna_study", "hydra.sweeper.n_trial=2", "lr=1,2"],
+     "unknown key 'hydra.sweeper.n_trial'; did you mean 'hydra.sweeper.n_trials'? "),
+    (["-m", "hydra.sweeper.paramz.lr=1,2"],
+     "unknown key 'hydra.sweeper.paramz.lr'; did you mean 'hydra.sweeper.params'? "),
+]
+
+
+@pytest.mark.parametrize("args, message", SPANNING, ids=[
+    "cutout", "schedule", "sharpness_sample", "data_root", "batch_over_subset",
+    "batch_over_subset_in_a_sweep", "launcher_key", "sweeper_key", "basic_sweeper_key"])
+def test_checks_across_keys_and_the_data_come_before_hydra(args, message):
+    with pytest.raises(UserError) as e:
+        preflight(args)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_points_that_fit_pass_the_checks():
+    preflight(["-m", *TINY, "batch_size=32,64", "subset=1,0.5", "cutout=8"])
+    preflight(["-m", "+sweep=quick_lr_subset_bs128", "data=synthetic",
+               "data.train_size=50000"])  # 21 points, the smallest subset 1,560 images
+    preflight(["-m", "hydra/sweeper=optuna_study", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.params.lr=interval(1,2)", *TINY])
+    preflight(["--cfg", "job", "cutout=100"])  # printing a config runs nothing: Hydra's
+
+
+@pytest.mark.slow
+def test_a_check_across_keys_creates_nothing(tmp_path):
+    proc = run_cli("cutout=100", f"hydra.run.dir={tmp_path / 'run'}")
+    assert one_line_error(proc).startswith("error: cutout=100: must be <= the image side 32")
+    proc = run_cli("-m", "hydra/launcher=packed", "hydra.launcher.pak=2", *TINY, "lr=1,2",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert "did you mean 'hydra.launcher.pack'?" in one_line_error(proc)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("train_size, classes, fraction", [(640, 10, 0.1), (103, 7, 0.33),
+                                                            (50, 10, 0.01)])
+def test_the_subset_size_known_before_loading_is_the_loaded_one(train_size, classes, fraction):
+    data = synthetic(classes, train_size, 10, 8, 10.0, 0)
+    sizes = class_sizes(SimpleNamespace(name="synthetic", train_size=train_size,
+                                        num_classes=classes))
+    assert sizes == torch.bincount(data.train_y).tolist()
+    assert subset_size(sizes, fraction) == len(subset_indices(data.train_y, fraction, 3))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_cannot_be_created_is_named_with_why():
+    with pytest.raises(UserError) as e:
+        preflight(["-m", "hydra.sweep.dir=/proc/forbidden/x"])
+    assert str(e.value) == ("hydra.sweep.dir=/proc/forbidden/x: cannot create /proc/forbidden: "
+                            "/proc accepts no new folders (No such file or directory)")

@@ -22,16 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forgetting.core.errors import ConfigError, DataError
+from forgetting.core.errors import DataError
 from forgetting.core.files import atomic_torch_save
+from forgetting.core.source import (
+    CIFAR10_HELP,
+    DOWNLOAD,
+    IMAGE_SUFFIXES,
+    SYNTHETIC,
+    TREE,
+    config_path,
+    locate,
+)
 
 CACHE_FORMAT = "v1"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-CIFAR10_HELP = ("put the official archive's cifar-10-batches-py/ there (from "
-                "cifar-10-python.tar.gz), or an ImageFolder tree train/<class>/*, "
-                "test/<class>/*, or point data.root / FORGETTING_DATA at one")
 
 
 @dataclass
@@ -50,33 +55,18 @@ class Dataset:
 
 def load_dataset(cfg) -> Dataset:
     """Load the dataset a `DataConfig` names (see the module docstring)."""
-    if cfg.name == "synthetic":
+    what, where = locate(cfg)
+    if what == SYNTHETIC:
         return synthetic(cfg.num_classes, cfg.train_size, cfg.test_size, cfg.image_size,
                          cfg.noise, cfg.data_seed)
-    if not str(cfg.root):
-        raise ConfigError("data.root", "", f"required for data={cfg.name}: a folder with "
-                          "train/<class>/* and test/<class>/*")
-    root = config_path(cfg.root).resolve()
     cache_dir = config_path(cfg.cache_dir)
-    if cfg.name == "cifar10":
-        if (root / "cifar-10-batches-py").is_dir():
-            return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
-                           _load_cifar_archive)
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            return _enough_classes(_cached(root, cache_dir, _imagefolder_key,
-                                           _load_imagefolder), root)
-        if cfg.download:
-            _download_cifar10(root)
-            return _cached(root / "cifar-10-batches-py", cache_dir, _cifar_archive_key,
-                           _load_cifar_archive)
-        raise DataError(f"data.root={str(root)!r}: no CIFAR-10 found; {CIFAR10_HELP}")
-    if cfg.name == "imagefolder":
-        if not ((root / "train").is_dir() and (root / "test").is_dir()):
-            raise DataError(f"data.root={str(root)!r}: needs an ImageFolder tree "
-                            "train/<class>/*, test/<class>/*")
-        return _enough_classes(_cached(root, cache_dir, _imagefolder_key, _load_imagefolder),
-                               root)
-    raise ConfigError("data.name", cfg.name, "choose one of cifar10, imagefolder, synthetic")
+    if what == TREE:
+        return _enough_classes(_cached(where, cache_dir, _imagefolder_key, _load_imagefolder),
+                               where)
+    if what == DOWNLOAD:
+        _download_cifar10(where)
+        where = where / "cifar-10-batches-py"
+    return _cached(where, cache_dir, _cifar_archive_key, _load_cifar_archive)
 
 
 def _enough_classes(ds: Dataset, root: Path) -> Dataset:
@@ -85,16 +75,6 @@ def _enough_classes(ds: Dataset, root: Path) -> Dataset:
         raise DataError(f"data.root={str(root)!r}: train/ has {ds.num_classes} class folder "
                         f"({', '.join(ds.classes)}); a classifier needs at least 2")
     return ds
-
-
-def config_path(value: str) -> Path:
-    """A path from the config; the schema's `${oc.env:...}` defaults are resolved here too,
-    for DataConfig objects built in Python rather than composed by Hydra."""
-    if "${" in str(value):
-        from omegaconf import OmegaConf
-
-        value = OmegaConf.create({"value": value})["value"]
-    return Path(os.path.expanduser(str(value)))
 
 
 # ---------------------------------------------------------------------------- subsets

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from forgetting.core.data import config_path
 from forgetting.core.errors import ConfigError
+from forgetting.core.source import config_path
 
 
 def resolve_device(name: str) -> torch.device:

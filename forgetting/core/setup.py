@@ -97,6 +97,19 @@ class Setup:
         return evaluate(self.net, self.maker, self.train_y, batch_size, self.autocast)
 
 
+def check_fits(cfg: Config, n: int, total: int) -> None:
+    """ConfigError (one line) when a batch, or the sharpness sample, does not fit in the
+    training subset of `n` of the `total` training images. Checked again here, where the
+    subset is taken, and before a run starts (forgetting/runs/preflight.py)."""
+    if cfg.batch_size > n:
+        raise ConfigError("batch_size", cfg.batch_size,
+                          f"must be <= the subset size {n} (subset={cfg.subset} of "
+                          f"{total} training images)")
+    if cfg.diag.sharpness and cfg.diag.sharpness_examples > n:
+        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
+                          f"must be <= the subset size {n}")
+
+
 def prepare(cfg: Config, dataset: Dataset | None, precision: str | None,
             fused: bool = False) -> Setup:
     """Device, data subset on the device, model, optimizer; seeds torch's global generator.
@@ -110,13 +123,7 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None,
     data = dataset if dataset is not None else load_dataset(cfg.data)
     subset = subset_indices(data.train_y, cfg.subset, cfg.subset_seed)
     n = len(subset)
-    if cfg.batch_size > n:
-        raise ConfigError("batch_size", cfg.batch_size,
-                          f"must be <= the subset size {n} (subset={cfg.subset} of "
-                          f"{len(data.train_y)} training images)")
-    if cfg.diag.sharpness and cfg.diag.sharpness_examples > n:
-        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
-                          f"must be <= the subset size {n}")
+    check_fits(cfg, n, len(data.train_y))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)

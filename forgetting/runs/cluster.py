@@ -17,6 +17,7 @@ app, but write forgetting's files and check forgetting's metric names only for o
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -61,19 +62,29 @@ def check_launcher(name: str, config_dir: Path) -> None:
 
 
 def check_writable(key: str, folder: str) -> None:
-    """Raise UserError unless `folder` exists as a writable folder or can be created."""
+    """Raise UserError unless `folder` exists as a writable folder or can be created: a
+    temporary folder is made (and removed) in its nearest existing ancestor, and the message
+    names the folder that cannot be created and why."""
     path = Path(folder).expanduser().absolute()
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserError(f"{key}={folder}: cannot create it, {ancestor} is not a folder")
+    missing = path.relative_to(ancestor).parts
+    target = ancestor / missing[0] if missing else ancestor
     try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".write-test-"))
     except OSError as e:
-        raise UserError(f"{key}={folder}: not writable ({ancestor}: "
-                        f"{e.strerror or type(e).__name__})") from None
+        reason = e.strerror or type(e).__name__
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = f"{ancestor} is not writable ({reason})"
+        elif e.errno == errno.ENOENT:  # the folder exists: its file system takes no new ones
+            why = f"{ancestor} accepts no new folders ({reason})"
+        else:
+            why = f"{reason} in {ancestor}"
+        what = f"cannot create {target}" if missing else "cannot write into it"
+        raise UserError(f"{key}={folder}: {what}: {why}") from None
 
 
 def check_launch(overrides: list, config_dir: Path) -> None:

@@ -4,7 +4,9 @@ Every value of every swept key is checked against its declaration (forgetting/co
 type, range, choices), so `lr=1,2,-1` fails before the first run starts; group choices are
 checked against the files in conf/, and unknown keys are named with the allowed ones, each as one
 line instead of Hydra's multi-line report. So are the launcher preset, a SLURM launcher without
-`sbatch`, and an output folder that cannot be written (forgetting/runs/cluster.py).
+`sbatch`, and an output folder that cannot be written (forgetting/runs/cluster.py). Then the
+points the command runs are composed and checked across keys, against the data and against the
+selected plugins' keys (forgetting/runs/points.py): nothing is created for bad input.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from forgetting.core.config import KEYS, SECTIONS
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.runs.cluster import check_launch
 from forgetting.runs.configs import CONFIG_DIR, GROUPS, group_options, preset_names
+from forgetting.runs.points import check_points
 
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
@@ -100,3 +103,4 @@ def preflight(argv: list[str]) -> None:
                 if not _interpolation(value):
                     KEYS[key].check(value)
     check_launch(overrides, CONFIG_DIR)  # hydra/launcher choice, sbatch, writable folders
+    check_points(argv)  # each point composed: checks across keys, the data, plugin keys
