@@ -107,7 +107,12 @@ def cli() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     guard_sbatch()  # sbatch's refusal as one line; only the launching process submits
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops at a step: exit 130)
+        print("error: interrupted (Ctrl-C); finished runs are kept, a rerun resumes the rest",
+              file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     from hydra_plugins.forgetting_array_launcher.array_launcher import exit_code
 
     if exit_code():  # an array task (hydra/launcher=array) exits with its point's outcome

@@ -106,7 +106,8 @@ def uninterrupted(tmp_path_factory) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["USR1", "TERM"])
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT],
+                         ids=["USR1", "TERM", "INT"])
 def test_signal_saves_checkpoint_and_rerun_resumes(tmp_path, signum, uninterrupted):
     args = LONG
     run_dir = tmp_path / "run"
@@ -121,6 +122,7 @@ def test_signal_saves_checkpoint_and_rerun_resumes(tmp_path, signum, uninterrupt
         assert proc.wait(timeout=60) == 128 + signum
     assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").exists()
     assert "a rerun of this config" in log.read_text()
+    assert "Traceback" not in log.read_text()  # Ctrl-C too: one line, exit 130
     second = run_cli(*args, f"hydra.run.dir={run_dir}")
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout
@@ -129,3 +131,29 @@ def test_signal_saves_checkpoint_and_rerun_resumes(tmp_path, signum, uninterrupt
     assert metrics["status"] == "ok" and metrics["resumes"] == 1
     history = pd.read_parquet(run_dir / "history.parquet")
     assert len(history) == 12 and history[COLUMNS].equals(uninterrupted[COLUMNS])
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_point_is_resumable_in_the_table(tmp_path):
+    """Ctrl-C in a sweep: the point is `interrupted` (not failed) in the table, collect
+    exits 0, no error.log; rerunning the sweep resumes it."""
+    folder = tmp_path / "sweep"
+    log = tmp_path / "first.log"
+    args = ["-m", *LONG, "lr=1", f"hydra.sweep.dir={folder}"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forgetting.run", *args], cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for_line(log, "epoch 2/12", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    assert "Traceback" not in log.read_text()
+    assert not (folder / "0" / "error.log").exists()
+    collected = run_cli(str(folder), module="forgetting.collect")
+    assert collected.returncode == 0, collected.stderr
+    table = pd.read_parquet(folder / "results.parquet")
+    assert table["status"].tolist() == ["interrupted"]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert pd.read_parquet(folder / "results.parquet")["status"].tolist() == ["ok"]
+    assert json.loads((folder / "0" / "metrics.json").read_text())["resumes"] == 1

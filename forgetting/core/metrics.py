@@ -13,6 +13,7 @@ FINISHED = (OK, DIVERGED, PRUNED)  # a run that is not rerun (failed ones are)
 # states a sweep table shows for a run that has not finished (never in a metrics.json)
 RUNNING = "running"  # its folder's claim is held: a process is training it now
 ABANDONED = "abandoned"  # an Optuna trial whose worker died; its params were retried
+INTERRUPTED = "interrupted"  # stopped by a signal (Ctrl-C, pre-emption) with its checkpoint
 
 # one row per epoch (history.parquet)
 HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_s",

@@ -2,7 +2,8 @@
 
 Signals: SIGTERM (SLURM's kill at a time limit, pre-emption, `scancel`, `scontrol requeue`),
 SIGUSR1 (`sbatch --signal=B:USR1@120`: a warning before the time limit; the array launcher's
-`requeue`), SIGUSR2 (what submitit asks SLURM to send, `--signal=USR2@120`).
+`requeue`), SIGUSR2 (what submitit asks SLURM to send, `--signal=USR2@120`), SIGINT (Ctrl-C:
+the run stops the same way, resumable, exit code 130, no traceback).
 
 While a run trains (`watch()`), these signals only set a flag; the training loop polls
 `requested()` before every step, saves the run's checkpoint and raises `Preempted`
@@ -13,7 +14,8 @@ installed before ours gets the signal, as if it had been delivered to it:
   job number, hence the same run folder), runs `scontrol requeue` and exits;
 - under `hydra/launcher=array` with `requeue: true` in a SLURM job, the launcher's SIGUSR1
   handler: `scontrol requeue $SLURM_JOB_ID`, then exit;
-- otherwise (the default action) nothing, and the process exits with 128 + signum.
+- otherwise (the default action, or Python's KeyboardInterrupt for SIGINT) nothing, and the
+  process exits with 128 + signum.
 A signal that arrives after a run's last step lets that run finish and write its results; the
 flag stays set, so the process's next run (a sequential sweep) stops before it starts. Outside
 `watch()` the signals keep their usual action.
@@ -25,7 +27,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 _received: int | None = None  # the first of SIGNALS this process got while watching
 _previous: dict[int, object] = {}  # the handlers ours replaced
@@ -68,6 +70,6 @@ def hand_over(signum: int) -> None:
     """Give the signal to the handler ours replaced (submitit's, the array launcher's), then
     exit with 128 + signum. That handler may exit first (submitit: after requeueing)."""
     handler = _previous.get(signum)
-    if callable(handler):
+    if callable(handler) and handler is not signal.default_int_handler:  # no traceback
         handler(signum, None)
     raise SystemExit(128 + signum)

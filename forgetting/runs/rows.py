@@ -18,7 +18,15 @@ from pathlib import Path
 import yaml
 
 from forgetting.core.config import COLUMNS, UNHASHED
-from forgetting.core.metrics import DIAG_FINAL, FAILED, FINAL, FINISHED, RUNNING, TIMINGS
+from forgetting.core.metrics import (
+    DIAG_FINAL,
+    FAILED,
+    FINAL,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    TIMINGS,
+)
 from forgetting.runs import folders
 from forgetting.runs.claims import holder
 
@@ -104,6 +112,8 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
             raise ValueError("no status field")
     except FileNotFoundError:
         metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
+        if (run_dir / folders.CHECKPOINT).is_file():  # stopped by a signal: a rerun resumes
+            metrics = {"status": INTERRUPTED, "error": None}
     except (OSError, ValueError) as e:
         metrics = {"status": FAILED, "error": f"{UNREADABLE} ({e})"}
     if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
