@@ -162,6 +162,16 @@ def test_a_truncated_metrics_json_is_retrained_with_one_line(tmp_path, tiny_cfg,
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
 
 
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_claim(tmp_path, tiny_cfg):
+    """SIGKILL during an atomic write leaves `.NAME.XXXX.tmp`; the process that claims the
+    folder next removes it (nobody else writes there while it holds the claim)."""
+    stale = tmp_path / ".history.parquet.k1ll3d.tmp"
+    stale.write_bytes(b"")
+    run_one(tiny_cfg, tmp_path, {})
+    assert not stale.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+
+
 # ---------------------------------------------------------------- 4, end to end
 
 # Each training appends its LR factor to $FORGETTING_TEST_MARKER: a count of trainings that

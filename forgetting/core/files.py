@@ -33,6 +33,20 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files `atomic_path` left in `folder` when its process was killed
+    mid-write (SIGKILL runs no cleanup). Call it only while no other process can be writing
+    there (a claimed run folder). Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
 def umask() -> int:
     """The process's umask, read without changing it where Linux allows (/proc/self/status),
     else by setting and restoring it."""

@@ -21,7 +21,12 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from forgetting.core.checkpoint import Checkpoint
 from forgetting.core.config import Config, validate
 from forgetting.core.errors import ConfigError, UserError
-from forgetting.core.files import atomic_write_json, atomic_write_rows, atomic_write_text
+from forgetting.core.files import (
+    atomic_write_json,
+    atomic_write_rows,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from forgetting.core.metrics import DIVERGED, FAILED
 from forgetting.runs import folders, preemption, provenance, tracking
 from forgetting.runs.claims import claim, holder
@@ -85,6 +90,7 @@ def claimed(cfg: DictConfig, run_dir: Path, key: str):
         yield math.nan
         return
     with held:
+        remove_stale_temporaries(run_dir)  # a killed writer's; nobody else writes here now
         yield _skip(cfg, run_dir, key)  # finished while we got here: skipped after all
 
 
