@@ -280,6 +280,7 @@ def test_a_single_run_on_an_mlflow_server_then_with_the_server_down(tmp_path, ml
     proc = run_cli(*TINY, "lr=2", "logger=all", f"logger.mlflow_uri={url}",
                    f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "View run" not in proc.stdout and "View experiment" not in proc.stdout  # quiet
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("runs")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -305,3 +306,12 @@ def test_a_single_run_on_an_mlflow_server_then_with_the_server_down(tmp_path, ml
     assert len(lines) == 1 and f"mlflow: not logged at {url} (cannot connect" in lines[0]
     assert "Traceback" not in output
     check_tensorboard_run(down / "tensorboard", down)  # the other tracker still logs
+
+
+def test_the_sweep_line_counts_runs_and_points_to_the_runs_table():
+    from forgetting.runs.tracking.mlflow_runs import plural, runs_table_hint
+
+    assert [plural(n, "run") for n in (1, 2)] == ["1 run", "2 runs"]
+    assert runs_table_hint("http://127.0.0.1:5000/", "7") == (
+        "; its runs: http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning")
+    assert runs_table_hint("sqlite:////tmp/mlflow.db", "7") == ""

@@ -24,13 +24,14 @@ http(s) server that accepts no connection within 3 s fails at once instead of be
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 import re
 import socket
 import tempfile
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -82,6 +83,27 @@ def client(uri: str):
             made.search_experiments(max_results=1)
     _clients[uri] = (made, folder)
     return _clients[uri]
+
+
+def terminate(c, run_id: str, status: str, end_time: int) -> None:
+    """Mark an MLflow run ended. The client writes two "View run / View experiment" lines
+    to stdout for every run on an http server: dropped (the sweep's one log line says where
+    its runs are), so `quiet=true` stays quiet."""
+    with redirect_stdout(io.StringIO()):
+        c.set_terminated(run_id, status=status, end_time=end_time)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def runs_table_hint(uri: str, experiment_id: str) -> str:
+    """For an http(s) server: where its UI shows the experiment's runs table (MLflow 3 opens
+    an experiment on its GenAI overview unless asked for the machine-learning view)."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return ""
+    return (f"; its runs: {uri.rstrip('/')}/#/experiments/{experiment_id}"
+            "?workflowType=machine_learning")
 
 
 def check_reachable(tracking_uri: str) -> None:
@@ -223,7 +245,7 @@ def create(c, experiment_id: str, run: Tracked) -> str:
             if (run.run_dir / name).is_file():
                 c.log_artifact(run_id, str(run.run_dir / name))
         status = "FAILED" if run.metrics.get("status") == FAILED else "FINISHED"
-        c.set_terminated(run_id, status=status, end_time=_ms(run.end_time))
+        terminate(c, run_id, status, _ms(run.end_time))
     except BaseException:
         try:
             c.delete_run(run_id)
@@ -249,8 +271,9 @@ def log_sweep(runs: list[Tracked], sweep_dir: Path, name: str, uri: str, results
         added = [create(c, experiment_id, r) for r in runs
                  if (r.key, str(r.run_dir)) not in have]
         if added:
-            logging.getLogger("forgetting").info("mlflow: %d runs of %s logged at the sweep's "
-                                                 "end", len(added), sweep_dir)
+            logging.getLogger("forgetting").info(
+                "mlflow: %s of %s logged at the sweep's end%s", plural(len(added), "run"),
+                sweep_dir, runs_table_hint(uri, experiment_id))
         parents = all_runs(c, experiment_id,
                            f"tags.kind = 'sweep' and tags.sweep_dir = {_quote(sweep)}")
         if parents:
@@ -277,4 +300,4 @@ def log_sweep(runs: list[Tracked], sweep_dir: Path, name: str, uri: str, results
                           f"tags.kind = 'run' and tags.sweep_dir = {_quote(sweep)}"):
             if r.data.tags.get(PARENT) != parent:
                 c.set_tag(r.info.run_id, PARENT, parent)
-        c.set_terminated(parent, status="FINISHED", end_time=now)
+        terminate(c, parent, "FINISHED", now)
