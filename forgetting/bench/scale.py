@@ -5,15 +5,17 @@
 One real tiny run is trained first (synthetic data, a few seconds); for each size N a temporary
 sweep folder is filled with N finished run folders made from it (its metrics.json with a config
 hash, LR factor, subset and seed of its own; its history tiled to `--epochs` epochs; Hydra's
-three files), as a cluster sweep leaves them. Then, each in a fresh process (peak memory is the
-process's own, imports included; the time is the operation's alone), with the page cache warm
-from writing:
+three files), as a cluster sweep leaves them. Then, each in a fresh process (the time is the
+operation's alone, imports done before the clock), with the page cache warm from writing:
 
 - full collect: the first `collect` of the folder (no manifest: every run folder read);
 - one changed: `collect` after one point's metrics.json was rewritten (an update);
 - array task: an array task's update after its point was rewritten (forgetting/runs/pending.py),
   with the run folders it read (1, whatever N);
 - analyze, plot: `forgetting.analyze` and `forgetting.plot` on the collected folder.
+
+Memory: the process's peak resident memory during the operation (its imports included: pandas,
+pyarrow, torch through the config schema), and how far it rose above the resident memory before.
 
 The growth exponent of each is the slope of log(seconds) against log(N) (1: linear, 0: flat);
 the per-point cost of the full collect grows with slope - 1. A measurement, not a test: nothing
@@ -115,11 +117,12 @@ def measure(op: str, sweep: Path, n: int) -> dict:
     from forgetting.runs.pending import update_after_run
     from forgetting.runs.results import collect
 
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if op == "analyze":
         from forgetting.analysis.analyze import Thresholds, analyze, render
     elif op == "plot":
         from forgetting.analysis.plot import plot
+    baseline_mb = rss_mb("VmRSS")
+    reset_peak()
     start = time.perf_counter()  # imports done: the operation alone
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         if op in ("full", "one_changed"):
@@ -131,9 +134,29 @@ def measure(op: str, sweep: Path, n: int) -> dict:
         elif op == "plot":
             plot([sweep], sweep / "figures")
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = rss_mb("VmHWM")
     return {"s": seconds, "peak_mb": peak_mb, "imports_mb": baseline_mb,
             "folders_read": len(reads)}
+
+
+def rss_mb(field: str) -> float:
+    """The process's resident memory (VmRSS) or its peak since reset_peak (VmHWM), in MB;
+    getrusage's high-water mark where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> None:
+    """Start VmHWM again from the current resident memory (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def in_process(op: str, sweep: Path, n: int) -> dict:
