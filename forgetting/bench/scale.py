@@ -12,7 +12,8 @@ operation's alone, imports done before the clock), with the page cache warm from
 - one changed: `collect` after one point's metrics.json was rewritten (an update);
 - array task: an array task's update after its point was rewritten (forgetting/runs/pending.py),
   with the run folders it read (1, whatever N);
-- analyze, plot: `forgetting.analyze` and `forgetting.plot` on the collected folder.
+- analyze, plot: the commands `python -m forgetting.analyze|plot` on the collected folder (wall
+  time with their start-up, a few seconds of imports).
 
 Memory: the process's peak resident memory during the operation (its imports included: pandas,
 pyarrow, torch through the config schema), and how far it rose above the resident memory before.
@@ -117,10 +118,8 @@ def measure(op: str, sweep: Path, n: int) -> dict:
     from forgetting.runs.pending import update_after_run
     from forgetting.runs.results import collect
 
-    if op == "analyze":
-        from forgetting.analysis.analyze import Thresholds, analyze, render
-    elif op == "plot":
-        from forgetting.analysis.plot import plot
+    if op in ("analyze", "plot"):  # the commands, as a user runs them (bench/ does not
+        return command(op, sweep)   # import analysis/)
     baseline_mb = rss_mb("VmRSS")
     reset_peak()
     start = time.perf_counter()  # imports done: the operation alone
@@ -129,14 +128,26 @@ def measure(op: str, sweep: Path, n: int) -> dict:
             collect(sweep)
         elif op == "array_task":
             update_after_run(sweep, sweep / str(n // 3))
-        elif op == "analyze":
-            render(analyze([sweep], Thresholds()))
-        elif op == "plot":
-            plot([sweep], sweep / "figures")
     seconds = time.perf_counter() - start
     peak_mb = rss_mb("VmHWM")
     return {"s": seconds, "peak_mb": peak_mb, "imports_mb": baseline_mb,
             "folders_read": len(reads)}
+
+
+def command(op: str, sweep: Path) -> dict:
+    """`python -m forgetting.analyze|plot SWEEP`: wall time (start-up included) and the
+    command's peak memory."""
+    from forgetting.bench.runs import _env
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", f"forgetting.{op}", str(sweep)], env=_env(),
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out = {"s": seconds, "peak_mb": peak_mb, "imports_mb": math.nan, "folders_read": -1}
+    if proc.returncode not in (0, 1):
+        out["error"] = (proc.stderr.strip().splitlines() or [""])[-1]
+    return out
 
 
 def rss_mb(field: str) -> float:
