@@ -211,3 +211,22 @@ def test_a_deleted_table_is_rebuilt_from_the_run_folders(tmp_path):
     (folder / "results.parquet").unlink()  # stale manifest: rebuilt from disk
     results, _ = collect(folder)
     assert len(results) == 2 and len(pd.read_parquet(folder / "history.parquet")) == 6
+
+
+def test_examples_tables_are_read_lazily_from_the_chosen_runs(tmp_path):
+    import pyarrow.dataset as ds
+
+    from forgetting.runs.gather import run_files
+
+    folder = tmp_path / "sweep"
+    for n in range(3):
+        run = make_run(folder / str(n), n)
+        if n != 1:
+            pq.write_table(pa.table({"example": [0, 1], "events": [n, n]}),
+                           run / "examples.parquet")
+    collect(folder)
+    entries, _ = manifest.load(folder)
+    files = run_files(folder, manifest.chosen(entries), "examples")
+    assert files == [str(folder / "0" / "examples.parquet"), str(folder / "2" / "examples.parquet")]
+    assert sorted(ds.dataset(files).to_table()["events"].to_pylist()) == [0, 0, 2, 2]
+    assert not (folder / "examples.parquet").exists()  # never gathered
