@@ -230,3 +230,26 @@ def test_examples_tables_are_read_lazily_from_the_chosen_runs(tmp_path):
     assert files == [str(folder / "0" / "examples.parquet"), str(folder / "2" / "examples.parquet")]
     assert sorted(ds.dataset(files).to_table()["events"].to_pylist()) == [0, 0, 2, 2]
     assert not (folder / "examples.parquet").exists()  # never gathered
+
+
+def test_a_folder_spelled_otherwise_or_moved_keeps_its_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "sweep"
+    for n in range(4):
+        make_run(folder / str(n), n)
+    collect(folder)
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    monkeypatch.chdir(tmp_path)
+    reads = []
+    original = manifest.read_entry
+    monkeypatch.setattr(manifest, "read_entry",
+                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    make_run(Path("moved") / "2", 2, loss=7.0)
+    collect(Path("moved"))  # relative, and moved
+    assert reads == ["2"]
+    incremental = read_tables(moved)
+    assert set(incremental["history.parquet"]["run_dir"]) == {f"moved/{n}" for n in range(4)}
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    collect(Path("moved"), full=True)
+    assert_same(incremental, read_tables(moved))

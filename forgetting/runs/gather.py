@@ -198,16 +198,15 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
 
 
 def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
-    """The gathered table written with the manifest, when it is unchanged since and the sweep
-    folder is spelled as then (its run_dir values); else None."""
+    """The gathered table written with the manifest when it is unchanged since, else None; its
+    run_dir values say the sweep folder as `root` does (spelled otherwise then, or moved)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from forgetting.runs.manifest import table_signatures
 
     filename = ROWS if name == "rows" else f"{name}.parquet"
-    if meta.get("root") != str(root):
-        return None
     if meta.get("tables", {}).get(filename) != table_signatures(root).get(filename):
         return None
     if meta["tables"][filename] == "-":  # not written: no run had one
@@ -216,7 +215,13 @@ def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
         table = pq.read_table(root / filename).replace_schema_metadata(None)
     except Exception:
         return None
-    return table if "run_dir" in table.column_names else None
+    if "run_dir" not in table.column_names or not isinstance(meta.get("root"), str):
+        return None
+    if meta["root"] != str(root):
+        rest = pc.utf8_slice_codeunits(table["run_dir"], len(meta["root"]))
+        run_dir = pc.binary_join_element_wise(str(root), rest, "")
+        table = table.set_column(table.column_names.index("run_dir"), "run_dir", run_dir)
+    return table
 
 
 def run_files(root: Path, chosen: list[Entry], name: str) -> list[str]:
