@@ -171,3 +171,19 @@ def test_the_analysis_modules_import_each_other_without_a_cycle():
 
     cycles = [m for m in graph if m in set(reaches(m))]
     assert cycles == []
+
+
+def test_a_run_without_any_noise_value_keeps_its_panel_and_says_why(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=1, subsets=[1.0])
+    history = tables["history"]
+    small = history["batch_size"] == 512  # too few steps an epoch: no B_simple anywhere
+    history.loc[small, "noise_scale"] = math.nan
+    history["noise_note"] = None
+    history.loc[small, "noise_note"] = "not measured: 5 measurement(s), fewer than 10"
+    history.loc[~small & (history["epoch"] == 2), "noise_note"] = \
+        "not resolved: the |G|^2 interval reaches 0 over 12 measurements"
+    plot_tables(results, tables, tmp_path)
+    left, right = figures["noise_scale.png"].axes
+    assert "batch 512" in right.get_title()
+    assert "not measured (too few measurements)" in right.get_legend_handles_labels()[1]
+    assert plot_diag.NOISE_MISSING in left.get_legend_handles_labels()[1]

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import fabricate
 import pytest
 from test_analyze import make_sweep, write_probe
 
@@ -130,3 +131,11 @@ def test_a_real_browser_renders_the_report(tmp_path):
     rows = re.search(r'id="table".*?<tbody>(.*?)</tbody>', dom, re.S).group(1)
     assert rows.count("<tr>") == 32
     assert '<a href="0/">0</a>' in rows  # a run folder, linked by its relative path
+
+
+def test_the_pivot_sorts_numbers_as_numbers(tmp_path):
+    from forgetting.analysis.report import pivot
+
+    results, _ = fabricate.sweep(seeds=1, subsets=[1.0], sizes=(64, 128))
+    html = pivot(results)
+    assert html.index("<td>64</td>") < html.index("<td>128</td>")

@@ -20,17 +20,19 @@ from forgetting.analysis import figure
 if TYPE_CHECKING:
     import pandas as pd
 
-NOISE_MISSING = "|G|² not resolved (estimate ≤ 0)"
+NOISE_MISSING = "|G|² not resolved (its estimate or interval reaches 0)"
 
 
 def _panels(history: pd.DataFrame, measured: str, column: str):
     """(figure, [(axes, batch size, the largest subset's rows of runs that measured)], the
-    colour of each LR factor) or None when no run measured `column`."""
-    if column not in history or not history[column].notna().any():
+    colour of each LR factor) or None when no run measured `column`. A run that measured
+    (`measured` set) but got no value at all still has its panel: its markers say why."""
+    if column not in history:
         return None
-    runs = history.loc[history[column].notna(), "run_dir"].unique()
-    rows = history[history["run_dir"].isin(set(runs)) & history[measured].notna()] \
-        if measured in history else history[history["run_dir"].isin(set(runs))]
+    on = history[measured].notna() if measured in history else history[column].notna()
+    if not on.any() or not history.loc[on, column].notna().any() and measured not in history:
+        return None
+    rows = history[on]
     sizes = sorted(rows["batch_size"].dropna().unique())
     fig, axes = figure.plt().subplots(1, len(sizes), figsize=(5.2 * len(sizes) + 2.2, 4),
                                       squeeze=False)
@@ -40,6 +42,15 @@ def _panels(history: pd.DataFrame, measured: str, column: str):
         group = group[group["subset"] == group["subset"].max()]
         out.append((ax, size, group))
     return fig, out, figure.colours(rows["lr"].unique())
+
+
+def short_reason(note) -> str | None:
+    """A legend's words for a run's note on a missing value (its text before the colon)."""
+    if not isinstance(note, str) or not note:
+        return None
+    head = note.split(":", 1)[0].strip()
+    return {"not resolved": NOISE_MISSING,
+            "not measured": "not measured (too few measurements)"}.get(head, head)
 
 
 def _lines(ax, group: pd.DataFrame, value: pd.Series, colour: dict, reason) -> None:
@@ -68,7 +79,9 @@ def sharpness(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
         if "stability_edge" in results and results["stability_edge"].notna().any() else None
     for ax, size, group in out:
         scale = edge if edge is not None else 1.0
-        reason = group["sharpness_note"] if "sharpness_note" in group else None
+        reason = group["sharpness_note"].map(
+            lambda n: n[:70] if isinstance(n, str) and n else None) \
+            if "sharpness_note" in group else None
         _lines(ax, group, group["sharpness_ratio"] * scale, colour, reason)
         if edge is not None:
             ax.axhline(edge, color="black", linestyle="--", label=f"stability edge {edge:.3g}")
@@ -84,8 +97,10 @@ def noise_scale(history: pd.DataFrame, path: Path) -> Path | None:
         return None
     fig, out, colour = panels
     for ax, size, group in out:
-        reason = None  # an epoch with measurements but no B_simple: |G|^2 was not positive
-        if "noise_measurements" in group:
+        reason = None  # the run's own note on an epoch without B_simple, else a measured
+        if "noise_note" in group:  # epoch without one: |G|^2 was not positive
+            reason = group["noise_note"].map(short_reason)
+        elif "noise_measurements" in group:
             reason = (group["noise_measurements"] > 0).map({True: NOISE_MISSING, False: None})
         _lines(ax, group, group["noise_scale"], colour, reason)
         ax.axhline(size, color="black", linestyle="--", label=f"batch size {size:g}")

@@ -110,9 +110,11 @@ def pivot(results: pd.DataFrame) -> str:
     candidates = [c for c in COLUMNS if c not in ("lr", "seed")] + ["recipe"]
     keys = [k for k in ("batch_size", "subset") if k in results] + [
         k for k in figure.varying(results, candidates) if k not in ("batch_size", "subset")]
-    frame = results.assign(**{k: results[k].astype(str) for k in keys})
-    groups = frame.groupby([*keys, "lr"])
-    ok = frame[frame["status"] == OK].groupby([*keys, "lr"])["test_loss"]
+    # text columns (a missing value among them) compare as text; numbers sort as numbers
+    frame = results.assign(**{k: results[k].astype(str) for k in keys
+                              if results[k].dtype == object})
+    groups = frame.groupby([*keys, "lr"], dropna=False)
+    ok = frame[frame["status"] == OK].groupby([*keys, "lr"], dropna=False)["test_loss"]
     table = groups.size().to_frame("n").join(ok.mean().rename("mean")).join(
         ok.size().rename("ok")).join(groups["status"].agg(lambda s: "/".join(sorted(set(s)))))
     text = table["mean"].map(lambda v: f"{v:.4f}") + (table["ok"] < table["n"]).map(
