@@ -7,6 +7,8 @@ serves the packages through an import hook, which that scan does not see: `hydra
 would be unknown to every app but ours.)
 """
 
+import sys
+
 from setuptools import build_meta
 
 build_wheel = build_meta.build_wheel
@@ -20,4 +22,12 @@ prepare_metadata_for_build_editable = build_meta.prepare_metadata_for_build_edit
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
     settings = {"editable_mode": "compat", **(config_settings or {})}
-    return build_meta.build_editable(wheel_directory, settings, metadata_directory)
+    try:
+        return build_meta.build_editable(wheel_directory, settings, metadata_directory)
+    except Exception as e:  # a setuptools without compat mode: its default, said once
+        if (config_settings or {}).get("editable_mode"):
+            raise
+        print(f"forgetting: editable_mode=compat failed ({e}); setuptools' default mode is "
+              "used, where Hydra apps other than forgetting.run do not see its plugins",
+              file=sys.stderr)
+        return build_meta.build_editable(wheel_directory, config_settings, metadata_directory)
