@@ -13,7 +13,9 @@ Hessian-vector product. H v = d/dw <grad L(w), v>, by one of two routes (hvp.py)
 each product is one more backward through them) or `forward_over_reverse` (`torch.func.jvp` of
 `torch.func.grad`: each product recomputes every chunk, nothing kept). Both give the same
 products to rounding; `METHOD` is the one that measured faster (`python -m forgetting.bench
---diag --hvp`).
+--diag --hvp`: on a CPU, quarter-width ResNet-9, 256 examples in chunks of 128, forward over
+reverse took 1.4x and the former route, rebuilding every chunk's graph per product, 1.75x the
+seconds per product of kept graphs; medians of interleaved rounds in one process).
 
 BatchNorm. Every module runs in TRAIN mode, so BatchNorm normalises with the statistics of the
 batch (the function the optimiser differentiates), and the Hessian includes the dependence of
