@@ -148,3 +148,15 @@ def test_the_summary_is_deterministic_and_survives_a_state_round_trip():
     assert copied.summary() == noise.summary()
     assert all(isinstance(v, float) for vs in noise.state().values() for v in vs)
     assert noise.summary(prefix="run_")["run_noise_measurements"] == 30
+
+
+def test_many_measurements_give_the_same_interval_in_blocks():
+    """The bootstrap draws its resamples in blocks (bounded memory); the interval is still
+    the percentile interval of the ratio of means."""
+    noise, true_b = synthetic_measurements(5, count=2000, d=10)
+    s = noise.summary()
+    assert s["noise_scale_lo"] < true_b < s["noise_scale_hi"]
+    assert s["noise_scale_hi"] - s["noise_scale_lo"] < 0.2 * true_b
+    old = NoiseScale()
+    old.load({"count": 3, "sum_gradient_sq": 1.0, "sum_trace_sigma": 9.0})  # older checkpoint
+    assert old.count == 0

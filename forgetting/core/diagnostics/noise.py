@@ -60,9 +60,13 @@ def bootstrap(gradient_sq: torch.Tensor, trace_sigma: torch.Tensor, level: float
     B_simple = +inf."""
     n = len(gradient_sq)
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (resamples, n), generator=gen)
-    g = gradient_sq[idx].mean(1)
-    t = trace_sigma[idx].mean(1)
+    block = max(1, min(resamples, 2 ** 20 // n))  # resamples drawn at once: bounded memory
+    g, t = [], []
+    for done in range(0, resamples, block):
+        idx = torch.randint(0, n, (min(block, resamples - done), n), generator=gen)
+        g.append(gradient_sq[idx].mean(1))
+        t.append(trace_sigma[idx].mean(1))
+    g, t = torch.cat(g), torch.cat(t)
     ratio = torch.where(g > 0, t / g.clamp_min(torch.finfo(g.dtype).tiny), math.inf)
     low = int(math.floor((1 - level) / 2 * resamples))
     high = int(math.ceil((1 + level) / 2 * resamples)) - 1
@@ -148,8 +152,12 @@ class NoiseScale:
                 "trace_sigma": list(self.trace_sigma_estimates)}
 
     def load(self, state: dict) -> None:
-        self.gradient_sq_estimates = [float(v) for v in state["gradient_sq"]]
-        self.trace_sigma_estimates = [float(v) for v in state["trace_sigma"]]
+        """Put back a `state()`. A checkpoint of the older format (sums only, no measurements)
+        cannot give intervals: its measurements are dropped and counting starts again."""
+        self.reset()
+        if "gradient_sq" in state:
+            self.gradient_sq_estimates = [float(v) for v in state["gradient_sq"]]
+            self.trace_sigma_estimates = [float(v) for v in state["trace_sigma"]]
 
 
 def grad_sq_norm(model: nn.Module, divide_by: float = 1.0) -> float:
