@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 PER_RUN_TABLES = ("history", "recency")
+CHUNK = 256  # tables (or rows) joined at a time
 SCALARS = {type(None): "null", bool: "bool", int: "int64", float: "double", str: "string"}
 
 
@@ -168,25 +169,29 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
             if d in in_old:
                 cached.add(d)
                 continue
-        fields = row_fields(row := {**e.row, "run_dir": d}) if name == "rows" else None
+        fields = row_fields({**e.row, "run_dir": d}) if name == "rows" else None
         if fields is not None:  # plain scalars: converted together below
             e.columns = {**e.columns, name: fields}  # a new dict: others may share the old
-            rows.append(row)
+            rows.append((d, e))
             continue
         table = read_table(root, e, name)
-        if table is not None:  # tables of one schema are conformed together
-            fresh.setdefault(tuple(map(tuple, e.columns[name])), []).append(table)
+        if table is not None:  # tables of one schema are conformed together, and joined
+            group = fresh.setdefault(tuple(map(tuple, e.columns[name])), [])
+            group.append(table)  # in chunks: thousands of small tables cost 10x the memory
+            if len(group) % CHUNK == 0:
+                group[-CHUNK:] = [pa.concat_tables(group[-CHUNK:]).combine_chunks()]
     schema = canonical_schema(chosen, name)
     pieces = []
     if cached:
         keep = old if len(cached) == len(in_old) else old.filter(
             pc.is_in(old["run_dir"], value_set=pa.array(list(cached), pa.string())))
         pieces.append(conform(keep, schema))
-    if rows:
+    for start in range(0, len(rows), CHUNK):  # rows decoded a chunk at a time
+        chunk = [{**e.row, "run_dir": d} for d, e in rows[start:start + CHUNK]]
         try:
-            pieces.append(pa.Table.from_pylist(rows, schema=schema))
+            pieces.append(pa.Table.from_pylist(chunk, schema=schema))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            pieces += [conform(pa.Table.from_pylist([r]), schema) for r in rows]
+            pieces += [conform(pa.Table.from_pylist([r]), schema) for r in chunk]
     pieces += [conform(pa.concat_tables(group), schema) for group in fresh.values()]
     if not pieces:
         return pa.table({})
