@@ -228,11 +228,18 @@ def test_bad_folders_are_one_line_errors(tmp_path, module):
 @pytest.mark.slow
 def test_plot_and_analyze_a_real_tiny_sweep_with_diverged_and_failed_runs(tmp_path):
     from helpers import TINY
+    from helpers import write_run as write_metrics
 
     sweep = tmp_path / "sweep"
-    # subset 0.05 = 32 images < batch 64: failed; LR factor 1e5: diverged
-    r = run_cli("-m", *TINY, "subset=0.05,0.5,1.0", "lr=0.5,2,100000", "probe.every=1",
+    # LR factor 1e5: diverged
+    r = run_cli("-m", *TINY, "subset=0.5,1.0", "lr=0.5,2,100000", "probe.every=1",
                 f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference = json.loads((sweep / "0" / "metrics.json").read_text())["config"]
+    for k, lr in enumerate([0.5, 2, 100000]):  # three points that failed (a crash, say)
+        write_metrics(sweep / f"failed{k}", "failed", error="crashed", lr=lr, subset=0.05,
+                      config={**reference, "lr": lr, "subset": 0.05})
+    r = run_cli(str(sweep), module="forgetting.collect")
     assert r.returncode == 1 and "3 run(s) failed" in r.stderr
     status = pd.read_parquet(sweep / "results.parquet").groupby("status").size().to_dict()
     assert status["failed"] == 3 and status.get("diverged", 0) >= 1
