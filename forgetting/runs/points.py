@@ -143,6 +143,7 @@ def check_point(point: list[str], parser, composed) -> None:
     if base is None:  # a missing or mistyped value: the run says which, as before
         return
     conf = copy.deepcopy(base)
+    interpolated = {}  # `subset_seed='${seed}'`: resolved by OmegaConf, below
     for ov in parsed:
         if is_structural(ov) or ov.key_or_group.startswith("hydra"):  # not the job's values
             continue
@@ -154,7 +155,18 @@ def check_point(point: list[str], parser, composed) -> None:
             getattr(node, name)
         except AttributeError:  # not a field of the schema (preflight said so already)
             return
-        setattr(node, name, ov.value())
+        value = ov.value()
+        if isinstance(value, str) and "${" in value:
+            interpolated[ov.key_or_group] = value
+        else:
+            setattr(node, name, value)
+    if interpolated:
+        cfg = OmegaConf.structured(conf)
+        for key, value in interpolated.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        conf = config_object(cfg)
+        if conf is None:
+            return
     validate(conf)
     sizes = data_sizes(conf.data)
     check_fits(conf, subset_size(sizes, conf.subset), sum(sizes))
