@@ -71,7 +71,7 @@ def read_table(root: Path, entry: Entry, name: str) -> pa.Table | None:
     """The run's table `name` ("rows": its row), its columns recorded in the entry."""
     table = row_table(root, entry) if name == "rows" else run_table(root, entry, name)
     fields = [] if table is None else [[f.name, str(f.type)] for f in table.schema]
-    entry.columns = {**entry.columns, name: fields}  # a new dict: others may share the old
+    entry.columns = {**entry.columns, name: shared(fields)}  # a new dict: others may share
     return table
 
 
@@ -141,6 +141,15 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+_SHARED: dict[tuple, list] = {}
+
+
+def shared(fields: list) -> list:
+    """One list object for equal column lists (most runs have the same columns: 100,000
+    entries then hold one list, not 100,000)."""
+    return _SHARED.setdefault(tuple(map(tuple, fields)), fields)
+
+
 def row_fields(row: dict) -> list | None:
     """[column, arrow type] of a row of plain scalars, as pyarrow infers them; None otherwise."""
     fields = []
@@ -171,7 +180,7 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
                 continue
         fields = row_fields({**e.row, "run_dir": d}) if name == "rows" else None
         if fields is not None:  # plain scalars: converted together below
-            e.columns = {**e.columns, name: fields}  # a new dict: others may share the old
+            e.columns = {**e.columns, name: shared(fields)}  # a new dict: others may share
             rows.append((d, e))
             continue
         table = read_table(root, e, name)
