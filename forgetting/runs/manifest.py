@@ -191,11 +191,14 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
     c = {name: table[name].to_pylist() for name in table.column_names}
     decoded: dict[str, object] = {}  # most runs share their columns and swept keys: decoded
     entries = {}                     # once, shared (never changed in place: read_table)
-    for i, rel in enumerate(c["rel"]):
-        swept, columns = (decoded.get(t) or decoded.setdefault(t, json.loads(t))
-                          for t in (c["swept"][i], c["columns"][i]))
-        entries[rel] = Entry(rel, c["sig"][i], c["row"][i], c["status"][i], swept,
-                             c["key"][i], c["finished"][i], c["mtime_ns"][i], columns)
+    try:
+        for i, rel in enumerate(c["rel"]):
+            swept, columns = (decoded.get(t) or decoded.setdefault(t, json.loads(t))
+                              for t in (c["swept"][i], c["columns"][i]))
+            entries[rel] = Entry(rel, c["sig"][i], c["row"][i], c["status"][i], swept,
+                                 c["key"][i], c["finished"][i], c["mtime_ns"][i], columns)
+    except (KeyError, TypeError, ValueError):  # another version's manifest: rebuilt
+        return {}, {}
     return entries, meta
 
 
