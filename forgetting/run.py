@@ -29,6 +29,7 @@ from forgetting.runs.cluster import guard_sbatch
 from forgetting.runs.configs import CONFIG_DIR, ensure_plugin, register_configs
 from forgetting.runs.job import RunFolderTaken, record_failure, run_one
 from forgetting.runs.preflight import preflight
+from forgetting.runs.results import sweep_failures
 from forgetting.runs.resume import register_resolver
 
 log = logging.getLogger("forgetting")
@@ -115,6 +116,8 @@ def cli() -> None:
         raise SystemExit(128 + signal.SIGINT) from None
     from hydra_plugins.forgetting_array_launcher.array_launcher import exit_code
 
+    if sweep_failures():  # the table and the report are written: the sweep says it failed
+        raise SystemExit(1)
     if exit_code():  # an array task (hydra/launcher=array) exits with its point's outcome
         raise SystemExit(exit_code())
 

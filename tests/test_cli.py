@@ -63,6 +63,7 @@ def test_failing_point_is_recorded_others_finish(tmp_path):
     assert (Path(table["run_dir"].iloc[1]) / "history.parquet").is_file()
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: 1 run(s) failed: {bad}")
+    assert (folder / "report.html").is_file()  # written although a run failed
     assert "Traceback" not in proc.stderr + proc.stdout
 
 

@@ -231,13 +231,24 @@ def report_failures(results: pd.DataFrame) -> int:
     return len(failed)
 
 
+_failed_runs = 0  # failed runs in the table of this process's last sweep
+
+
+def sweep_failures() -> int:
+    """How many runs of this process's last sweep failed (forgetting.run then exits 1)."""
+    return _failed_runs
+
+
 class ResultsTable(Callback):
     """Hydra callback: at the end of a multirun, build the sweep's table and print the pivot.
 
-    Exits with code 1 (after writing the table) when any run failed.
+    Failed runs are reported (one line per reason) and counted, not raised: the callbacks
+    after this one still run (the sweep's report), and forgetting.run exits with code 1.
     """
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        global _failed_runs
+
         if str(config.hydra.launcher.get("_target_", "")).endswith(".ArrayLauncher"):
             return  # an array task: its launcher rebuilt the table and reports its own point
         folder = Path(config.hydra.sweep.dir)
@@ -252,5 +263,4 @@ class ResultsTable(Callback):
         table = pivot(results, swept)
         print(table)
         tracking.log_sweep(config, folder, results, table)  # the trackers' parent run
-        if report_failures(results):
-            raise SystemExit(1)
+        _failed_runs = report_failures(results)
