@@ -22,8 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from forgetting.core.checkpoint import Preempted
-from forgetting.core.errors import UserError
+from forgetting.core.errors import Preempted, UserError
 from forgetting.runs import preemption
 from forgetting.runs.cluster import guard_sbatch
 from forgetting.runs.configs import CONFIG_DIR, ensure_plugin, register_configs

@@ -30,19 +30,11 @@ from pathlib import Path
 
 import torch
 
+from forgetting.core.errors import Preempted  # noqa: F401  (raised here)
 from forgetting.core.files import atomic_torch_save
 
 log = logging.getLogger("forgetting")
 FORMAT = 1
-
-
-class Preempted(BaseException):
-    """The run stopped at a step boundary after saving its checkpoint. A BaseException, like
-    KeyboardInterrupt, so that no `except Exception` records it as a failure."""
-
-    def __init__(self, path: Path, epoch: int, batch: int):
-        self.path = path
-        super().__init__(f"stopped at epoch {epoch}, batch {batch}; checkpoint {path}")
 
 
 @dataclass

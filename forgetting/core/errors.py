@@ -16,3 +16,14 @@ class ConfigError(UserError):
 class DataError(UserError):
     """Missing, corrupt or unreadable data."""
 
+
+
+class Preempted(BaseException):
+    """The run stopped at a step boundary after saving its checkpoint (forgetting/core/
+    checkpoint.py). A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    records it as a failure. Here, without torch, so the entry point can catch it before
+    anything trains."""
+
+    def __init__(self, path, epoch: int, batch: int):
+        self.path = path
+        super().__init__(f"stopped at epoch {epoch}, batch {batch}; checkpoint {path}")

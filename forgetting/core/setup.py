@@ -21,10 +21,10 @@ from forgetting.core.augment import BatchMaker
 from forgetting.core.config import Config
 from forgetting.core.data import Dataset, load_dataset, subset_indices
 from forgetting.core.device import device_name, resolve_device, resolve_precision, sync
-from forgetting.core.errors import ConfigError
 from forgetting.core.model import build_model
 from forgetting.core.schedule import piecewise_linear, stretch
 from forgetting.core.sgd import SGD
+from forgetting.core.source import check_fits
 from forgetting.core.step import compile_and_warm, make_autocast, make_step
 
 
@@ -95,19 +95,6 @@ class Setup:
     def evaluate_train(self, batch_size: int) -> tuple[float, float]:
         """The whole training subset, without augmentation, in eval mode."""
         return evaluate(self.net, self.maker, self.train_y, batch_size, self.autocast)
-
-
-def check_fits(cfg: Config, n: int, total: int) -> None:
-    """ConfigError (one line) when a batch, or the sharpness sample, does not fit in the
-    training subset of `n` of the `total` training images. Checked again here, where the
-    subset is taken, and before a run starts (forgetting/runs/preflight.py)."""
-    if cfg.batch_size > n:
-        raise ConfigError("batch_size", cfg.batch_size,
-                          f"must be <= the subset size {n} (subset={cfg.subset} of "
-                          f"{total} training images)")
-    if cfg.diag.sharpness and cfg.diag.sharpness_examples > n:
-        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
-                          f"must be <= the subset size {n}")
 
 
 def prepare(cfg: Config, dataset: Dataset | None, precision: str | None,

@@ -86,3 +86,16 @@ def subset_size(sizes: list[int], fraction: float) -> int:
     """Examples in the class-balanced subset holding `fraction` of each class (as
     forgetting/core/data.py's `subset_indices` takes it: at least one a class)."""
     return sum(max(1, round(fraction * n)) for n in sizes)
+
+
+def check_fits(cfg, n: int, total: int) -> None:
+    """ConfigError (one line) when a batch, or the sharpness sample, does not fit in the
+    training subset of `n` of the `total` training images (checked where the subset is taken,
+    forgetting/core/setup.py, and before a run starts, forgetting/runs/points.py)."""
+    if cfg.batch_size > n:
+        raise ConfigError("batch_size", cfg.batch_size,
+                          f"must be <= the subset size {n} (subset={cfg.subset} of "
+                          f"{total} training images)")
+    if cfg.diag.sharpness and cfg.diag.sharpness_examples > n:
+        raise ConfigError("diag.sharpness_examples", cfg.diag.sharpness_examples,
+                          f"must be <= the subset size {n}")

@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 from forgetting.core.errors import ConfigError, UserError
-from forgetting.runs.packs import pack_setting
 
 INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array",
                        "packed")
@@ -95,6 +94,8 @@ def check_launch(overrides: list, config_dir: Path) -> None:
         if key == "hydra/launcher" and not ov.is_sweep_override():
             check_launcher(str(ov.value()), config_dir)
         elif key == "hydra.launcher.pack":
+            from forgetting.runs.packs import pack_setting  # torch: only for this key
+
             pack_setting(ov.value())
         elif key in ("hydra.sweep.dir", "hydra.run.dir") and not ov.is_sweep_override():
             value = ov.value()

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
-from forgetting.core.checkpoint import Checkpoint
 from forgetting.core.config import Config, validate
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.core.files import (
@@ -33,6 +32,7 @@ from forgetting.runs.claims import claim, holder
 from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
 
 if TYPE_CHECKING:
+    from forgetting.core.checkpoint import Checkpoint
     from forgetting.core.train import RunResult
 
 log = logging.getLogger("forgetting")
@@ -109,6 +109,7 @@ def _skip(cfg: DictConfig, run_dir: Path, key: str) -> float | None:
 
 def open_run(cfg: DictConfig, run_dir: Path, key: str) -> tuple[Config, Checkpoint]:
     """The validated config object of a run and its checkpoint (resumed from when present)."""
+    from forgetting.core.checkpoint import Checkpoint  # torch: only when a run trains
     try:
         conf = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:

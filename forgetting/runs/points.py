@@ -28,8 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from forgetting.core.config import Config, validate
 from forgetting.core.errors import UserError
-from forgetting.core.setup import check_fits
-from forgetting.core.source import class_sizes, subset_size
+from forgetting.core.source import check_fits, class_sizes, subset_size
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 
 MAX_POINTS = 64  # a larger grid: every swept value at least once
