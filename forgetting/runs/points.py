@@ -13,7 +13,9 @@ what spans keys or needs the data, so that bad input stops with one line and no 
 Which points: a single run's one; the basic sweeper's grid (a preset's `hydra.sweeper.params`,
 then the command line, each key's last value winning, as Hydra does), all of it up to
 MAX_POINTS and beyond that every swept value at least once; a search sweeper's (optuna_study)
-first value of each choice (its ranges are sampled later, and checked per run). Each distinct
+first value of each choice (its ranges are sampled later, and checked per run); an array
+task's (hydra/launcher=array: every task of the array runs this) the grid's first point only,
+so that a task's start costs the same in an array of any size. Each distinct
 combination of config groups is composed once; plain values are set on a copy of its object.
 """
 
@@ -66,6 +68,9 @@ def check_points(argv: list[str]) -> None:
         points = sweep_points(hydra_cfg, args, parser) if multirun else None
         if points is None:
             points = [plain]
+        launcher = str(OmegaConf.select(hydra_cfg, "hydra.launcher._target_", default=""))
+        if launcher.endswith(".ArrayLauncher"):  # every task starts this way: O(1) each
+            points = points[:1]
         job_cfg = hydra_cfg.copy()  # the job config of the command's own groups: composed
         with open_dict(job_cfg):
             del job_cfg["hydra"]

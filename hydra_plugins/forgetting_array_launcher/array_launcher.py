@@ -104,6 +104,27 @@ def requeue_slurm_job(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def compose_own_point_only() -> None:
+    """Hydra's basic sweeper composes every point of a batch before launching it
+    (`validate_batch_is_legal`): in an array task that is the whole sweep, a cost that grows
+    with it (200 points: ~40 s of every task). Under this launcher it validates nothing; the
+    task composes its own point in `launch`, where a composition error surfaces as before (and
+    forgetting.run's preflight has checked the points before any task starts)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    original = BasicSweeper.validate_batch_is_legal
+    if getattr(original, "array_aware", False):
+        return
+
+    def validate_batch_is_legal(sweeper, batch) -> None:
+        if isinstance(getattr(sweeper, "launcher", None), ArrayLauncher):
+            return
+        original(sweeper, batch)
+
+    validate_batch_is_legal.array_aware = True
+    BasicSweeper.validate_batch_is_legal = validate_batch_is_legal
+
+
 class ArrayLauncher(Launcher):
     def __init__(self, index: int | None = None, index_env: str = "SLURM_ARRAY_TASK_ID",
                  first_index: int = 0, count: bool = False, requeue: bool = True,
@@ -129,6 +150,7 @@ class ArrayLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        compose_own_point_only()
 
     def whole_sweep(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
         """Every job of the sweep in the basic sweeper's order, also when it launches them in
