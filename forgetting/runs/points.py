@@ -219,7 +219,9 @@ def check_plugin_key(hydra_cfg: DictConfig, key: str) -> None:
     while node_key and OmegaConf.select(hydra_cfg, node_key, default=None) is None:
         node_key, _, rest = node_key.rpartition(".")  # the deepest node that exists
     node = OmegaConf.select(hydra_cfg, node_key)
-    options = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+    if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict:
+        return  # a free mapping (pruner_kwargs, params): any key, the plugin judges it
+    options = sorted(str(k) for k in node.keys())
     name = key[len(node_key) + 1:].split(".")[0]
     near = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     hint = f"did you mean {node_key + '.' + near[0]!r}? " if near else ""
