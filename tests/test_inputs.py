@@ -109,6 +109,8 @@ def test_points_that_fit_pass_the_checks():
     preflight(["-m", "hydra/sweeper=optuna_study", "hydra.sweeper.n_trials=2",
                "hydra.sweeper.params.lr=interval(1,2)", *TINY])
     preflight(["--cfg", "job", "cutout=100"])  # printing a config runs nothing: Hydra's
+    preflight(["-m", "+sweep=lr_subset_bs512", *TINY, "data.train_size=2000",  # its subsets:
+               "hydra.sweeper.params.subset='0.5,1.0'", "hydra.sweeper.params.lr='1,4'"])
     preflight(["-m", *TINY, "seed=0,1,2", "subset_seed=${seed}"])  # seeds tied together
     with pytest.raises(UserError, match=r"subset=0\.0: must be in \(0, 1\]"):
         preflight(["-m", *TINY, "seed=1,0", "subset=${seed}"])  # resolved per point

@@ -37,7 +37,8 @@ def test_a_packed_sweep_has_the_basic_sweeps_table_and_a_rerun_skips_it(tmp_path
             a[column] = a[column].str.replace("basic", "packed")
         assert a[column].tolist() == b[column].tolist(), column
     for column in ("train_loss", "test_loss", "clean_train_loss"):
-        assert ((a[column] - b[column]).abs() <= 1e-4 * a[column].abs()).all(), column
+        # one fused vmap step sums in another order: float32 rounding, up to ~1e-4 here
+        assert ((a[column] - b[column]).abs() <= 5e-4 * a[column].abs()).all(), column
     metrics = tmp_path / "packed" / "0" / "metrics.json"
     before = metrics.read_bytes()
     again = sweep(tmp_path / "packed", "hydra/launcher=packed", "hydra.launcher.pack=4")

@@ -63,6 +63,12 @@ def check_points(argv: list[str]) -> None:
             return  # Hydra's own report follows; preflight names what it can foresee
         for ov in plugin_keys:
             check_plugin_key(hydra_cfg, ov.key_or_group)
+        if plugin_keys:  # with them (hydra.sweeper.params.lr=...: the grid is theirs)
+            try:
+                hydra_cfg = compose("config", return_hydra_config=True,
+                                    overrides=plain + [ov.input_line for ov in plugin_keys])
+            except HydraException:
+                return
         multirun = any(a in RUN_FLAGS for a in argv) or \
             OmegaConf.select(hydra_cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
         points = sweep_points(hydra_cfg, args, parser) if multirun else None
