@@ -111,13 +111,18 @@ def first_value(ov) -> str | None:
     return f"{ov.get_key_element()}={next(iter(ov.sweep_string_iterator()))}"
 
 
-def sweep_points(hydra_cfg: DictConfig, args: list[str], parser) -> list[list[str]] | None:
-    """The basic sweeper's points (lists of overrides); None for another sweeper, or a
-    sweep that needs Hydra's config loader to expand (glob over a group)."""
+def sweep_points(hydra_cfg: DictConfig, args: list[str],
+                 parser=None) -> list[list[str]] | None:
+    """The basic sweeper's points (lists of overrides; its params, then `args`, each key's
+    last value winning, as it does); None for another sweeper, or a sweep that needs Hydra's
+    config loader to expand (glob over a group). Also the progress line's N."""
     target = str(OmegaConf.select(hydra_cfg, "hydra.sweeper._target_", default=""))
     if not target.endswith(".BasicSweeper"):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = parser or OverridesParser.create()
 
     params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params", default=None) or {}
     try:

@@ -159,20 +159,11 @@ def bar_postfix(row: dict) -> str:
 def sweep_size(config: DictConfig) -> int | None:
     """How many points the basic sweeper launches (its params, then the command line, each
     key's last value winning, as it does); None for other sweepers or what does not parse."""
-    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
-    if not target.endswith(".BasicSweeper"):
-        return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from forgetting.runs.points import sweep_points
 
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    args = [f"{k}={v}" for k, v in params.items()]
-    args += list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-        return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
-    except Exception:  # e.g. glob() over a config group: needs Hydra's config loader
-        return None
+    task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+    points = sweep_points(config, task)
+    return None if points is None else len(points)
 
 
 def outcome(run_dir: Path, since: float, failed: bool = False) -> str:
