@@ -11,8 +11,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg"
+# report=false: a sweep's report.html costs more than its tiny training (3-6 s a sweep);
+# tests/test_report.py and the tests that check the report pass report=true after TINY
 TINY = ["data=synthetic", "model=tiny", "device=cpu", "precision=fp32", "batch_size=64",
-        "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true"]
+        "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true", "report=false"]
 
 
 def run_cli(*args: str, cwd: Path | str = REPO, module: str | None = "forgetting.run",

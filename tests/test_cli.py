@@ -54,7 +54,7 @@ def test_failing_point_is_recorded_others_finish(tmp_path):
     # a damaged image shows only when the data is decoded: that point fails at run time
     tree = _tree_with_broken_image(tmp_path / "tree")
     proc, folder = sweep(tmp_path, "data=synthetic,imagefolder", f"data.root={tree}",
-                         "batch_size=4")
+                         "batch_size=4", "report=true")
     assert proc.returncode == 1
     table = pd.read_parquet(folder / "results.parquet").sort_values("data")
     assert table["status"].tolist() == ["failed", "ok"]

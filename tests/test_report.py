@@ -83,7 +83,7 @@ def test_cli_errors_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_writes_its_report_unless_told_not_to(tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", *TINY, "epochs=1", "lr=0.5,2", "subset=0.5,1.0",
+    r = run_cli("-m", *TINY, "epochs=1", "lr=0.5,2", "subset=0.5,1.0", "report=true",
                 f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     assert f"report: {sweep / 'report.html'}" in r.stdout
