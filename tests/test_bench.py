@@ -22,6 +22,7 @@ def test_bench_writes_documented_json(tmp_path, capsys):
     result = bench.main(["--device", "cpu", "--widths", "0.25", "--precisions", "fp32",
                          "--batch-size", "32", "--train-size", "96", "--warmup", "1",
                          "--steps", "2", "--repeats", "2", "--workers", "0", "--quick",
+                         "--sweep-images", "256",
                          "--json", str(out)])
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))

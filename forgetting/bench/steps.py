@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="skip the DataLoader baseline")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep throughput")
+    p.add_argument("--sweep-images", type=int, default=2560,
+                   help="synthetic training images of the sweep throughput grid (default 2560)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.data == "cifar10" and not args.root:
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("batch_size", "steps", "repeats"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.sweep_images < 20:
+        p.error("--sweep-images must be >= 20 (a quarter subset holds at least 5 images)")
     return args
 
 
@@ -257,10 +261,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"start-up: {startup['startup_s']:.2f} s from process start to the first "
               f"training step (whole process {startup['process_s']:.2f} s)")
     if not args.no_sweep:
-        size = ["model=tiny", "epochs=1"] if args.quick else \
-            ["model.width=0.25", "epochs=2", "batch_size=128"]
+        size = ["model=tiny", "epochs=1"] if args.quick else ["model.width=0.25", "epochs=2"]
+        batch = 512 if args.quick else 128  # the smallest subset (0.25) holds a batch
         if args.data == "synthetic":
-            size += ["data.train_size=2560", "data.test_size=500"]
+            batch = min(batch, args.sweep_images // 5)  # per class, a quarter rounds down
+            size += [f"data.train_size={args.sweep_images}",
+                     f"data.test_size={args.sweep_images // 5}"]
+        size += [f"batch_size={batch}"]
         sweeps = measure_sweeps(overrides + size, device.type)
         result["sweeps"] = sweeps
         print(f"sweep throughput ({sweeps['command']}): basic "
