@@ -79,7 +79,8 @@ def test_array_of_200_tasks_reads_per_task_independent_of_the_sweep(tmp_path):
         ["sbatch", "--parsable", f"--array=0-{POINTS - 1}", "--cpus-per-task=1", "--mem=700M",
          f"--chdir={tmp_path}", f"--output={tmp_path}/slurm-%A_%a.out",
          str(REPO / "examples" / "sweep_array.sbatch"), *args],
-        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(site),
+        capture_output=True, text=True,
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(site),
              "FORGETTING_TEST_FABRICATE": "1"})
     assert submit.returncode == 0, submit.stderr
     array = submit.stdout.strip()
