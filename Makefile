@@ -33,11 +33,14 @@ demo: install-base
 		model.width=0.25 epochs=4 batch_size=128 quiet=true \
 		$(if $(DATA),data.root=$(DATA)) hydra.sweep.dir=outputs/multirun/demo
 
+# one pytest-xdist worker per core (tests/conftest.py: one torch thread each; the SLURM tests
+# on one worker); TEST_WORKERS=0 runs them in this process, one after another
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: install
 	$(PY) -m ruff check forgetting hydra_plugins tests

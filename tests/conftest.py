@@ -3,13 +3,31 @@ Helpers shared by several test files live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# Under pytest-xdist (make test: one worker per core) each worker and the runs it starts use one
+# torch thread: two workers' trainings on two cores would otherwise fight over both (set before
+# torch is imported; subprocesses inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from forgetting.runs.configs import CONFIG_DIR, register_configs
-from helpers import TINY
+from forgetting.runs.configs import CONFIG_DIR, register_configs  # noqa: E402
+from helpers import TINY  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """The local SLURM cluster's tests first (the 200-task array is the longest test), all in
+    one xdist group: they share the cluster's CPUs, so one worker runs them one after another
+    while the others run the rest."""
+    slurm = [item for item in items if item.get_closest_marker("slurm")]
+    for item in slurm:
+        item.add_marker(pytest.mark.xdist_group("slurm"))
+    items[:] = slurm + [item for item in items if not item.get_closest_marker("slurm")]
 
 
 @pytest.fixture(autouse=True)
