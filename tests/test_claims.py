@@ -208,7 +208,7 @@ def race(folder: Path, site: Path, marker: Path, *launcher: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rounds, launcher", [(8, []), (2, ["hydra/launcher=joblib",
+@pytest.mark.parametrize("rounds, launcher", [(9, []), (1, ["hydra/launcher=joblib",
                                                             "hydra.launcher.n_jobs=2"])])
 def test_two_identical_sweeps_into_one_folder_train_each_point_once(tmp_path, rounds,
                                                                     launcher):

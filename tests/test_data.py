@@ -133,6 +133,7 @@ def test_mixed_image_sizes_are_named(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cifar10")  # one worker decodes the copy once (tests/test_real_data.py)
 @pytest.mark.skipif(not CIFAR_JPG.is_dir(), reason="offline CIFAR-10 copy absent")
 def test_offline_cifar10_copy_is_balanced():
     ds = load_dataset(_cfg("cifar10", CIFAR_JPG, os.environ["FORGETTING_CACHE"]))

@@ -6,7 +6,8 @@ import pytest
 
 from helpers import CIFAR_JPG, run_cli
 
-pytestmark = [pytest.mark.slow,
+# the cifar10 group: the worker that decoded the copy for tests/test_data.py reads its cache
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cifar10"),
               pytest.mark.skipif(not CIFAR_JPG.is_dir(), reason="offline CIFAR-10 copy absent")]
 
 
