@@ -187,3 +187,23 @@ def test_a_run_without_any_noise_value_keeps_its_panel_and_says_why(tmp_path, fi
     assert "batch 512" in right.get_title()
     assert "not measured (too few measurements)" in right.get_legend_handles_labels()[1]
     assert plot_diag.NOISE_MISSING in left.get_legend_handles_labels()[1]
+
+
+def test_per_epoch_panels_make_a_grid_and_say_when_there_is_one_seed(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=1, subsets=[0.25, 1.0], sizes=(128,))
+    keep = results["lr"].isin([1.0, 2.0, 4.0, 8.0])  # the demo's 4 LR factors
+    history = tables["history"][tables["history"]["run_dir"].isin(results["run_dir"][keep])]
+    per_epoch(history, results[keep], tmp_path / "e.png")
+    fig = figures["e.png"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4
+    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2  # 2 x 2, not a strip
+    width, height = fig.get_size_inches()
+    assert width / height < 2
+    assert "one run per point" in fig._suptitle.get_text()
+    assert "mean over seeds" not in fig._suptitle.get_text()
+    for ax in panels:  # a log axis says what its values are: 1-2-5 ticks under 3 decades
+        if ax.get_yscale() == "log":
+            low, high = ax.get_ylim()
+            shown = [t for t in ax.get_yticks() if low <= t <= high]
+            assert len(shown) >= 2, (ax.get_title(), shown)

@@ -90,10 +90,12 @@ def log_if_wide(ax, values, axis: str = "y") -> bool:
     finite = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
     if len(finite) < 2 or max(finite) / min(finite) <= SPAN:
         return False
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     which = ax.yaxis if axis == "y" else ax.xaxis
+    if max(finite) / min(finite) < 1000:  # under 3 decades: 1-2-5 ticks, else one a decade
+        which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     which.set_minor_formatter(NullFormatter())
     return True

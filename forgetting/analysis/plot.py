@@ -94,6 +94,11 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
     return figure.save(fig, path)
 
 
+def panel_columns(panels: int) -> int:
+    """Columns of a grid of `panels` panels: 2 up to 4 panels, 3 up to 9, then 4 (no strips)."""
+    return min(panels, 2 if panels <= 4 else 3 if panels <= 9 else 4)
+
+
 def with_run_columns(history: pd.DataFrame, results: pd.DataFrame, keys) -> pd.DataFrame:
     """The history with the results' `keys` and status joined on run_dir (one merge)."""
     wanted = [k for k in (*keys, "status") if k in results and k not in history]
@@ -120,7 +125,7 @@ def per_epoch(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
     colour = dict(zip(datasets, figure.colours(range(len(datasets))).values()))
     gone = hist[hist["status"] == DIVERGED].groupby("run_dir").tail(1) \
         if "status" in hist else hist.iloc[:0]
-    cols = min(4, len(lrs))
+    cols = panel_columns(len(lrs))
     rows = math.ceil(len(lrs) / cols)
     import numpy as np
 
@@ -148,7 +153,9 @@ def per_epoch(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
         if axes[i + 1, j].get_visible():
             axes[i, j].set_xlabel("")
     note = f" ({len(lrs)} of {len(all_lrs)} LR factors)" if len(lrs) < len(all_lrs) else ""
-    fig.suptitle(f"test loss per epoch, mean over seeds (band: min-max){note}", fontsize=11)
+    seeds = "mean over seeds (band: min-max)" if (stats["count"] > 1).any() else \
+        "one run per point"
+    fig.suptitle(f"test loss per epoch, {seeds}{note}", fontsize=11)
     handles, labels = [], []
     for ax in axes.flat:
         for h, lab in zip(*figure.dedupe_legend(ax)):
