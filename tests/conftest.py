@@ -11,13 +11,13 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from forgetting.runs.configs import CONFIG_DIR, register_configs  # noqa: E402
-from helpers import TINY  # noqa: E402
+from forgetting.runs.configs import CONFIG_DIR, register_configs
+from helpers import TINY
 
 
 def pytest_collection_modifyitems(config, items):
