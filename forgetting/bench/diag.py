@@ -2,11 +2,13 @@
 
     python -m forgetting.bench --diag                      # a full-size epoch, 3 rounds
     python -m forgetting.bench --diag --train-size 6250    # the quick presets' 1/8 subset
+    python -m forgetting.bench --diag --train-size 6250 --sharpness-examples 512  # quick_curvature
 
 The quick presets' model (ResNet-9 at width 0.25, batch 128, the part1 schedule) trains for
 `--epochs` passes over `--train-size` synthetic images (CIFAR-10-sized) in this process, once
 plainly and once with each diagnostic: `diag.sharpness=true diag.every=1` (one measurement per
-epoch, the default examples and iterations), `diag.noise=true` (every 16 steps) and
+epoch, `--sharpness-examples` and the default iterations), `diag.noise=true` (every 4 steps, the
+default) and
 `diag.forgetting_events=true`. Rounds run every contender in an order rotated from round to
 round; each overhead is the median over rounds of (training seconds with / without - 1),
 training seconds being the run's own `train_s` (start-up and data loading excluded). For
@@ -51,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--sharpness-examples", type=int, default=0,
+                   help="diag.sharpness_examples of the sharpness run (0: its default)")
     p.add_argument("--only", default=",".join(list(CONTENDERS)[1:]),
                    help="diagnostics to time against the plain run, comma-separated")
     p.add_argument("--json", help="write the figures to this file")
@@ -58,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("train_size", "epochs", "rounds", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.sharpness_examples < 0:
+        p.error("--sharpness-examples must be >= 0")
     args.only = [n for n in args.only.split(",") if n]
     if not args.only or any(n not in CONTENDERS or n == "plain" for n in args.only):
         p.error(f"--only: choose from {', '.join(list(CONTENDERS)[1:])}")
@@ -92,7 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            result = train(config(args, CONTENDERS[name]), dataset)
+            diag = dict(CONTENDERS[name])
+            if name == "sharpness":
+                diag["sharpness_examples"] = args.sharpness_examples
+            result = train(config(args, diag), dataset)
             seconds[name].append(result.final["train_s"])
             products += [r["sharpness_iters"] for r in result.history
                          if r.get("sharpness_iters")]

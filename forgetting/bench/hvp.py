@@ -4,7 +4,9 @@
     python -m forgetting.bench --diag --hvp --batch-size 512 --examples 512
 
 The quick presets' model (ResNet-9, width `--width`) on synthetic CIFAR-sized images, trained
-`--steps` SGD steps from its init (so the Hessian is not the init's), fp32, in this process:
+`--steps` SGD steps from its init (so the Hessian is not the init's) in `--precision` (bf16:
+what `precision=auto` picks on a CPU with AMX), channels_last as in training, in this process
+(the products themselves always run in fp32, as the monitor's do):
 
 - routes: `--products` Hessian-vector products on `--examples` fixed examples in chunks of the
   batch size (BatchNorm in train mode per chunk), by `recompute` (every product rebuilds every
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gap", type=int, default=10, help="training steps between the cold and "
                    "the warm measurement")
     p.add_argument("--train-size", type=int, default=6250, help="images per epoch")
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"),
+                   help="the training steps' precision (the cost's unit)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = p.parse_args(argv)
     for name in ("batch_size", "examples", "products", "rounds", "steps", "gap", "train_size"):
@@ -112,12 +116,14 @@ def main(argv: list[str] | None = None) -> dict:
     data = synthetic(10, max(args.train_size, args.examples), 100, 32, d.noise, 0)
     mean = torch.tensor(d.mean).view(1, 3, 1, 1)
     std = torch.tensor(d.std).view(1, 3, 1, 1)
-    images = (data.train_x.float() - mean) / std
+    # channels_last, as training and the monitor hold images and weights on a CPU (setup.py,
+    # augment.BatchMaker): the routes' relative speed depends on the layout
+    images = ((data.train_x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
     labels = data.train_y
-    model = build_model("resnet9", args.width).train()
+    model = build_model("resnet9", args.width).to(memory_format=torch.channels_last).train()
     opt = SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True,
               weight_decay=5e-4 * args.batch_size)
-    autocast = make_autocast(torch.device("cpu"), "fp32")
+    autocast = make_autocast(torch.device("cpu"), args.precision)
     gen = torch.Generator().manual_seed(1)
 
     def train_steps(k: int) -> float:
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
            "lambda_cold": again["sharpness"], "lambda_warm": warm["sharpness"],
            "measurement_epochs": warm_s / (step * epoch_steps)}
     print(f"\nResNet-9 width {args.width:g}, {args.examples} examples in chunks of "
-          f"{args.batch_size}, fp32, {out['threads']} threads; seconds per product relative "
+          f"{args.batch_size}, fp32 products, {args.precision} training steps, "
+          f"{out['threads']} threads; seconds per product relative "
           f"to double_backward (median of {args.rounds} rounds, range):")
     for route, r in ratios.items():
         print(f"  {route:<22} {statistics.median(r):.2f}  ({min(r):.2f} .. {max(r):.2f})")
