@@ -288,3 +288,71 @@ def test_measured_curvature_per_batch_size_against_the_loss_onset(tmp_path):
                   max_sharpness_ratio=0.1)
     [entry] = analyze([shallow], Thresholds())["curvature"]
     assert "curvature does not explain it" in entry["reading"]
+
+
+def test_replication_gives_each_seeds_optimum_and_counts_the_seeds_a_claim_holds_on(tmp_path):
+    """Three seeds whose optima differ: per subset each seed's optimum with a t-interval, and
+    the subset shift's claim on 2 of 3 seeds (not resolved)."""
+    best = {0: {0.25: 4, 1.0: 0.5}, 1: {0.25: 2, 1.0: 0.5}, 2: {0.25: 0.5, 1.0: 0.5}}
+    for seed, optima in best.items():
+        make_sweep(tmp_path, 128, optima, edge=1e9, seeds=(seed,))
+    report = analyze([tmp_path], Thresholds())
+    rep = report["replication"]
+    assert rep["seeds"] == [0, 1, 2]
+    [entry] = rep["lr_subset"]
+    small, large = entry["subsets"]
+    assert small["optima"] == pytest.approx({0: 4, 1: 2, 2: 0.5})
+    assert large["optima"] == pytest.approx({0: 0.5, 1: 0.5, 2: 0.5})
+    assert small["geomean"] == pytest.approx(2 ** (1 / 3 * (2 + 1 - 1)))
+    # log2 optima 2, 1, -1: sd sqrt(7/3), t(2) = 4.303
+    half = 4.303 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert small["lo"] == pytest.approx(2 ** (2 / 3 - half), rel=1e-3)
+    assert small["hi"] == pytest.approx(2 ** (2 / 3 + half), rel=1e-3)
+    assert math.isnan(large["lo"]) is False and large["lo"] == pytest.approx(0.5)
+    claim = entry["claim"]
+    assert claim["shifts"] == pytest.approx({0: 8, 1: 4, 2: 1})
+    assert (claim["holds"], claim["seeds"]) == (2, 3)
+    text = render(report)
+    assert "replication over 3 seeds (0, 1, 2)" in text
+    assert "holds on 2/3 seeds (x8, x4, x1): not resolved" in text
+    # one seed: no replication section
+    single = tmp_path / "single"
+    make_sweep(single, 128, best[0], edge=1e9, seeds=(0,))
+    assert "replication" not in analyze([single], Thresholds())
+
+
+def test_replicated_curvature_counts_seeds_at_the_edge_and_compares_equal_eta_eff(tmp_path):
+    """An LR x batch grid on 2 seeds: per factor the seeds at the edge and above 1 without
+    diverging; B_simple's interval against each batch size; and the equal-eta_eff pairs
+    (batch 128 at 4k against batch 512 at k)."""
+    k = 0
+    for seed in (0, 1):
+        for batch in (128, 512):
+            for lr in (1, 4, 16):
+                ratio = lr / 16 * (1 if batch == 128 else 6) * (1 + 0.1 * seed)
+                diverged = batch == 512 and lr == 16
+                write_run(tmp_path / str(k), lr, 0.125, batch, seed=seed,
+                          status="diverged" if diverged else "ok",
+                          train_loss=math.nan if diverged else 0.01,
+                          max_sharpness_ratio=ratio, noise_scale=300.0,
+                          noise_scale_lo=200.0 if seed == 0 else 100.0, noise_scale_hi=450.0)
+                k += 1
+    rep = analyze([tmp_path], Thresholds())["replication"]
+    b128, b512 = rep["curvature"]
+    f16 = b128["factors"][2]
+    assert [r["max_ratio"] for r in f16["seeds"]] == pytest.approx([1.0, 1.1])
+    assert (f16["at_edge"], f16["above_1_stable"], f16["measured"]) == (2, 1, 2)
+    f1, f4, f16b = b512["factors"]  # 6/16 = 0.375 and 0.4125; 1.5, 1.65; 6.0 and 6.6 diverged
+    assert (f1["at_edge"], f4["at_edge"], f4["above_1_stable"]) == (0, 2, 2)
+    assert f16b["above_1_stable"] == 0 and f16b["at_edge"] == 2
+    # B_simple 200-450 and 100-450: below 512 on both seeds; above 128 on seed 0 only
+    assert f4["noise"][512] == {"above": 0, "below": 2, "not resolved": 0}
+    assert f4["noise"][128] == {"above": 1, "below": 0, "not resolved": 1}
+    [pair, pair2] = sorted(rep["equal_eta"], key=lambda p: p["large"][1])
+    assert (pair["small"], pair["large"]) == ((128, 4), (512, 1))
+    assert pair2["small"] == (128, 16) and pair2["large"] == (512, 4)
+    assert (pair2["larger_sharper"], pair2["seeds"]) == (2, 2)
+    text = render(analyze([tmp_path], Thresholds()))
+    assert "batch 128 at factor 16 vs batch 512 at factor 4: the larger batch's max ratio is " \
+           "larger on 2/2 seeds (1.00 vs 1.50, 1.10 vs 1.65)" in text
+    assert "B_simple against batch 512 (runs): above 0, below 6, not resolved 0" in text

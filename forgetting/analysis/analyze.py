@@ -16,6 +16,8 @@ Reads the run folders under each DIR (forgetting/runs/results.py), prints a shor
   largest subset's; *curvature-limited* when the largest subset's optimum is within
   `--edge-gap` of the edge; otherwise *inconclusive*, with the reason.
 - **Recipes** (runs that differ in recipe): runs, share reaching `target_acc`, median time.
+- **Replication** (some point run on >= 2 seeds; seeds.py): each seed's optima and the claims
+  on k of n seeds, per-seed sharpness ratios and noise scales with their intervals.
 - **Probe** (recency.parquet): per run, how many steps ago a batch must have been seen for its
   loss (averaged over bins of `--bin` of an epoch) to be within `--within` of the test loss.
 """
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING
 from forgetting.analysis.curvature import curvature, measured_grid
 from forgetting.analysis.curvature import render_lines as curvature_lines
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
+from forgetting.analysis.seeds import render_lines as replication_lines
+from forgetting.analysis.seeds import replication
 from forgetting.analysis.verdict import decide, render_lines
 from forgetting.core.config import Config
 from forgetting.core.metrics import DIVERGED, OK
@@ -203,6 +207,9 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
         report["lr_subset"] = lr_subset(done, th)
     if measured_grid(done):
         report["curvature"] = curvature(done, th, onset)
+    seeds = replication(done, report, th, optimum)
+    if seeds is not None:
+        report["replication"] = seeds
     if "lr_subset" not in report and results["recipe"].nunique() > 1:
         report["recipes"] = recipes(results, th)
     recency = finished_probes(results, tables.get("recency"))
@@ -239,6 +246,8 @@ def render(report: dict) -> str:
             f"log2(LR)")
     if report.get("curvature"):
         lines += curvature_lines(report["curvature"], th["edge_ratio"])
+    if report.get("replication"):
+        lines += replication_lines(report["replication"], th["edge_ratio"])
     if report.get("recipes"):
         lines += ["", "recipes:"]
         for r in report["recipes"]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from forgetting.analysis.seeds import optima_by_seed
 from forgetting.core.metrics import OK
 
 if TYPE_CHECKING:
@@ -76,15 +77,7 @@ def small_subsets_fit(group: pd.DataFrame, entry: dict, fit: float) -> dict:
 
 def seed_optima(group: pd.DataFrame, subset: float, below: float | None, optimum) -> list[float]:
     """The optimal LR factor of each seed for one subset (factors below the onset)."""
-    ok = group[(group["status"] == OK) & (group["subset"] == subset)]
-    if below is not None:
-        ok = ok[ok["lr"] < below]
-    out = []
-    for _, runs in ok.groupby("seed"):
-        curve = runs.groupby("lr")["test_loss"].mean().dropna()
-        if len(curve):
-            out.append(optimum(curve.index.tolist(), curve.tolist())[0])
-    return out
+    return list(optima_by_seed(group, subset, below, optimum).values())
 
 
 def seeds_check(group: pd.DataFrame, entry: dict, label: str, th, optimum) -> dict:
