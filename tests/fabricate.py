@@ -51,7 +51,7 @@ def sweep(seeds: int = 2, subsets=SUBSETS, sizes=(128, 512), probe_runs: int = 6
         "run_dir": results["run_dir"].to_numpy()[run], "epoch": epoch,
         "train_loss": np.repeat(train, EPOCHS) * spike,
         "test_loss": np.where(diverged[run] & last, np.nan, np.repeat(test, EPOCHS) * spike),
-        "eta_eff": 0.1, "sharpness_ratio": ratio,
+        "eta_eff": 0.1, "sharpness_ratio": ratio, "sharpness": ratio * 13.57,
         "sharpness_note": None, "noise_scale": noise_scale, "noise_measurements": 4})
     ok = np.flatnonzero(~diverged)
     picked = ok[np.linspace(0, len(ok) - 1, min(probe_runs, len(ok))).round().astype(int)]

@@ -51,7 +51,8 @@ def test_a_value_has_one_colour_in_every_panel(tmp_path, figures):
     plot_tables(results, tables, tmp_path)
     assert {"lr_subset.png", "test_loss_per_epoch.png", "sharpness.png",
             "noise_scale.png"} <= set(figures)
-    for name in ("lr_subset.png", "test_loss_per_epoch.png", "sharpness.png", "noise_scale.png"):
+    for name in ("lr_subset.png", "test_loss_per_epoch.png", "sharpness.png", "noise_scale.png",
+                 "equal_eta.png"):
         by_label = colour_by_label(figures[name])
         assert by_label and all(len(c) == 1 for c in by_label.values()), (name, by_label)
     labels = colour_by_label(figures["lr_subset.png"])
@@ -208,3 +209,32 @@ def test_per_epoch_panels_make_a_grid_and_say_when_there_is_one_seed(tmp_path, f
         low, high = ax.get_ylim()
         shown = [t for t in ax.get_yticks() if low <= t <= high]
         assert len(shown) >= 2, (ax.get_title(), shown)
+
+
+def test_equal_eta_puts_batch_sizes_on_one_eta_eff_axis_with_seeds_as_points(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=2)
+    plot_tables(results, tables, tmp_path)
+    ratio_ax, lam_ax = figures["equal_eta.png"].axes
+    lines = {ln.get_label(): ln for ln in ratio_ax.get_lines()}
+    full = results[results["subset"] == 1.0]
+    for size, scale in ((128, 1), (512, 4)):  # x = LR factor x batch / 128
+        runs = full[full["batch_size"] == size]
+        mean = runs.groupby("lr")["max_sharpness_ratio"].mean()
+        line = lines[f"batch {size}"]
+        assert list(line.get_xdata()) == pytest.approx(list(mean.index * scale))
+        assert list(line.get_ydata()) == pytest.approx(list(mean))
+    crosses = [ln for ln in ratio_ax.get_lines() if ln.get_marker() == "x"]
+    assert sum(len(ln.get_xdata()) for ln in crosses) == int(
+        (full["status"] == "diverged").sum())
+    assert [ln.get_ydata()[0] for ln in ratio_ax.get_lines()
+            if ln.get_label() == "stability edge"] == [1.0]
+    # the right panel: each run's largest lambda_max over its history
+    hist = tables["history"]
+    top = hist[hist["subset"] == 1.0].groupby(["batch_size", "lr"])["sharpness"].max()
+    line = {ln.get_label(): ln for ln in lam_ax.get_lines()}["batch 512"]
+    assert list(line.get_ydata()) == pytest.approx(list(top.loc[512]))
+    # one batch size: no figure
+    figures.clear()
+    one = results[results["batch_size"] == 128]
+    plot_tables(one, {"history": hist[hist["batch_size"] == 128]}, tmp_path)
+    assert "equal_eta.png" not in figures

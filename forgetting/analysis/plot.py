@@ -14,7 +14,8 @@ Reads the run folders under each DIR (forgetting/runs/results.py) and writes int
 - `recency.png`, `recency_evolution.png`: the forgetting probe
   (forgetting/analysis/plot_recency.py).
 - `recipes.png`: test accuracy of each run per recipe, with the target accuracy.
-- `sharpness.png`, `noise_scale.png`: the diagnostics (forgetting/analysis/plot_diag.py).
+- `sharpness.png`, `noise_scale.png`, `equal_eta.png`: the diagnostics
+  (forgetting/analysis/plot_diag.py).
 
 Every figure aggregates with one groupby before drawing, so its cost grows with the number of
 lines and panels, not of runs; conventions shared by all (colours, units, scales, legends,
@@ -208,6 +209,7 @@ def plot_tables(results: pd.DataFrame, tables: dict, out: Path,
         history = with_run_columns(history, results, ("subset", "batch_size"))
         written.append(plot_diag.sharpness(history, results, out / "sharpness.png"))
         written.append(plot_diag.noise_scale(history, out / "noise_scale.png"))
+        written.append(plot_diag.equal_eta(history, results, out / "equal_eta.png"))
     table = finished_probes(results, tables.get("recency"))
     if not table.empty:
         written.append(plot_recency.recency(table, out / "recency.png", bin_epochs))

@@ -8,6 +8,11 @@
 - `noise_scale.png`: the gradient noise scale B_simple per epoch, likewise, with the batch size
   drawn as a line: below B_simple a larger batch still trains in proportionally fewer steps. An
   epoch whose |G|² estimate is not positive has no B_simple: a marker says so.
+- `equal_eta.png` (runs at >= 2 batch sizes that measured sharpness): the largest sharpness
+  ratio over training and the largest λ_max against η_eff's scale, LR factor × batch / the
+  smallest batch (points at the same x take the same mean-loss LR schedule), one line per batch
+  size (mean over seeds), every seed a point, a diverged run a cross: at equal η_eff, does the
+  larger batch train sharper?
 """
 
 from __future__ import annotations
@@ -107,6 +112,52 @@ def noise_scale(history: pd.DataFrame, path: Path) -> Path | None:
         ax.set_ylabel(figure.NOISE)
         ax.set_title(f"batch {size:g}, subset {group['subset'].max():g}", fontsize=10)
     _legend(out)
+    return figure.save(fig, path)
+
+
+def equal_eta(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path | None:
+    if "max_sharpness_ratio" not in results or results["batch_size"].nunique() < 2:
+        return None
+    runs = results[results["max_sharpness_ratio"].notna() & results["status"].isin(
+        ("ok", "diverged"))]
+    runs = runs[runs["subset"] == runs["subset"].max()]
+    if runs["batch_size"].nunique() < 2:
+        return None
+    runs = runs.assign(eta=runs["lr"] * runs["batch_size"] / runs["batch_size"].min())
+    if "sharpness" in history and "run_dir" in history:
+        top = history.groupby("run_dir")["sharpness"].max().rename("max_sharpness")
+        runs = runs.join(top, on="run_dir")
+    fig, axes = figure.plt().subplots(1, 2, figsize=(12.4, 4.2))
+    colour = figure.colours(runs["batch_size"].unique())
+    panels = ((axes[0], "max_sharpness_ratio", "largest sharpness ratio over training"),
+              (axes[1], "max_sharpness", r"largest $\lambda_\mathrm{max}$ over training"))
+    for ax, column, label in panels:
+        if column not in runs:
+            ax.set_visible(False)
+            continue
+        for size, group in runs.groupby("batch_size"):
+            c = colour[size]
+            mean = group.groupby("eta")[column].mean()
+            ax.plot(mean.index, mean.values, color=c, marker="o", ms=4, label=f"batch {size:g}")
+            ok = group[group["status"] == "ok"]
+            bad = group[group["status"] != "ok"]
+            ax.plot(ok["eta"], ok[column], linestyle="none", marker=".", color=c, alpha=0.6)
+            ax.plot(bad["eta"], bad[column], linestyle="none", marker="x", color=c, ms=7)
+        if (runs["status"] != "ok").any():  # one legend entry for every batch size's crosses
+            ax.plot([], [], linestyle="none", marker="x", color="black", label="diverged")
+        if column == "max_sharpness_ratio":
+            ax.axhline(1.0, color="black", linestyle="--", label="stability edge")
+        figure.lr_axis(ax)
+        ax.set_xlabel(f"η_eff scale: LR factor × batch / {runs['batch_size'].min():g}")
+        figure.log_if_wide(ax, runs[column].dropna())
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    seeds = runs["seed"].nunique()
+    fig.suptitle(f"equal η_eff, batch sizes compared (subset {runs['subset'].max():g}; "
+                 f"{seeds} seed{'s' if seeds > 1 else ''}: line = mean, dots = seeds)",
+                 fontsize=11)
+    handles, labels = figure.dedupe_legend(axes[0])
+    figure.legend_outside(axes[1], handles, labels)
     return figure.save(fig, path)
 
 
