@@ -70,6 +70,25 @@ def test_nothing_to_draw_or_judge_when_every_run_failed(tmp_path, capsys, main, 
     assert "none of its" not in capsys.readouterr().err
 
 
+def test_finding_a_finished_run_reads_one_metrics_file_not_all(tmp_path, monkeypatch):
+    """The 'nothing finished' check before analyze/plot stops at the first finished run: one
+    read of metrics.json in a sweep of 40, not 40; with none finished it reads them all."""
+    from forgetting.runs import cli, resume
+
+    folder = tmp_path / "sweep"
+    for n in range(40):
+        write_run(folder / str(n), "ok", lr=n + 1, config={"lr": n + 1})
+    reads = []
+    real = resume.read_metrics
+    monkeypatch.setattr(resume, "read_metrics", lambda run: reads.append(run) or real(run))
+    assert cli.nothing_finished([folder]) is None
+    assert len(reads) == 1
+    reads.clear()
+    failed = failed_sweep(tmp_path / "failed")
+    assert cli.nothing_finished([failed]) == "none of its 2 runs finished (2 failed)"
+    assert len(reads) == 2
+
+
 # checks that span keys, need the data or the selected plugin: made before Hydra starts
 SPANNING = [
     (["cutout=100"], "cutout=100: must be <= the image side 32 (data=cifar10); 0 = off"),

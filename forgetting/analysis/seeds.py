@@ -56,8 +56,11 @@ def log2_interval(values: list[float]) -> dict:
 def replicated(results: pd.DataFrame) -> bool:
     """Some point of the sweep was run with >= 2 seeds."""
     keys = [c for c in ("batch_size", "subset", "lr") if c in results]
-    return "seed" in results and len(results) > 0 and \
-        int(results.groupby(keys)["seed"].nunique().max()) > 1
+    if "seed" not in results or results.empty:
+        return False
+    counts = results.groupby(keys, dropna=False)["seed"].nunique() if keys else \
+        results["seed"].nunique()
+    return bool((counts > 1).any()) if keys else bool(counts > 1)
 
 
 def optima_by_seed(group: pd.DataFrame, subset: float, below: float | None,

@@ -24,7 +24,8 @@ NO_RUNS = "no run folders (metrics.json or .hydra/config.yaml) found"
 
 def nothing_finished(dirs) -> str | None:
     """Why the runs under `dirs` give nothing to draw or judge (no run folders, or none of
-    them finished), or None when some run finished (ok, diverged, pruned)."""
+    them finished), or None when some run finished (ok, diverged, pruned). Reads run folders'
+    metrics.json only until the first finished one: one read in a sweep that has results."""
     from collections import Counter
 
     from forgetting.core.metrics import FAILED, FINISHED
@@ -34,8 +35,11 @@ def nothing_finished(dirs) -> str | None:
     runs = [run for folder in dirs for run in find_runs(folder)]
     if not runs:
         return NO_RUNS
-    statuses = Counter((read_metrics(run) or {}).get("status", FAILED) for run in runs)
-    if any(status in FINISHED for status in statuses):
-        return None
+    statuses: Counter = Counter()
+    for run in runs:
+        status = (read_metrics(run) or {}).get("status", FAILED)
+        if status in FINISHED:
+            return None
+        statuses[status] += 1
     counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
     return f"none of its {len(runs)} runs finished ({counts})"
