@@ -238,3 +238,14 @@ def test_equal_eta_puts_batch_sizes_on_one_eta_eff_axis_with_seeds_as_points(tmp
     one = results[results["batch_size"] == 128]
     plot_tables(one, {"history": hist[hist["batch_size"] == 128]}, tmp_path)
     assert "equal_eta.png" not in figures
+
+
+def test_a_noise_panel_without_values_spans_a_decade_each_side_and_says_why(tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=1)
+    history = tables["history"]
+    history.loc[history["batch_size"] == 512, "noise_scale"] = math.nan
+    plot_tables(results, tables, tmp_path)
+    left, right = figures["noise_scale.png"].axes[:2]
+    assert right.get_ylim() == pytest.approx((51.2, 5120))
+    assert any("no epoch has a value" in t.get_text() for t in right.texts)
+    assert not left.texts

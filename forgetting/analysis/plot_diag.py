@@ -109,6 +109,11 @@ def noise_scale(history: pd.DataFrame, path: Path) -> Path | None:
             reason = (group["noise_measurements"] > 0).map({True: NOISE_MISSING, False: None})
         _lines(ax, group, group["noise_scale"], colour, reason)
         ax.axhline(size, color="black", linestyle="--", label=f"batch size {size:g}")
+        if not group["noise_scale"].notna().any():  # only the batch line: a decade either side
+            ax.set_yscale("log")  # of it, and why there is nothing else
+            ax.set_ylim(size / 10, size * 10)
+            ax.text(0.5, 0.5, "no epoch has a value\n(the run's estimate is in the table)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9)
         ax.set_ylabel(figure.NOISE)
         ax.set_title(f"batch {size:g}, subset {group['subset'].max():g}", fontsize=10)
     _legend(out)
