@@ -50,7 +50,8 @@ def test_a_10k_row_table_draws_aggregates(sweep, tmp_path, monkeypatch):
     monkeypatch.setattr(figure, "save", keep)
     written = plot_tables(results, tables, tmp_path)
     assert {p.name for p in written} == {"lr_subset.png", "test_loss_per_epoch.png",
-                                         "sharpness.png", "noise_scale.png", "recency.png"}
+                                         "sharpness.png", "noise_scale.png", "recency.png",
+                                         "equal_eta.png"}
     # lr_subset: one mean curve per subset and panel, at the mean over seeds
     ax = kept["lr_subset.png"].axes[1]  # batch 128, test loss
     curves = {ln.get_label(): ln for ln in ax.get_lines() if ln.get_label().startswith("subset")}
