@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analysis import figure
+from forgetting.core.metrics import DIVERGED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,7 +125,7 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
     if "max_sharpness_ratio" not in results or results["batch_size"].nunique() < 2:
         return None
     runs = results[results["max_sharpness_ratio"].notna() & results["status"].isin(
-        ("ok", "diverged"))]
+        (OK, DIVERGED))]
     runs = runs[runs["subset"] == runs["subset"].max()]
     if runs["batch_size"].nunique() < 2:
         return None
@@ -144,11 +145,11 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
             c = colour[size]
             mean = group.groupby("eta")[column].mean()
             ax.plot(mean.index, mean.values, color=c, marker="o", ms=4, label=f"batch {size:g}")
-            ok = group[group["status"] == "ok"]
-            bad = group[group["status"] != "ok"]
+            ok = group[group["status"] == OK]
+            bad = group[group["status"] != OK]
             ax.plot(ok["eta"], ok[column], linestyle="none", marker=".", color=c, alpha=0.6)
             ax.plot(bad["eta"], bad[column], linestyle="none", marker="x", color=c, ms=7)
-        if (runs["status"] != "ok").any():  # one legend entry for every batch size's crosses
+        if (runs["status"] != OK).any():  # one legend entry for every batch size's crosses
             ax.plot([], [], linestyle="none", marker="x", color="black", label="diverged")
         if column == "max_sharpness_ratio":
             ax.axhline(1.0, color="black", linestyle="--", label="stability edge")

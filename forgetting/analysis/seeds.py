@@ -19,6 +19,7 @@ Only for sweeps where some point has at least 2 seeds.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,12 +56,12 @@ def log2_interval(values: list[float]) -> dict:
 
 def replicated(results: pd.DataFrame) -> bool:
     """Some point of the sweep was run with >= 2 seeds."""
-    keys = [c for c in ("batch_size", "subset", "lr") if c in results]
     if "seed" not in results or results.empty:
         return False
-    counts = results.groupby(keys, dropna=False)["seed"].nunique() if keys else \
-        results["seed"].nunique()
-    return bool((counts > 1).any()) if keys else bool(counts > 1)
+    keys = [c for c in ("batch_size", "subset", "lr") if c in results]
+    if not keys:
+        return results["seed"].nunique() > 1
+    return bool((results.groupby(keys, dropna=False)["seed"].nunique() > 1).any())
 
 
 def optima_by_seed(group: pd.DataFrame, subset: float, below: float | None,
@@ -119,7 +120,7 @@ def curvature_seeds(done: pd.DataFrame, th) -> list[dict]:
         factors = []
         for lr, runs in group.groupby("lr"):
             seeds = []
-            for _, run in runs.sort_values("seed").iterrows():
+            for run in runs.sort_values("seed").to_dict("records"):
                 row = {"seed": int(run["seed"]), "diverged": run["status"] == DIVERGED,
                        "max_ratio": float(run.get("max_sharpness_ratio", math.nan))}
                 lo, hi = (float(run.get(k, math.nan)) for k in ("noise_scale_lo",
@@ -193,7 +194,7 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
         lines.append(f"  LR factor x subset, batch {e['batch_size']}: optimum per seed; "
                      "geometric mean [95% t-interval over seeds] (range)")
         for s in e["subsets"]:
-            each = ", ".join(f"{_factor(v)}" for _, v in sorted(s["optima"].items()))
+            each = ", ".join(_factor(v) for _, v in sorted(s["optima"].items()))
             lines.append(f"    subset {s['subset']:g}: {each}; {_factor(s['geomean'])} "
                          f"[{_factor(s['lo'])}, {_factor(s['hi'])}] "
                          f"({_factor(s['min'])}-{_factor(s['max'])})")
@@ -216,13 +217,10 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
             lines.append(f"    factor {f['lr']:g}: {ratios}; edge {f['at_edge']}/{f['measured']}"
                          f", above 1 {f['above_1_stable']}/{f['measured']}"
                          + (f"; B_simple {noise}" if noise else ""))
-        sides = {}
-        for f in e["factors"]:
-            for b, counts in f["noise"].items():
-                for side, k in counts.items():
-                    sides.setdefault(b, {}).setdefault(side, 0)
-                    sides[b][side] += k
-        for b, counts in sides.items():
+        for b in e["factors"][0]["noise"] if e["factors"] else ():
+            counts = Counter()
+            for f in e["factors"]:
+                counts.update(f["noise"][b])
             if sum(counts.values()):
                 lines.append(f"    B_simple against batch {b} (runs): above {counts['above']}, "
                              f"below {counts['below']}, not resolved {counts['not resolved']}")
