@@ -68,6 +68,17 @@ def test_divergence_is_an_outcome_not_a_crash(make_cfg):
     assert math.isnan(result.final["test_loss"])
 
 
+def test_a_finite_loss_above_the_bound_also_ends_the_run_as_diverged(make_cfg, monkeypatch):
+    from forgetting.core import metrics
+
+    monkeypatch.setattr(metrics, "DIVERGED_LOSS", 0.5)  # below the first epoch's loss (~2.3)
+    result = train(make_cfg("epochs=3"))
+    assert result.status == "diverged"
+    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
+    assert result.history[0]["train_loss"] > 0.5
+    assert math.isnan(result.final["test_loss"])
+
+
 def test_batch_larger_than_subset_is_refused(make_cfg):
     with pytest.raises(ConfigError,
                        match=r"batch_size=128: must be <= the subset size 60 \(subset=0.1 of 640"):

@@ -15,6 +15,17 @@ RUNNING = "running"  # its folder's claim is held: a process is training it now
 ABANDONED = "abandoned"  # an Optuna trial whose worker died; its params were retried
 INTERRUPTED = "interrupted"  # stopped by a signal (Ctrl-C, pre-emption) with its checkpoint
 
+# A mean training loss above this many nats ends a run as diverged, as a non-finite one does:
+# chance is ln(classes) (2.3 nats on CIFAR-10), so 1,000 means the weights have blown up. Such
+# a run can stay finite to the end (batch 512 at LR factor 32 went 5.9, 22, 5e5 ... 1e11 nats)
+# and would otherwise read `ok`.
+DIVERGED_LOSS = 1e3
+
+
+def blown_up(loss: float) -> bool:
+    """Whether a training loss says the run diverged: not finite, or above DIVERGED_LOSS."""
+    return not loss <= DIVERGED_LOSS  # NaN compares false
+
 # one row per epoch (history.parquet)
 HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_s",
            "wall_s")

@@ -21,7 +21,7 @@ Which configs can share a pack (`pack_key`): those equal in every key except `PE
 
 Each member's epoch rows, probe, diagnostics and final metrics come from the same code as a
 single run's (core/train.py: `epoch_row`, `end_epoch`, `finish`) applied to the member's weights
-written back into its own model. A member whose training loss turns non-finite ends
+written back into its own model. A member whose training loss blows up (metrics.blown_up) ends
 `diverged` at that epoch, as it would alone, and takes no step after it. When a checkpoint asks
 to stop, every member still training saves its own checkpoint, in the single run's format (so a
 pack resumes, and so could each member alone), and `Preempted` is raised.

@@ -19,7 +19,7 @@ from forgetting.core.config import Config
 from forgetting.core.data import Dataset
 from forgetting.core.device import sync
 from forgetting.core.diagnostics.monitor import Diagnostics
-from forgetting.core.metrics import DIVERGED, OK, PRUNED
+from forgetting.core.metrics import DIVERGED, OK, PRUNED, blown_up
 from forgetting.core.probe import BatchLog, replay
 from forgetting.core.setup import Setup, prepare, step_lr
 
@@ -101,9 +101,10 @@ def train(cfg: Config, dataset: Dataset | None = None,
 
 def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, row: dict,
               on_epoch: Callable[[dict], bool] | None = None, tag: str = "") -> str | None:
-    """Record a finished epoch's row: its progress line, then `diverged` (a non-finite
-    training loss) or `pruned` (`on_epoch` says stop) ends the run; else the probe runs when
-    `probe.every` says so and `progress` moves to the next epoch. Returns the status that ends
+    """Record a finished epoch's row: its progress line, then `diverged` (a training loss not
+    finite or above DIVERGED_LOSS: metrics.blown_up) or `pruned` (`on_epoch` says stop) ends
+    the run; else the probe runs when `probe.every` says so and `progress` moves to the next
+    epoch. Returns the status that ends
     the run, else None. `tag` starts the progress line (a pack's member, core/packed.py)."""
     progress.history.append(row)
     log.log(logging.DEBUG if cfg.quiet else logging.INFO,
@@ -112,7 +113,7 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
             row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
             row["test_loss"], row["test_acc"], row["wall_s"],
             extra={"epoch_row": row, "epochs": run.passes})  # a progress bar's feed
-    if not math.isfinite(row["train_loss"]):
+    if blown_up(row["train_loss"]):
         return DIVERGED
     if on_epoch is not None and on_epoch(row):
         return PRUNED
@@ -218,7 +219,7 @@ def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, number: int, lr: float
     row = {"epoch": number, "step_lr": lr, "train_loss": epoch.loss_sum.item() / seen,
            "train_acc": epoch.correct.item() / seen, "test_loss": math.nan,
            "test_acc": math.nan}
-    if math.isfinite(row["train_loss"]) and (
+    if not blown_up(row["train_loss"]) and (
             number == run.passes or (cfg.eval_every and number % cfg.eval_every == 0)):
         row["test_loss"], row["test_acc"] = run.evaluate_test(cfg.eval_batch_size)
     if diag:
