@@ -249,3 +249,16 @@ def test_a_noise_panel_without_values_spans_a_decade_each_side_and_says_why(tmp_
     assert right.get_ylim() == pytest.approx((51.2, 5120))
     assert any("no epoch has a value" in t.get_text() for t in right.texts)
     assert not left.texts
+
+
+def test_a_measurement_every_second_epoch_is_one_line_through_the_measured_epochs(
+        tmp_path, figures):
+    results, tables = fabricate.sweep(seeds=2, subsets=[1.0], sizes=(128,))
+    history = tables["history"]
+    history.loc[history["epoch"] % 2 == 1, "sharpness_ratio"] = math.nan  # diag.every=2
+    plot_tables(results, tables, tmp_path)
+    ax = figures["sharpness.png"].axes[0]
+    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("LR factor")]
+    measured = sorted(history.loc[history["epoch"] % 2 == 0, "epoch"].unique())
+    assert lines and all(list(ln.get_xdata()) == measured for ln in lines)
+    assert all(not any(math.isnan(y) for y in ln.get_ydata()) for ln in lines)

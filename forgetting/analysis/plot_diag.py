@@ -65,6 +65,7 @@ def _lines(ax, group: pd.DataFrame, value: pd.Series, colour: dict, reason) -> N
     frame = group.assign(value=value)
     stats = frame.groupby(["lr", "epoch"])["value"].agg(["mean", "min", "max", "count"])
     for lr, curve in stats.groupby(level="lr"):
+        curve = curve[curve["mean"].notna()]  # measured every k epochs: a line through them
         x = curve.index.get_level_values("epoch")
         figure.spread(ax, x, curve, colour[lr], f"LR factor {lr:g}", marker=".")
     missing = frame.assign(reason=reason)
