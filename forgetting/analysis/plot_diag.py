@@ -11,8 +11,8 @@
 - `equal_eta.png` (runs at >= 2 batch sizes that measured sharpness): the largest sharpness
   ratio over training and the largest λ_max against η_eff's scale, LR factor × batch / the
   smallest batch (points at the same x take the same mean-loss LR schedule), one line per batch
-  size (mean over seeds), every seed a point, a diverged run a cross: at equal η_eff, does the
-  larger batch train sharper?
+  size (mean over the seeds that did not diverge), every seed a point, a diverged run a cross:
+  at equal η_eff, does the larger batch train sharper?
 """
 
 from __future__ import annotations
@@ -144,10 +144,10 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
             continue
         for size, group in runs.groupby("batch_size"):
             c = colour[size]
-            mean = group.groupby("eta")[column].mean()
-            ax.plot(mean.index, mean.values, color=c, marker="o", ms=4, label=f"batch {size:g}")
             ok = group[group["status"] == OK]
             bad = group[group["status"] != OK]
+            mean = ok.groupby("eta")[column].mean()  # a diverged run's value is its own
+            ax.plot(mean.index, mean.values, color=c, marker="o", ms=4, label=f"batch {size:g}")
             ax.plot(ok["eta"], ok[column], linestyle="none", marker=".", color=c, alpha=0.6)
             ax.plot(bad["eta"], bad[column], linestyle="none", marker="x", color=c, ms=7)
         if (runs["status"] != OK).any():  # one legend entry for every batch size's crosses
@@ -161,7 +161,8 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
         ax.grid(True, alpha=0.3)
     seeds = runs["seed"].nunique()
     fig.suptitle(f"equal η_eff, batch sizes compared (subset {runs['subset'].max():g}; "
-                 f"{seeds} seed{'s' if seeds > 1 else ''}: line = mean, dots = seeds)",
+                 f"{seeds} seed{'s' if seeds > 1 else ''}: line = mean of the runs that did not "
+                 "diverge, dots = seeds)",
                  fontsize=11)
     handles, labels = figure.dedupe_legend(axes[0])
     figure.legend_outside(axes[1], handles, labels)
