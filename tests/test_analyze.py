@@ -115,6 +115,19 @@ def test_an_under_trained_sweep_is_confounded_not_forgetting_limited(tmp_path):
     assert "[fails] equal steps" in text and "fitted means <= 0.5 x test" in text
 
 
+def test_whole_passes_count_as_equal_steps_and_a_subsets_ratio_does_not():
+    import pandas as pd
+
+    from forgetting.analysis.verdict import equal_steps
+
+    def check(steps):
+        return equal_steps(pd.DataFrame({"status": "ok", "subset": [0.03125, 0.0625, 0.125],
+                                         "steps": steps}))
+    assert check([780, 768, 768]) == {"check": "equal steps", "ok": True,
+                                      "text": "steps per run 768-780 across subsets (x1.02)"}
+    assert not check([250, 500, 1000])["ok"]
+
+
 def test_one_seed_or_a_spread_that_spans_the_claim_is_not_resolved(tmp_path):
     make_sweep(tmp_path / "one", 128, {0.25: 4.0, 1.0: 1.0}, edge=99, seeds=(0,))
     entry = verdict_of(tmp_path / "one")
