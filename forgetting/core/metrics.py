@@ -26,6 +26,7 @@ def blown_up(loss: float) -> bool:
     """Whether a training loss says the run diverged: not finite, or above DIVERGED_LOSS."""
     return not loss <= DIVERGED_LOSS  # NaN compares false
 
+
 # one row per epoch (history.parquet)
 HISTORY = ("epoch", "step_lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_s",
            "wall_s")
