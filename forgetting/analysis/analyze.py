@@ -8,9 +8,9 @@ Reads the run folders under each DIR (forgetting/runs/results.py), prints a shor
 - **LR × subset** (per batch size): the optimal LR factor per subset size by mean test loss over
   seeds among the factors below the onset, interpolated on the log2 grid (a parabola through the
   best point and its neighbours);
-  the instability onset: the smallest factor where a run diverged (non-finite loss), or the
-  final train loss rose by more than `--jump` (relative) and `--jump-abs` (nats) over the
-  previous grid point; and the verdict:
+  the instability onset: the smallest factor where a run diverged (its training loss not
+  finite or above 1,000 nats: metrics.blown_up), or the final train loss rose by more than
+  `--jump` (relative) and `--jump-abs` (nats) over the previous grid point; and the verdict:
   *forgetting-limited* when the full set's optimum sits below the edge by at least
   `--edge-gap` (a factor) and the smallest subset's optimum is at least `--shift` times the
   largest subset's; *curvature-limited* when the largest subset's optimum is within

@@ -104,8 +104,8 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
     """Record a finished epoch's row: its progress line, then `diverged` (a training loss not
     finite or above DIVERGED_LOSS: metrics.blown_up) or `pruned` (`on_epoch` says stop) ends
     the run; else the probe runs when `probe.every` says so and `progress` moves to the next
-    epoch. Returns the status that ends
-    the run, else None. `tag` starts the progress line (a pack's member, core/packed.py)."""
+    epoch. Returns the status that ends the run, else None. `tag` starts the progress line (a
+    pack's member, core/packed.py)."""
     progress.history.append(row)
     log.log(logging.DEBUG if cfg.quiet else logging.INFO,
             tag + epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "

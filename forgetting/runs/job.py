@@ -26,7 +26,7 @@ from forgetting.core.files import (
     atomic_write_text,
     remove_stale_temporaries,
 )
-from forgetting.core.metrics import DIVERGED, FAILED
+from forgetting.core.metrics import DIVERGED, DIVERGED_LOSS, FAILED
 from forgetting.runs import folders, preemption, provenance, tracking
 from forgetting.runs.claims import claim, holder
 from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
@@ -136,8 +136,9 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
     checkpoint.remove()
     tracking.log_run(run_dir, metrics, result.history)  # logger=mlflow|tensorboard
     if result.status == DIVERGED:
-        log.warning("diverged (non-finite loss) at epoch %d; recorded as status=diverged (%s)",
-                    result.final["epochs_run"], run_dir)
+        log.warning("diverged (training loss %.4g: not finite or above %g) at epoch %d; "
+                    "recorded as status=diverged (%s)", result.final["train_loss"],
+                    DIVERGED_LOSS, result.final["epochs_run"], run_dir)
     return result.final["test_loss"]
 
 
