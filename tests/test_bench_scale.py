@@ -35,6 +35,9 @@ def test_scale_bench_counts_reads_and_writes_its_json(tmp_path):
     for size, result in zip([6, 12], report["results"]):
         assert result["full"]["folders_read"] == size
         assert result["one_changed"]["folders_read"] == 1
-        assert result["array_task"]["folders_read"] == 1
+        assert result["array_task"]["folders_read"] == 0  # left pending
+        assert result["merged"] == size  # fewer points than a task may leave: all of them,
+        assert result["array_merge"]["folders_read"] == size  # merged by the sweep's last task
         assert result["table_mb"]["results.parquet"] > 0
-    assert set(report["growth"]) == {"full", "one_changed", "array_task", "analyze", "plot"}
+    assert set(report["growth"]) == {"full", "one_changed", "array_task", "array_merge", "analyze",
+                                     "plot"}

@@ -1,6 +1,7 @@
 """Against a real SLURM (`.ci/start-slurm`; skipped without one): an array of 200 tasks ends
-with the complete table, and each task's table update reads a bounded number of run folders
-whatever the sweep's size (counted from each task's line, not timed).
+with the complete table, most tasks leave their folder pending, and the few that write read a
+bounded number of run folders whatever the sweep's size (counted from each task's line, not
+timed).
 
 What is measured is the table update, so each task's training is replaced by a fabricated
 result written through the real `write_result` (a `sitecustomize` on the tasks' PYTHONPATH):
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from test_slurm import in_queue, slurm_state, wait_until
 
+from forgetting.runs import pending
 from helpers import REPO, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -92,17 +94,22 @@ def test_array_of_200_tasks_reads_per_task_independent_of_the_sweep(tmp_path):
     assert (table["test_loss"] == table["lr"]).all()  # each task's own (fabricated) result
     assert sorted(zip(table["lr"], table["seed"])) == [(lr, s) for lr in range(1, 21)
                                                        for s in range(10)]
-    reads = []
+    reads, left = [], 0
     for out in tmp_path.glob("slurm-*.out"):
         text = out.read_text()
         assert "Traceback" not in text, text
-        found = re.findall(r"^point \d+: \w+ .*; (\d+) run folder\(s\) read\)$", text, re.M)
+        found = re.findall(r"^point \d+: \w+ .*; (?:(\d+) run folder\(s\) read|(\d+) run "
+                           r"folder\(s\) pending: forgetting.collect merges them|(merged by "
+                           r"another task))\)$", text, re.M)
         assert len(found) == 1, text
-        reads.append(int(found[0]))
-    assert len(reads) == POINTS
-    # a task reads its own folder and those of tasks that finished while it waited for the
-    # lock (merged at once; those tasks then read none); the first one, without a manifest,
-    # the folders present then: never a number that grows with the sweep
-    assert max(reads) <= 10, sorted(reads)
+        read, waiting, _ = found[0]
+        reads += [int(read)] if read else []
+        left += bool(waiting)
+    # most tasks leave their folder pending; a few merge what is pending (64 at a time, the
+    # first one the folders present then, the last one the rest): the table is written a
+    # handful of times, not once per task, and no task reads a number that grows with N
+    assert left + len(reads) <= POINTS and left >= POINTS - 20, (left, reads)
+    assert 2 <= len(reads) <= 8, sorted(reads)
+    assert max(reads) <= pending.DEFER_MIN + 10, sorted(reads)
     assert sum(reads) <= POINTS + 10, sum(reads)
     assert not (folder / ".results.pending").exists()

@@ -10,8 +10,11 @@ operation's alone, imports done before the clock), with the page cache warm from
 
 - full collect: the first `collect` of the folder (no manifest: every run folder read);
 - one changed: `collect` after one point's metrics.json was rewritten (an update);
-- array task: an array task's update after its point was rewritten (forgetting/runs/pending.py),
-  with the run folders it read (1, whatever N);
+- array task: an array task's update after its point was rewritten (forgetting/runs/pending.py):
+  its folder left pending, nothing read or written;
+- array merge: the update of the task that merges the pending folders (as many as a task may
+  leave, max(DEFER_MIN, N / DEFER_SHARE), or N when fewer: here the sweep's last task), with the
+  run folders it read; an array's amortised cost per task is (merge + (k - 1) tasks) / k;
 - analyze, plot: the commands `python -m forgetting.analyze|plot` on the collected folder (wall
   time with their start-up, a few seconds of imports).
 
@@ -45,7 +48,7 @@ GRID_SUBSET = [0.025, 0.05, 0.1, 0.25, 1.0]
 TINY = ["data=synthetic", "model=tiny", "model.width=0.25", "device=cpu", "precision=fp32",
         "batch_size=64", "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true",
         "threads=1"]
-MEASURES = ["full", "one_changed", "array_task", "analyze", "plot"]
+MEASURES = ["full", "one_changed", "array_task", "array_merge", "analyze", "plot"]
 
 
 def template_run(folder: Path) -> Path:
@@ -98,6 +101,24 @@ def rewrite(run: Path) -> None:
     atomic_write_text(run / "metrics.json", json.dumps(metrics))
 
 
+def leave_pending(sweep: Path, n: int) -> int:
+    """Rewrite points until as many are pending as an array task may leave (or all n), the
+    last one (n // 4) for the measured task to add; how many its update will merge."""
+    from forgetting.runs.pending import DEFER_MIN, DEFER_SHARE, add_pending, pending
+
+    k = min(n, max(DEFER_MIN, n // DEFER_SHARE))
+    waiting = set(pending(sweep))
+    for i in range(n):
+        if len(waiting) >= k - 1:
+            break
+        if str(i) not in waiting and i != n // 4:
+            rewrite(sweep / str(i))
+            add_pending(sweep, sweep / str(i))
+            waiting.add(str(i))
+    rewrite(sweep / str(n // 4))
+    return len(waiting) + 1
+
+
 def measure(op: str, sweep: Path, n: int) -> dict:
     """Run one measure in this process; seconds, peak memory and the run folders read."""
     from forgetting.runs import manifest
@@ -128,6 +149,8 @@ def measure(op: str, sweep: Path, n: int) -> dict:
             collect(sweep)
         elif op == "array_task":
             update_after_run(sweep, sweep / str(n // 3))
+        elif op == "array_merge":  # the sweep's last task: its update merges what is pending
+            update_after_run(sweep, sweep / str(n // 4), points=n)
     seconds = time.perf_counter() - start
     peak_mb = rss_mb("VmHWM")
     return {"s": seconds, "peak_mb": peak_mb, "imports_mb": baseline_mb,
@@ -202,6 +225,8 @@ def run_size(template: Path, n: int, epochs: int, base: Path) -> dict:
             rewrite(sweep / str(n // 2))
         elif op == "array_task":
             rewrite(sweep / str(n // 3))
+        elif op == "array_merge":
+            out["merged"] = leave_pending(sweep, n)
         out[op] = in_process(op, sweep, n)
     out["table_mb"] = {p.name: p.stat().st_size / 2 ** 20 for p in sweep.iterdir()
                        if p.is_file() and p.name.endswith((".parquet", ".csv"))}
@@ -226,16 +251,20 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--sizes={min(sizes)}: must be >= 4")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         template = args.template or template_run(Path(tmp) / "template")
-        print(f"{'points':>7} {'full collect':>17} {'one changed':>12} {'array task':>17} "
-              f"{'analyze':>8} {'plot':>8} {'collect peak MB':>16}")
+        print(f"{'points':>7} {'full collect':>17} {'one changed':>12} {'array task':>11} "
+              f"{'array merge':>18} {'per task':>9} {'analyze':>8} {'plot':>8} "
+              f"{'collect peak MB':>16}")
         results = []
         for n in sizes:
             r = run_size(template, n, args.epochs, Path(tmp))
             results.append(r)
             full = r["full"]
+            k, task, merge = r["merged"], r["array_task"], r["array_merge"]
+            r["array_amortised_s"] = (merge["s"] + (k - 1) * task["s"]) / k
             print(f"{n:>7} {full['s']:>7.2f} s ({1e3 * full['s'] / n:.2f} ms/pt) "
-                  f"{r['one_changed']['s']:>10.2f} s {r['array_task']['s']:>8.2f} s "
-                  f"({r['array_task']['folders_read']} read) {r['analyze']['s']:>6.2f} s "
+                  f"{r['one_changed']['s']:>10.2f} s {task['s']:>9.3f} s "
+                  f"{merge['s']:>7.2f} s ({merge['folders_read']} read) "
+                  f"{r['array_amortised_s']:>7.3f} s {r['analyze']['s']:>6.2f} s "
                   f"{r['plot']['s']:>6.2f} s "
                   f"{full['peak_mb']:>8.0f} ({full['peak_mb'] - full['imports_mb']:.0f} "
                   "above imports)", flush=True)

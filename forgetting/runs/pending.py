@@ -1,28 +1,44 @@
-"""An array task's table update: O(1) reads per task, and no queue of tasks each rewriting the
-whole table.
+"""An array task's table update: O(1) reads and, most of the time, no write at all.
 
 A task that finished its run appends its run folder to the sweep folder's `.results.pending`
-(under a short lock of its own), then takes the table's lock. Whoever holds the table's lock
-takes every pending folder at once, re-reads only those (forgetting/runs/manifest.py), merges
-them into the tables and writes them. A task that finds nothing pending once it holds the lock
-(a task before it merged its folder) writes nothing. So the last task to finish leaves the
-complete table, the tables are written at most once per task and usually far less (tasks
-finishing while one writes are merged together), and no task lists or reads the sweep's other
-run folders. The first update of a sweep folder without a manifest reads every folder once.
+(under a short lock of its own), then takes the table's lock. While the pending folders are few
+(fewer than DEFER_MIN, or than one in DEFER_SHARE of the table's rows) and the sweep is not
+complete, the task leaves them pending and writes nothing: rewriting a 100,000-row table for
+every finished point is what made arrays cost O(N) per task. Otherwise it takes every pending
+folder at once, re-reads only those (forgetting/runs/manifest.py), merges them into the tables
+and writes them: the table's rewrite is shared by DEFER_SHARE-th of the table's points, so a
+task's amortised share stays about constant as the sweep grows.
+
+The sweep is complete for this purpose when the table's runs with an outcome plus the pending
+folders reach the sweep's point count (the array launcher knows it): the task that finishes the
+array writes the complete table. Until then results.parquet may lag by the pending folders;
+`python -m forgetting.collect DIR` (and analyze, plot, report, which gather from the run folders)
+see every run. A task that finds nothing pending (a writer before it merged its folder) writes
+nothing. The first update of a sweep folder without a table reads every folder once.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from forgetting.core.metrics import FAILED, FINISHED
 from forgetting.runs import folders
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 TAKING = folders.PENDING + ".taking"  # taken by the writer; left by one that crashed
+DEFER_MIN = 64  # pending run folders a task may leave unmerged...
+DEFER_SHARE = 100  # ... or one in this many of the table's rows, whichever is more
+
+
+@dataclass
+class Update:
+    """What an array task's update did: wrote the tables (and read `folders_read` run
+    folders), or left `pending` run folders for a later writer."""
+    wrote: bool
+    counts: dict[str, int] = field(default_factory=dict)  # runs per status in the table
+    folders_read: int = 0
+    pending: int = 0
 
 
 def add_pending(folder: Path, run_dir: Path) -> None:
@@ -32,6 +48,19 @@ def add_pending(folder: Path, run_dir: Path) -> None:
     with FileLock(folder / (folders.PENDING + ".lock")):
         with open(folder / folders.PENDING, "a") as f:
             f.write(rel + "\n")
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def pending(folder: Path) -> list[str]:
+    """The run folders waiting to be merged (taken by a writer that crashed, then pending)."""
+    lines = _lines(folder / TAKING) + _lines(folder / folders.PENDING)
+    return list(dict.fromkeys(line for line in lines if line))
 
 
 def take_pending(folder: Path) -> list[str]:
@@ -47,28 +76,45 @@ def take_pending(folder: Path) -> list[str]:
             with open(folder / TAKING, "a") as f:
                 f.write(text)
             (folder / folders.PENDING).unlink()
-    try:
-        lines = (folder / TAKING).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return list(dict.fromkeys(line for line in lines if line))
+    return list(dict.fromkeys(line for line in _lines(folder / TAKING) if line))
 
 
-def update_after_run(folder: Path, run_dir: Path) -> pd.DataFrame | None:
-    """Merge `run_dir` (and every other pending run folder) into `folder`'s tables. Returns
-    the results table when this task wrote it, None when an earlier writer had merged it."""
+def taken(folder: Path) -> None:
+    """The taken folders are in the tables just written."""
+    (folder / TAKING).unlink(missing_ok=True)
+
+
+def defer(counts: dict[str, int], waiting: int, points: int | None) -> bool:
+    """Whether `waiting` pending folders may stay unmerged into a table of `counts`."""
+    rows = sum(counts.values())
+    if not rows:
+        return False  # no table yet: the first update builds it
+    done = sum(n for status, n in counts.items() if status in FINISHED or status == FAILED)
+    if points is not None and done + waiting >= points:
+        return False  # possibly the last point: the complete table is written
+    return waiting < max(DEFER_MIN, rows // DEFER_SHARE)
+
+
+def update_after_run(folder: Path, run_dir: Path, points: int | None = None) -> Update:
+    """Add `run_dir` to the pending run folders of `folder`, and merge them all into its tables
+    unless they may wait (`defer`; `points`: the sweep's point count, when known)."""
     from filelock import FileLock
 
     from forgetting.runs.results import collect_locked
 
     add_pending(folder, run_dir)
     with FileLock(folder / folders.TABLE_LOCK):
+        waiting = pending(folder)
+        if not waiting:
+            return Update(False, status_counts(folder))
+        counts = status_counts(folder)
+        if defer(counts, len(waiting), points):
+            return Update(False, counts, pending=len(waiting))
         rels = take_pending(folder)
-        if not rels:
-            return None
         results, _ = collect_locked(folder, only=rels)
-        (folder / TAKING).unlink(missing_ok=True)
-    return results
+        taken(folder)
+    return Update(True, results["status"].value_counts().to_dict(),
+                  results.attrs.get("folders_read", 0))
 
 
 def status_counts(folder: Path) -> dict[str, int]:

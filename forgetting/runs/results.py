@@ -14,7 +14,8 @@ Updates are incremental: beside the tables, `.results.manifest.parquet`
 (forgetting/runs/manifest.py) records what each run folder's files were, so an update re-reads
 only run folders that changed (a stat of each, a read of the changed) and takes the other rows
 from the tables written last time (forgetting/runs/gather.py); `full=True` (collect --full)
-re-reads every folder and gives the same tables. An array task re-reads only its own folder
+re-reads every folder and gives the same tables. An array task re-reads only its own folder,
+and writes the tables only once every DEFER_SHARE-th of the table's points has finished
 (`update_after_run`, forgetting/runs/pending.py).
 """
 
@@ -35,7 +36,7 @@ from forgetting.core.metrics import (
     FAILED,
     FINISHED,
 )
-from forgetting.runs import folders, manifest, tracking
+from forgetting.runs import folders, manifest, pending, tracking
 from forgetting.runs.gather import PER_RUN_TABLES, gather, read_old
 from forgetting.runs.pivots import pivot, pivot_table  # noqa: F401  (the table's pivots)
 
@@ -211,7 +212,11 @@ def collect(folder: Path, replace: bool = False, full: bool = False,
 
 def collect_locked(folder: Path, replace: bool = False, full: bool = False,
                    only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """collect() for a caller that holds the folder's table lock."""
+    """collect() for a caller that holds the folder's table lock. A scan of every run folder
+    (`only` None) also covers the folders array tasks left pending (forgetting/runs/pending.py):
+    they are taken first, so a folder added while this runs stays pending."""
+    if only is None:
+        pending.take_pending(folder)
     entries, tables, swept, reread = read_root(folder, full=full, replace=replace, only=only)
     rows = tables.pop("rows")
     results = results_frame([rows], [folder])
@@ -220,6 +225,8 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
     write_tables(folder, results, tables)
     write_arrow(folder / manifest.ROWS, rows)
     manifest.save(folder, entries)
+    if only is None:
+        pending.taken(folder)
     return results, swept
 
 

@@ -224,18 +224,20 @@ class ArrayLauncher(Launcher):
         from forgetting.runs.cluster import forgetting_app
 
         if forgetting_app(self.config):
-            _EXIT_CODE.append(self.finish(ret, point, sweep_dir))
+            whole = OmegaConf.select(self.config, "hydra.sweeper._target_") == BASIC_SWEEPER
+            _EXIT_CODE.append(self.finish(ret, point, len(jobs) if whole else None, sweep_dir))
         else:
             print(f"point {point}: {ret.status.name.lower()} "
                   f"({ret.hydra_cfg.hydra.runtime.output_dir})")
         return [ret]
 
-    def finish(self, ret: JobReturn, point: int, sweep_dir: Path) -> int:
-        """Forgetting's app: merge this point's run folder into the sweep's tables (under
-        their lock, re-reading no other run folder: forgetting/runs/pending.py), print one
-        line, return the exit code."""
+    def finish(self, ret: JobReturn, point: int, points: int | None, sweep_dir: Path) -> int:
+        """Forgetting's app: add this point's run folder to the sweep's tables (pending until
+        enough have finished or the sweep's `points` are done, then merged under their lock,
+        re-reading no other run folder: forgetting/runs/pending.py), print one line, return
+        the exit code."""
         from forgetting.core.errors import UserError
-        from forgetting.runs.pending import status_counts, update_after_run
+        from forgetting.runs.pending import update_after_run
         from forgetting.runs.resume import read_metrics
 
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
@@ -243,20 +245,17 @@ class ArrayLauncher(Launcher):
         status = metrics.get("status", FAILED)
         if ret.status == JobStatus.FAILED:  # the task function raised (its log says why)
             status = FAILED
-        read = 0
         try:
-            results = update_after_run(sweep_dir, run_dir)
-            if results is None:  # merged by a task before this one
-                counts = status_counts(sweep_dir)
-            else:
-                counts = results["status"].value_counts().to_dict()
-                read = results.attrs.get("folders_read", 0)
+            update = update_after_run(sweep_dir, run_dir, points)
+            done = f"{update.folders_read} run folder(s) read" if update.wrote else (
+                f"{update.pending} run folder(s) pending: forgetting.collect merges them"
+                if update.pending else "merged by another task")
+            counts = ", ".join(f"{v} {k}" for k, v in update.counts.items())
         except UserError as e:  # the table is kept as it is
             log.error("table not updated: %s", e)
-            counts = {}
+            counts, done = "", "not updated"
         print(f"point {point}: {status} ({run_dir}); table: {sweep_dir / 'results.parquet'} "
-              f"({', '.join(f'{v} {k}' for k, v in counts.items())}; {read} run folder(s) "
-              "read)")
+              f"({counts}; {done})")
         return 1 if status == FAILED else 0
 
 
