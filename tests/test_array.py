@@ -26,7 +26,7 @@ def test_count_prints_the_number_of_points_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_each_task_runs_its_point_and_rebuilds_the_table(tmp_path):
+def test_each_task_runs_its_point_and_the_table_takes_it_in(tmp_path):
     folder = tmp_path / "sweep"
     args = ["-m", *TINY, *GRID, "hydra/launcher=array", f"hydra.sweep.dir={folder}"]
     proc = run_cli(*args, "hydra.launcher.index_env=JOB_COMPLETION_INDEX",
@@ -38,7 +38,13 @@ def test_each_task_runs_its_point_and_rebuilds_the_table(tmp_path):
     assert [p.name for p in folder.iterdir() if p.name.isdigit()] == ["2"]
     proc = run_cli(*args, "hydra.launcher.first_index=1", env={"SLURM_ARRAY_TASK_ID": "1"})
     assert proc.returncode == 0 and "point 0: ok" in proc.stdout, proc.stderr
+    # a table exists and the sweep is not complete: the folder waits to be merged
+    assert "(1 ok; 1 run folder(s) pending: forgetting.collect merges them)" in proc.stdout
+    assert len(pd.read_parquet(folder / "results.parquet")) == 1
+    merged = run_cli(str(folder), module="forgetting.collect")
+    assert merged.returncode == 0, merged.stderr
     assert len(pd.read_parquet(folder / "results.parquet")) == 2
+    assert not (folder / ".results.pending").exists()
 
     done = {p: p.read_bytes() for p in folder.rglob("*")  # runs and tables (not Hydra's
             if p.is_file() and p.name != "multirun.yaml"}  # multirun.yaml, rewritten)
