@@ -82,7 +82,8 @@ def test_array_of_200_tasks_reads_per_task_independent_of_the_sweep(tmp_path):
          f"--chdir={tmp_path}", f"--output={tmp_path}/slurm-%A_%a.out",
          str(REPO / "examples" / "sweep_array.sbatch"), *args],
         capture_output=True, text=True,
-        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(site),
+        env={**os.environ, "PYTHON": sys.executable,
+             "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]),  # this checkout's code
              "FORGETTING_TEST_FABRICATE": "1"})
     assert submit.returncode == 0, submit.stderr
     array = submit.stdout.strip()
