@@ -91,10 +91,11 @@ def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
         make_run(folder / str(n), n, loss=1 + n / 10, probe=n % 5 == 0)
     collect(folder)
     next_point = 30
-    for step in range(8):
-        points = sorted((p for p in folder.iterdir() if p.name[0].isdigit()),
+    for step in range(9):
+        points = sorted((p for p in folder.iterdir() if p.name.isdigit()),
                         key=lambda p: int(p.name))
-        op = ["change", "delete", "fail", "add", "diag", "unfinished", "change", "delete"][step]
+        op = ["change", "delete", "fail", "add", "diag", "unfinished", "rerun", "change",
+              "delete"][step]
         victims = rng.sample(points, 3)
         for run in victims:
             n = int(run.name)
@@ -108,6 +109,8 @@ def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
                 make_run(run, n, loss=2.0, diag=True)
             elif op == "unfinished":  # rerun under way: metrics gone, Hydra's files there
                 (run / "metrics.json").unlink()
+            elif op == "rerun":  # the same config again, newer, in a folder sorted beside it
+                make_run(folder / f"{n}-rerun", n, loss=0.25)
         if op == "add":
             for _ in range(4):
                 make_run(folder / str(next_point), next_point, loss=0.5)
@@ -118,8 +121,8 @@ def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
         collect(folder, replace=replace, full=True)
         assert_same(incremental, read_tables(folder))
         assert_same(incremental, fresh_rebuild(folder, tmp_path))
-        assert len(incremental["results.parquet"]) == len(
-            [p for p in folder.iterdir() if p.name[0].isdigit()])
+        assert len(incremental["results.parquet"]) == len(  # one row per config (point)
+            {p.name.split("-")[0] for p in folder.iterdir() if p.name[0].isdigit()})
 
 
 def test_only_changed_folders_are_read(tmp_path, monkeypatch):

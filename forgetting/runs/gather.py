@@ -168,7 +168,8 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    in_old = set(pc.unique(old["run_dir"]).to_pylist()) if old is not None else set()
+    old_spans = segments(old) if old is not None else {}
+    in_old = set(pc.unique(old["run_dir"]).to_pylist()) if old_spans is None else set(old_spans)
     run_dirs = [run_dir_of(root, e) for e in chosen]
     cached, fresh, rows = set(), {}, []
     for d, e in zip(run_dirs, chosen):
@@ -191,10 +192,6 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
                 group[-CHUNK:] = [pa.concat_tables(group[-CHUNK:]).combine_chunks()]
     schema = canonical_schema(chosen, name)
     pieces = []
-    if cached:
-        keep = old if len(cached) == len(in_old) else old.filter(
-            pc.is_in(old["run_dir"], value_set=pa.array(list(cached), pa.string())))
-        pieces.append(conform(keep, schema))
     for start in range(0, len(rows), CHUNK):  # rows decoded a chunk at a time
         chunk = [{**e.row, "run_dir": d} for d, e in rows[start:start + CHUNK]]
         try:
@@ -202,13 +199,66 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             pieces += [conform(pa.Table.from_pylist([r]), schema) for r in chunk]
     pieces += [conform(pa.concat_tables(group), schema) for group in fresh.values()]
-    if not pieces:
-        return pa.table({})
-    table = pa.concat_tables(pieces).combine_chunks()
-    if len(pieces) > 1:  # rows in the runs' order (the sort is stable)
-        order = pa.array(run_dirs, pa.string())
-        table = table.take(pc.sort_indices(pc.index_in(table["run_dir"], value_set=order)))
-    return table
+    new = pa.concat_tables(pieces).combine_chunks() if pieces else None
+    if len(pieces) > 1:  # one piece: read in the runs' order
+        new = in_order(new, run_dirs)
+    if not cached:
+        return new if new is not None else pa.table({})
+    if old_spans is None:  # not in runs' order (not written here): filtered and sorted
+        keep = old.filter(pc.is_in(old["run_dir"], value_set=pa.array(list(cached), pa.string())))
+        return in_order(pa.concat_tables([conform(keep, schema), *[new] * (new is not None)]),
+                        run_dirs)
+    return splice(conform(old, schema), old_spans, new, run_dirs, cached)
+
+
+def in_order(table: pa.Table, run_dirs: list[str]) -> pa.Table:
+    """`table`'s rows in the runs' order (a stable sort: each run's rows keep theirs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    order = pa.array(run_dirs, pa.string())
+    return table.take(pc.sort_indices(pc.index_in(table["run_dir"], value_set=order)))
+
+
+def segments(table: pa.Table) -> dict[str, tuple[int, int]] | None:
+    """run_dir -> (first row, end) of a table whose runs' rows are contiguous; None when a
+    run's rows are not."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    column, n = table["run_dir"], table.num_rows
+    if not n:
+        return {}
+    changes = pc.not_equal(column.slice(1), column.slice(0, n - 1))
+    starts = np.concatenate([[0], np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1])
+    ends = np.append(starts[1:], n)
+    names = column.take(starts).to_pylist()
+    if len(set(names)) != len(names):
+        return None  # some run's rows are in two places
+    return dict(zip(names, zip(starts.tolist(), ends.tolist())))
+
+
+def splice(old: pa.Table, old_spans: dict[str, tuple[int, int]], new: pa.Table | None,
+           run_dirs: list[str], cached: set[str]) -> pa.Table:
+    """The runs' rows in their order: the `cached` runs' as slices of `old` (`old_spans`: its
+    segments; neighbours in both one slice), the others' from `new` (in the runs' order).
+    O(changed runs) slices; the unchanged rows are not copied."""
+    import pyarrow as pa
+
+    spans = {"old": old_spans, "new": segments(new) if new is not None else {}}
+    slices: list[list] = []  # [source, first row, end]
+    for d in run_dirs:
+        source = "old" if d in cached else "new"
+        span = spans[source].get(d)
+        if span is None:
+            continue  # no rows (it has no such table)
+        if slices and slices[-1][0] == source and slices[-1][2] == span[0]:
+            slices[-1][2] = span[1]
+        else:
+            slices.append([source, *span])
+    tables = {"old": old, "new": new}
+    parts = [tables[source].slice(start, end - start) for source, start, end in slices]
+    return pa.concat_tables(parts) if parts else old.slice(0, 0)
 
 
 def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
