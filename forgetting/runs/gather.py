@@ -89,9 +89,12 @@ def canonical_schema(chosen: list[Entry], name: str) -> pa.Schema:
     import pyarrow as pa
 
     types: dict[str, list[str]] = {}
-    seen = set()
+    seen, seen_ids = set(), set()
     for e in chosen:
         fields = e.columns.get(name)
+        if id(fields) in seen_ids:  # shared lists (shared(), the manifest): one look each
+            continue
+        seen_ids.add(id(fields))
         key = tuple(map(tuple, fields or ()))
         if key in seen:
             continue

@@ -4,17 +4,19 @@ were last written, so an update re-reads only the run folders that changed.
 `.results.manifest.parquet` (beside results.parquet) holds one record per run folder under the
 sweep folder, by path relative to it: the size, mtime and inode of its metrics.json and
 history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its signature; its
-row (JSON, without
-`run_dir`), the keys its command line set, its config hash, whether it finished, the mtime that
+status, the keys its command line set, its config hash, whether it finished, the mtime that
 ranks runs of one config (forgetting/runs/resume.py `latest_runs`), and the columns of its
-per-run tables once read. The file's metadata records the sweep folder as it was spelled and the
-signatures of the tables written with it: a table removed or replaced since then makes the
+row and per-run tables once read. Not its row: an unchanged run's row is in
+`.results.rows.parquet`, and read again from its unchanged folder where that table cannot give
+it. The file's metadata records the sweep folder as it was spelled and the signatures of the
+tables written with it: the results table or the rows removed or replaced since then make the
 manifest stale, and the tables are rebuilt from the run folders alone.
 
 A run folder is re-read when its signature changed, when it is new, or when its row is not
 finished (a claim may have been taken or released since). A finished row is never replaced by
 the failed row of a damaged metrics.json (truncated, not JSON) unless `replace`: the earlier row
-is kept and one warning line names the file.
+(and per-run tables) are kept from the tables written last time, and one warning line names the
+file.
 """
 
 from __future__ import annotations
@@ -43,17 +45,24 @@ class Entry:
     """One run folder as the tables saw it."""
     rel: str  # the run folder relative to the sweep folder ("." for the folder itself)
     sig: str  # sizes, mtimes and inodes of its files (signature())
-    row_json: str  # forgetting/runs/rows.py's row without run_dir, as JSON (decoded on demand)
-    status: str | None
+    row_json: str | None  # forgetting/runs/rows.py's row without run_dir, as JSON; None: not
+    status: str | None    # read yet (an unchanged run from the manifest: read on demand)
     swept: list[str]
     key: str | None  # config hash; None: not identifiable (kept as its own row)
     finished: bool
     mtime_ns: int
     columns: dict = field(default_factory=dict)  # table -> [[column, arrow type]] once built
+    root: str | None = None  # the sweep folder, where row_json is read from on demand
 
     @property
     def row(self) -> dict:
+        if self.row_json is None:  # unchanged since the manifest: its folder gives the same row
+            self.row_json = row_json(read_run(Path(self.root) / self.rel)[0])
         return json.loads(self.row_json)
+
+
+def row_json(row: dict) -> str:
+    return json.dumps({k: v for k, v in row.items() if k != "run_dir"}, default=str)
 
 
 def _stat(path: str) -> str:
@@ -97,6 +106,8 @@ def scan(root: Path) -> dict[str, str]:
 
 def natural_key(rel: str) -> list:
     """2 < 10 < 10-HASH: digit runs compare as numbers (forgetting/runs/rows.py find_runs)."""
+    if rel.isdigit():  # most run folders (Hydra's job numbers): re.split's parts, at once
+        return [["", int(rel), ""]]
     return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
             for part in rel.split("/") if part != "."]
 
@@ -114,20 +125,20 @@ def read_entry(root: Path, rel: str, sig: str) -> Entry:
     """Read one run folder (its metrics.json, else its Hydra files)."""
     run_dir = root / rel
     row, swept = read_run(run_dir)
-    del row["run_dir"]
-    row_json = json.dumps(row, default=str)
     if isinstance(row.get("config_hash"), str):
         key, finished = row["config_hash"], row.get("status") in FINISHED
     else:
         key, finished = folder_state(run_dir)
-    return Entry(rel, sig, row_json, row.get("status"), swept, key, finished, mtime_of(sig))
+    return Entry(rel, sig, row_json(row), row.get("status"), swept, key, finished, mtime_of(sig),
+                 root=str(root))
 
 
 def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool = False,
             only: list[str] | None = None) -> tuple[dict[str, Entry], set[str]]:
     """(entries, re-read folders) of the run folders under `root`, re-reading those that changed
     since `old`: every one when `full`; only the folders `only` (relative paths) without a scan,
-    the other entries kept as they were (an array task's update)."""
+    the other entries kept as they were (an array task's update). A finished entry kept over a
+    damaged metrics.json is not among the re-read: its rows come from the last tables."""
     if only is None:
         current = scan(root)
     else:
@@ -153,7 +164,8 @@ def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool
             print(f"warning: {root / rel / folders.METRICS}: {entry.row['error']}; its earlier "
                   f"{before.status} row kept (--replace takes the failed row)",
                   file=sys.stderr)
-            entry = before
+            entries[rel] = before
+            continue
         entries[rel] = entry
         reread.add(rel)
     return entries, reread
@@ -176,28 +188,34 @@ def table_signatures(root: Path) -> dict[str, str]:
     return {name: _stat(str(root / name)) for name in TABLES}
 
 
+SHARED = ("swept", "columns")  # JSON shared by most entries: dictionary-encoded, decoded once
+
+
 def load(root: Path) -> tuple[dict[str, Entry], dict]:
     """(entries, metadata) of the manifest in `root`; ({}, {}) when there is none, it is
-    unreadable, or the results table changed since it was written (stale)."""
+    unreadable, or the results table or the rows changed since it was written (stale)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(root / folders.MANIFEST)
+        table = pq.read_table(root / folders.MANIFEST, read_dictionary=list(SHARED))
         meta = json.loads(table.schema.metadata[b"forgetting"])
     except Exception:
         return {}, {}
-    if meta.get("tables", {}).get(folders.RESULTS) != table_signatures(root)[folders.RESULTS]:
+    now = table_signatures(root)
+    if any(meta.get("tables", {}).get(name) != now[name] for name in (folders.RESULTS, ROWS)):
         return {}, {}
-    c = {name: table[name].to_pylist() for name in table.column_names}
-    decoded: dict[str, object] = {}  # most runs share their columns and swept keys: decoded
-    entries = {}                     # once, shared (never changed in place: read_table)
     try:
-        for i, rel in enumerate(c["rel"]):
-            swept, columns = (decoded.get(t) or decoded.setdefault(t, json.loads(t))
-                              for t in (c["swept"][i], c["columns"][i]))
-            entries[rel] = Entry(rel, c["sig"][i], c["row"][i], c["status"][i], swept,
-                                 c["key"][i], c["finished"][i], c["mtime_ns"][i], columns)
-    except (KeyError, TypeError, ValueError):  # another version's manifest: rebuilt
+        c = {name: table[name].to_pylist() for name in table.column_names if name not in SHARED}
+        shared = {}
+        for name in SHARED:  # one decoded object per distinct value (never changed in place)
+            column = table[name].combine_chunks()
+            values = [json.loads(v) for v in column.dictionary.to_pylist()]
+            shared[name] = [values[i] for i in column.indices.to_pylist()]
+        entries = {rel: Entry(rel, c["sig"][i], None, c["status"][i], shared["swept"][i],
+                              c["key"][i], c["finished"][i], c["mtime_ns"][i],
+                              shared["columns"][i], str(root))
+                   for i, rel in enumerate(c["rel"])}
+    except (KeyError, TypeError, ValueError, AttributeError):  # another version's: rebuilt
         return {}, {}
     return entries, meta
 
@@ -212,13 +230,14 @@ def save(root: Path, entries: dict[str, Entry]) -> None:
     table = pa.table({
         "rel": pa.array([e.rel for e in values], pa.string()),
         "sig": pa.array([e.sig for e in values], pa.string()),
-        "row": pa.array([e.row_json for e in values], pa.string()),
         "status": pa.array([e.status for e in values], pa.string()),
-        "swept": pa.array([_encoded(e.swept, encoded) for e in values], pa.string()),
+        "swept": pa.array([_encoded(e.swept, encoded) for e in values],
+                          pa.string()).dictionary_encode(),
         "key": pa.array([e.key for e in values], pa.string()),
         "finished": pa.array([e.finished for e in values], pa.bool_()),
         "mtime_ns": pa.array([e.mtime_ns for e in values], pa.int64()),
-        "columns": pa.array([_encoded(e.columns, encoded) for e in values], pa.string()),
+        "columns": pa.array([_encoded(e.columns, encoded) for e in values],
+                            pa.string()).dictionary_encode(),
     })
     meta = {"root": str(root), "tables": table_signatures(root)}
     table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})

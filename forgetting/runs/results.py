@@ -58,7 +58,8 @@ def read_root(root: Path, full: bool = False, replace: bool = False,
         only = None  # no usable manifest: every folder is read once
     entries, reread = manifest.refresh(root, old, full=full, replace=replace, only=only)
     chosen = manifest.chosen(entries)  # one per config (forgetting/runs/resume.py)
-    tables = {name: gather(root, chosen, reread, name, None if full else
+    every = full and reread.issuperset(entries)  # else some rows are kept from the last tables
+    tables = {name: gather(root, chosen, reread, name, None if every else
                            read_old(root, name, meta)) for name in ("rows", *PER_RUN_TABLES)}
     swept = list(dict.fromkeys(k for e in chosen for k in e.swept))
     return entries, tables, swept, reread
