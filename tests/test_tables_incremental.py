@@ -273,6 +273,19 @@ def test_a_deleted_table_is_rebuilt_from_the_run_folders(tmp_path):
     assert len(results) == 2 and len(pd.read_parquet(folder / "history.parquet")) == 6
 
 
+def test_a_deleted_history_is_gathered_again_with_the_rows_from_the_unchanged_folders(tmp_path):
+    folder = tmp_path / "sweep"
+    for n in range(4):
+        make_run(folder / str(n), n, loss=1 + n, probe=n == 2)
+    collect(folder)
+    before = read_tables(folder)
+    (folder / "history.parquet").unlink()  # the manifest stays valid: no row JSON in it
+    (folder / "recency.parquet").unlink()
+    results, _ = collect(folder)
+    assert results.attrs["folders_read"] == 0
+    assert_same(before, read_tables(folder))
+
+
 def test_examples_tables_are_read_lazily_from_the_chosen_runs(tmp_path):
     import pyarrow.dataset as ds
 
