@@ -137,6 +137,21 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(make_cfg, monkeypa
     assert result.history[-1]["sharpness_note"] == "non-finite Hessian-vector product"
 
 
+@pytest.mark.parametrize("loss", [math.inf, 5e3])
+def test_an_epoch_that_diverged_is_not_measured(make_cfg, monkeypatch, loss):
+    from types import SimpleNamespace
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured a diverged epoch")
+
+    monkeypatch.setattr(monitor, "top_eigenvalue", never)
+    cfg = make_cfg("diag.sharpness=true", "diag.sharpness_examples=64")
+    run = SimpleNamespace(device=torch.device("cpu"), train_y=torch.zeros(640, dtype=torch.long))
+    out = monitor.Diagnostics(cfg, run).after_epoch(
+        run, {"epoch": 1, "train_loss": loss, "step_lr": 0.1}, last=True)
+    assert math.isnan(out["sharpness"]) and out["sharpness_note"] == monitor.NOT_MEASURED
+
+
 @pytest.mark.parametrize("override, message", [
     ("diag.every=-1", "diag.every=-1: must be an integer >= 1"),
     ("diag.iters=0", "diag.iters=0: must be an integer >= 1"),

@@ -11,6 +11,7 @@ import pytest
 
 from forgetting.analysis import figure, plot_diag
 from forgetting.analysis.plot import per_epoch, plot_tables
+from forgetting.core.diagnostics.monitor import NOT_MEASURED
 
 
 @pytest.fixture
@@ -110,14 +111,14 @@ def test_a_missing_measurement_is_a_marker_with_its_reason(tmp_path, figures):
     drawn = history[(history["subset"] == 1.0) & (history["batch_size"] == 128)]
     first = history["run_dir"] == drawn["run_dir"].iloc[0]  # drawn in the first panel
     history.loc[first & (history["epoch"] == 3), ["sharpness_ratio", "sharpness_note"]] = \
-        [math.nan, "not measured: the training loss is not finite"]
+        [math.nan, NOT_MEASURED]
     plot_tables(results, tables, tmp_path)
     noise = [lab for ax in figures["noise_scale.png"].axes
              for lab in ax.get_legend_handles_labels()[1]]
     assert plot_diag.NOISE_MISSING in noise  # epoch 2 of every run has no B_simple
     sharp = figures["sharpness.png"].axes[0]
     [marker] = [ln for ln in sharp.get_lines()
-                if ln.get_label() == "not measured: the training loss is not finite"]
+                if ln.get_label() == NOT_MEASURED]
     assert list(marker.get_xdata()) == [3]
 
 

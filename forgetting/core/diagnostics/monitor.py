@@ -47,6 +47,9 @@ from forgetting.core.diagnostics.noise import NoiseScale, grad_sq_norm, mean_gra
 from forgetting.core.diagnostics.sharpness import top_eigenvalue
 from forgetting.core.diagnostics.stability import edge, mean_loss_lr, sharpness_ratio
 from forgetting.core.errors import ConfigError
+from forgetting.core.metrics import DIVERGED_LOSS, blown_up
+
+NOT_MEASURED = f"not measured: the training loss diverged (not finite or > {DIVERGED_LOSS:g})"
 
 SHARPNESS_SEED = 0  # the fixed examples' generator, apart from every training stream
 SHARPNESS_EXAMPLES = 256  # diag.sharpness_examples=0: at least this many, in whole batches
@@ -126,7 +129,7 @@ class Diagnostics:
     def after_epoch(self, run, row: dict, last: bool) -> dict:
         """The epoch's columns for its history row (NaN where nothing was measured)."""
         out: dict = {}
-        finite = math.isfinite(row["train_loss"])
+        diverged = blown_up(row["train_loss"])  # the run ends after this epoch
         if self.noise_run is not None:
             out.update(self.noise_epoch.summary())
             self.noise_epoch.reset()
@@ -134,8 +137,8 @@ class Diagnostics:
             eta = mean_loss_lr(row["step_lr"], self.cfg.batch_size)
             out.update(eta_eff=eta, sharpness=math.nan, sharpness_rel_change=math.nan,
                        sharpness_iters=0, sharpness_ratio=math.nan, sharpness_note=None)
-            if not finite:
-                out["sharpness_note"] = "not measured: the training loss is not finite"
+            if diverged:
+                out["sharpness_note"] = NOT_MEASURED
             elif last or row["epoch"] % self.cfg.diag.every == 0:
                 out.update(self.sharpness(run, eta))
         if self.events is not None:
