@@ -208,9 +208,10 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
         c = {name: table[name].to_pylist() for name in table.column_names if name not in SHARED}
         shared = {}
         for name in SHARED:  # one decoded object per distinct value (never changed in place)
-            column = table[name].combine_chunks()
-            values = [json.loads(v) for v in column.dictionary.to_pylist()]
-            shared[name] = [values[i] for i in column.indices.to_pylist()]
+            shared[name] = []
+            for chunk in table[name].chunks:  # each row group its dictionary
+                values = [json.loads(v) for v in chunk.dictionary.to_pylist()]
+                shared[name] += [values[i] for i in chunk.indices.to_pylist()]
         entries = {rel: Entry(rel, c["sig"][i], None, c["status"][i], shared["swept"][i],
                               c["key"][i], c["finished"][i], c["mtime_ns"][i],
                               shared["columns"][i], str(root))
