@@ -50,17 +50,20 @@ def add_pending(folder: Path, run_dir: Path) -> None:
             f.write(rel + "\n")
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
+def _folders(*paths: Path) -> list[str]:
+    """The run folders listed in `paths` (missing files list none), each once, in order."""
+    lines = []
+    for path in paths:
+        try:
+            lines += path.read_text().splitlines()
+        except FileNotFoundError:
+            pass
+    return list(dict.fromkeys(line for line in lines if line))
 
 
 def pending(folder: Path) -> list[str]:
     """The run folders waiting to be merged (taken by a writer that crashed, then pending)."""
-    lines = _lines(folder / TAKING) + _lines(folder / folders.PENDING)
-    return list(dict.fromkeys(line for line in lines if line))
+    return _folders(folder / TAKING, folder / folders.PENDING)
 
 
 def take_pending(folder: Path) -> list[str]:
@@ -76,7 +79,7 @@ def take_pending(folder: Path) -> list[str]:
             with open(folder / TAKING, "a") as f:
                 f.write(text)
             (folder / folders.PENDING).unlink()
-    return list(dict.fromkeys(line for line in _lines(folder / TAKING) if line))
+    return _folders(folder / TAKING)
 
 
 def taken(folder: Path) -> None:
@@ -104,10 +107,9 @@ def update_after_run(folder: Path, run_dir: Path, points: int | None = None) -> 
 
     add_pending(folder, run_dir)
     with FileLock(folder / folders.TABLE_LOCK):
-        waiting = pending(folder)
+        waiting, counts = pending(folder), status_counts(folder)
         if not waiting:
-            return Update(False, status_counts(folder))
-        counts = status_counts(folder)
+            return Update(False, counts)
         if defer(counts, len(waiting), points):
             return Update(False, counts, pending=len(waiting))
         rels = take_pending(folder)
