@@ -1,16 +1,19 @@
 """Rebuild sweep tables from run folders on disk.
 
-    python -m forgetting.collect DIR [DIR ...] [--out DIR] [--replace] [--full]
+    python -m forgetting.collect DIR [DIR ...] [--out DIR] [--replace] [--scan] [--full]
 
 Each DIR gets its own results.parquet, results.csv and history.parquet; with --out the runs of
 all DIRs are also merged into one table there. Prints the test-loss pivot. A folder without run
 folders gets no table, and a table is never replaced by one with fewer rows (run folders were
 deleted or moved) unless --replace: one `error:` line, exit code 2, the table kept.
 
-Collecting is incremental: only run folders whose files changed since the last collect are read
-again (`.results.manifest.parquet`, forgetting/runs/manifest.py); --full reads every run folder
-and gives the same tables. An ok row is never replaced by the failed row of a damaged
-metrics.json (one `warning:` line names the file) unless --replace.
+Collecting is incremental: only run folders that changed since the last collect are read again
+(`.results.manifest.parquet`, forgetting/runs/manifest.py): new, unfinished and deleted ones,
+and those whose runs wrote since (every run adds its folder to the change feed,
+`.results.pending`). A finished run folder changed by other means than a run (files edited or
+copied over by hand) is seen by --scan, a stat of every run folder's files; --full reads every
+run folder and gives the same tables. An ok row is never replaced by the failed row of a damaged
+metrics.json (one `warning:` line names the file) unless --replace (which scans).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replace", action="store_true",
                         help="replace a table even when the run folders give fewer rows, "
                         "and an ok row by the failed row of a damaged metrics.json")
+    parser.add_argument("--scan", action="store_true",
+                        help="look at every run folder's files (changed by other means than "
+                        "a run)")
     parser.add_argument("--full", action="store_true",
                         help="read every run folder again (the same tables as an update)")
     args = parser.parse_args(argv)
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for folder in args.dirs:
         try:
-            results, swept = collect(folder, replace=args.replace, full=args.full)
+            results, swept = collect(folder, replace=args.replace, full=args.full,
+                                     scan=args.scan)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

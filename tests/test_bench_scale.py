@@ -34,10 +34,12 @@ def test_scale_bench_counts_reads_and_writes_its_json(tmp_path):
     assert json.loads(out.read_text())["sizes"] == [6, 12]
     for size, result in zip([6, 12], report["results"]):
         assert result["full"]["folders_read"] == size
-        assert result["one_changed"]["folders_read"] == 1
+        assert result["one_changed"]["folders_read"] == 1  # the change feed's
+        assert result["one_scan"]["folders_read"] == 1  # not in the feed: found by the scan
         assert result["array_task"]["folders_read"] == 0  # left pending
         assert result["merged"] == size  # fewer points than a task may leave: all of them,
         assert result["array_merge"]["folders_read"] == size  # merged by the sweep's last task
         assert result["table_mb"]["results.parquet"] > 0
-    assert set(report["growth"]) == {"full", "one_changed", "array_task", "array_merge", "analyze",
-                                     "plot"}
+        assert result["table_mb"]["history.parquet"] > 0  # its parts
+    assert set(report["growth"]) == {"full", "one_changed", "one_scan", "array_task",
+                                     "array_merge", "analyze", "plot"}

@@ -2,6 +2,7 @@
 as a full rebuild; an array task's update reads its own folder only; a damaged metrics.json
 never replaces an ok row silently."""
 
+import functools
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forgetting.runs import manifest, pending
+from forgetting.runs import manifest, parts, pending
 from forgetting.runs.pending import add_pending, update_after_run
 from forgetting.runs.results import TableShrinks, build_tables, collect
 
@@ -27,8 +28,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def make_run(folder: Path, n: int, status: str = "ok", loss: float = 1.0, probe: bool = False,
-             diag: bool = False, seed: int = 0) -> Path:
-    """A finished run folder of point n: metrics.json, history.parquet, Hydra's files."""
+             diag: bool = False, seed: int = 0, announce: bool = True) -> Path:
+    """A finished run folder of point n: metrics.json, history.parquet, Hydra's files; added
+    to the change feed of the tables above it as a run does (unless not `announce`)."""
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)
     lr, subset = 2 ** (n % 4), [0.25, 0.5, 1.0][n % 3]
     (folder / ".hydra" / "overrides.yaml").write_text(
@@ -52,6 +54,8 @@ def make_run(folder: Path, n: int, status: str = "ok", loss: float = 1.0, probe:
         pq.write_table(pa.Table.from_pylist([{"steps_ago": s, "loss": 0.1 * s}
                                              for s in range(3)]), sink)
         write_atomic(folder / "recency.parquet", sink.getvalue().to_pybytes())
+    if announce:
+        pending.announce(folder)
     return folder
 
 
@@ -74,7 +78,7 @@ def fresh_rebuild(folder: Path, tmp: Path) -> dict:
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".results*", "*.parquet.tmp",
                                                                  *TABLES, "results.csv"))
     for path in folder.rglob("*.parquet"):  # the run folders' own tables
-        if path.parent != folder:
+        if path.parent != folder and path.is_file() and not path.parent.name.endswith(".parquet"):
             shutil.copy2(path, copy / path.relative_to(folder))
     collect(copy)
     tables = read_tables(copy)
@@ -84,11 +88,18 @@ def fresh_rebuild(folder: Path, tmp: Path) -> dict:
     return tables
 
 
-def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
+@pytest.mark.parametrize("runs_per_part", [1024, 4])
+@pytest.mark.parametrize("mode", ["feed", "scan"])
+def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path, monkeypatch, mode,
+                                                                    runs_per_part):
+    """An update (the change feed, or a scan of folders rewritten without it) gives the tables
+    of a full rebuild, with the per-run tables in one part or in many (split as they grow)."""
+    monkeypatch.setattr(parts, "PART_RUNS", runs_per_part)
     rng = random.Random(0)
     folder = tmp_path / "sweep"
+    make = functools.partial(make_run, announce=mode == "feed")
     for n in range(30):
-        make_run(folder / str(n), n, loss=1 + n / 10, probe=n % 5 == 0)
+        make(folder / str(n), n, loss=1 + n / 10, probe=n % 5 == 0)
     collect(folder)
     next_point = 30
     for step in range(9):
@@ -100,23 +111,25 @@ def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path):
         for run in victims:
             n = int(run.name)
             if op == "change":
-                make_run(run, n, loss=rng.random() * 3, probe=rng.random() < 0.5)
+                make(run, n, loss=rng.random() * 3, probe=rng.random() < 0.5)
             elif op == "delete":
                 shutil.rmtree(run)
             elif op == "fail":  # the point becomes failed
-                make_run(run, n, status="failed", loss=float("nan"))
+                make(run, n, status="failed", loss=float("nan"))
             elif op == "diag":  # a new history column in some runs
-                make_run(run, n, loss=2.0, diag=True)
-            elif op == "unfinished":  # rerun under way: metrics gone, Hydra's files there
-                (run / "metrics.json").unlink()
+                make(run, n, loss=2.0, diag=True)
+            elif op == "unfinished":  # metrics gone, Hydra's files there (an edit by hand:
+                (run / "metrics.json").unlink()  # the feed is told, or a scan finds it)
+                if mode == "feed":
+                    pending.announce(run)
             elif op == "rerun":  # the same config again, newer, in a folder sorted beside it
-                make_run(folder / f"{n}-rerun", n, loss=0.25)
+                make(folder / f"{n}-rerun", n, loss=0.25)
         if op == "add":
             for _ in range(4):
-                make_run(folder / str(next_point), next_point, loss=0.5)
+                make(folder / str(next_point), next_point, loss=0.5)
                 next_point += 1
         replace = op == "delete"
-        collect(folder, replace=replace)
+        collect(folder, replace=replace, scan=mode == "scan")
         incremental = read_tables(folder)
         collect(folder, replace=replace, full=True)
         assert_same(incremental, read_tables(folder))
@@ -159,7 +172,7 @@ def test_array_task_update_reads_its_own_folder_only(tmp_path, monkeypatch, poin
             return _original(*args)
         monkeypatch.setattr(manifest, name, counted)
     make_run(folder / "3", 3, loss=9.0)
-    make_run(folder / str(points), points, loss=0.5)  # a new point
+    make_run(folder / str(points), points, loss=0.5, announce=False)  # a new point, running
     first = update_after_run(folder, folder / "3")
     assert not first.wrote and first.pending == 1 and counts["read_entry"] == 0
     last = update_after_run(folder, folder / str(points), points + 1)  # the sweep's last
@@ -247,8 +260,8 @@ def test_damaged_metrics_keeps_the_ok_row_with_one_warning(tmp_path, capsys):
     collect(folder)
     capsys.readouterr()
     damaged = folder / "1" / "metrics.json"
-    write_atomic(damaged, damaged.read_bytes()[:40])  # truncated
-    results, _ = collect(folder)
+    write_atomic(damaged, damaged.read_bytes()[:40])  # truncated (not by a run: a scan sees it)
+    results, _ = collect(folder, scan=True)
     row = results.set_index("run_dir").loc[str(folder / "1")]
     assert row["status"] == "ok" and row["test_loss"] == 1.0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
@@ -279,8 +292,8 @@ def test_a_deleted_history_is_gathered_again_with_the_rows_from_the_unchanged_fo
         make_run(folder / str(n), n, loss=1 + n, probe=n == 2)
     collect(folder)
     before = read_tables(folder)
-    (folder / "history.parquet").unlink()  # the manifest stays valid: no row JSON in it
-    (folder / "recency.parquet").unlink()
+    shutil.rmtree(folder / "history.parquet")  # the manifest stays valid: no row JSON in it
+    shutil.rmtree(folder / "recency.parquet")
     results, _ = collect(folder)
     assert results.attrs["folders_read"] == 0
     assert_same(before, read_tables(folder))

@@ -198,7 +198,7 @@ def read_tables(folder: Path) -> tuple[pd.DataFrame, dict]:
     tables = {}
     for name, file in (("history", folders.HISTORY), ("recency", folders.RECENCY)):
         path = folder / file
-        tables[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+        tables[name] = pd.read_parquet(path) if path.exists() else pd.DataFrame()  # parts
     return pd.read_parquet(folder / folders.RESULTS), tables
 
 

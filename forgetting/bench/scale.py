@@ -9,7 +9,10 @@ three files), as a cluster sweep leaves them. Then, each in a fresh process (the
 operation's alone, imports done before the clock), with the page cache warm from writing:
 
 - full collect: the first `collect` of the folder (no manifest: every run folder read);
-- one changed: `collect` after one point's metrics.json was rewritten (an update);
+- one changed: `collect` after one point's metrics.json was rewritten by a run (an update: the
+  run's folder is in the change feed);
+- one scanned: `collect --scan` after one point's metrics.json was rewritten by hand (not in the
+  change feed: a stat of every run folder finds it);
 - array task: an array task's update after its point was rewritten (forgetting/runs/pending.py):
   its folder left pending, nothing read or written;
 - array merge: the update of the task that merges the pending folders (as many as a task may
@@ -48,7 +51,7 @@ GRID_SUBSET = [0.025, 0.05, 0.1, 0.25, 1.0]
 TINY = ["data=synthetic", "model=tiny", "model.width=0.25", "device=cpu", "precision=fp32",
         "batch_size=64", "epochs=2", "data.train_size=640", "data.test_size=200", "quiet=true",
         "threads=1"]
-MEASURES = ["full", "one_changed", "array_task", "array_merge", "analyze", "plot"]
+MEASURES = ["full", "one_changed", "one_scan", "array_task", "array_merge", "analyze", "plot"]
 
 
 def template_run(folder: Path) -> Path:
@@ -92,13 +95,17 @@ def fabricate(template: Path, sweep: Path, n: int, epochs: int) -> None:
             f"- lr={lr}\n- subset={subset}\n- seed={seed}\n")
 
 
-def rewrite(run: Path) -> None:
-    """A new metrics.json for one point (written atomically, as a run writes it)."""
+def rewrite(run: Path, announce: bool = True) -> None:
+    """A new metrics.json for one point (written atomically, and added to the change feed of
+    the tables above it, as a run does; not added when not `announce`: an edit by hand)."""
     from forgetting.core.files import atomic_write_text
+    from forgetting.runs.pending import announce as feed
 
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["test_loss"] = metrics["test_loss"] * 1.5
     atomic_write_text(run / "metrics.json", json.dumps(metrics))
+    if announce:
+        feed(run)
 
 
 def leave_pending(sweep: Path, n: int) -> int:
@@ -145,8 +152,8 @@ def measure(op: str, sweep: Path, n: int) -> dict:
     reset_peak()
     start = time.perf_counter()  # imports done: the operation alone
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        if op in ("full", "one_changed"):
-            collect(sweep)
+        if op in ("full", "one_changed", "one_scan"):
+            collect(sweep, scan=op == "one_scan")
         elif op == "array_task":
             update_after_run(sweep, sweep / str(n // 3))
         elif op == "array_merge":  # the sweep's last task: its update merges what is pending
@@ -223,15 +230,23 @@ def run_size(template: Path, n: int, epochs: int, base: Path) -> dict:
     for op in MEASURES:
         if op == "one_changed":
             rewrite(sweep / str(n // 2))
+        elif op == "one_scan":
+            rewrite(sweep / str(n // 2 + 1), announce=False)
         elif op == "array_task":
             rewrite(sweep / str(n // 3))
         elif op == "array_merge":
             out["merged"] = leave_pending(sweep, n)
         out[op] = in_process(op, sweep, n)
-    out["table_mb"] = {p.name: p.stat().st_size / 2 ** 20 for p in sweep.iterdir()
-                       if p.is_file() and p.name.endswith((".parquet", ".csv"))}
+    out["table_mb"] = {p.name: size_mb(p) for p in sweep.iterdir()
+                       if p.name.endswith((".parquet", ".csv"))}
     shutil.rmtree(sweep, ignore_errors=True)
     return out
+
+
+def size_mb(path: Path) -> float:
+    """A file's size, or a folder's (a table in parts), in MB."""
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2 ** 20
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -251,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--sizes={min(sizes)}: must be >= 4")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         template = args.template or template_run(Path(tmp) / "template")
-        print(f"{'points':>7} {'full collect':>17} {'one changed':>12} {'array task':>11} "
+        print(f"{'points':>7} {'full collect':>17} {'one changed':>12} {'--scan':>8} "
+              f"{'array task':>11} "
               f"{'array merge':>18} {'per task':>9} {'analyze':>8} {'plot':>8} "
               f"{'collect peak MB':>16}")
         results = []
@@ -262,7 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
             k, task, merge = r["merged"], r["array_task"], r["array_merge"]
             r["array_amortised_s"] = (merge["s"] + (k - 1) * task["s"]) / k
             print(f"{n:>7} {full['s']:>7.2f} s ({1e3 * full['s'] / n:.2f} ms/pt) "
-                  f"{r['one_changed']['s']:>10.2f} s {task['s']:>9.3f} s "
+                  f"{r['one_changed']['s']:>10.2f} s {r['one_scan']['s']:>6.2f} s "
+                  f"{task['s']:>9.3f} s "
                   f"{merge['s']:>7.2f} s ({merge['folders_read']} read) "
                   f"{r['array_amortised_s']:>7.3f} s {r['analyze']['s']:>6.2f} s "
                   f"{r['plot']['s']:>6.2f} s "

@@ -3,7 +3,8 @@
 Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), ERROR_LOG
 (traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), CLAIM (held
 while a process trains it, forgetting/runs/claims.py), Hydra's `.hydra/config.yaml`.
-Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over its runs,
+Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over its runs (these two
+folders of parts, forgetting/runs/parts.py),
 OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it), CONFIG_INDEX
 (which folder holds which config hash, forgetting/runs/resume.py).
 """
@@ -25,4 +26,4 @@ OPTUNA_TRIALS = "optuna_trials.parquet"
 TABLE_LOCK = ".results.lock"
 CONFIG_INDEX = ".configs"  # a folder: one file per config hash, holding its run folder's name
 MANIFEST = ".results.manifest.parquet"  # each run folder's files as the tables last saw them
-PENDING = ".results.pending"  # run folders finished since the tables were written (array tasks)
+PENDING = ".results.pending"  # the change feed: run folders written since the tables were

@@ -1,13 +1,14 @@
 """Per-run tables (history.parquet, recency.parquet) gathered into one table per sweep folder,
-through pyarrow: the chosen runs' rows in the runs' order, with each run's key columns
-(lr, subset, batch_size, seed, its swept keys, Optuna's trial) in front and `run_dir` last.
+through pyarrow: the chosen runs' rows in the runs' order, with each run's key columns (lr,
+subset, batch_size, seed, its swept keys, Optuna's trial) in front and `run_dir` last.
 
-An update takes the rows of unchanged runs from the table written last time and reads only the
-runs that changed (forgetting/runs/manifest.py). Column order and types are a function of the
-runs alone (first appearance in the runs' order; each column's types promoted as pyarrow does),
-so an update and a full rebuild give the same table. Tables too large to gather (a run's
-examples.parquet, one row per training example) are read lazily: `run_files` lists the files
-for `pyarrow.dataset.dataset(...)`.
+An update takes the rows of unchanged runs from the table written last time (slices of it, not
+copies) and reads only the runs that changed (forgetting/runs/manifest.py); the per-run tables
+are gathered a part at a time (forgetting/runs/parts.py). Column order and types are a function
+of the runs alone (first appearance in the runs' order; each column's types promoted as pyarrow
+does), so an update and a full rebuild give the same table. Tables too large to gather (a run's
+examples.parquet, one row per training example) are read lazily: `run_files` lists the files for
+`pyarrow.dataset.dataset(...)`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from forgetting.runs.manifest import ROWS, SIGNED, Entry
 from forgetting.runs.rows import KEY_COLUMNS
+from forgetting.runs.spans import in_order, index_of, respell, runs_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -89,12 +91,10 @@ def canonical_schema(chosen: list[Entry], name: str) -> pa.Schema:
     import pyarrow as pa
 
     types: dict[str, list[str]] = {}
-    seen, seen_ids = set(), set()
-    for e in chosen:
-        fields = e.columns.get(name)
-        if id(fields) in seen_ids:  # shared lists (shared(), the manifest): one look each
-            continue
-        seen_ids.add(id(fields))
+    seen = set()
+    columns = {id(e.columns): e.columns for e in chosen}  # most entries share one dict
+    lists = {id(c.get(name)): c.get(name) for c in columns.values()}  # in first appearance
+    for fields in lists.values():
         key = tuple(map(tuple, fields or ()))
         if key in seen:
             continue
@@ -165,29 +165,76 @@ def row_fields(row: dict) -> list | None:
 
 
 def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
-           old: pa.Table | None) -> pa.Table:
-    """The gathered table `name` of the chosen runs ("rows": their rows): unchanged runs' rows
-    from `old` (the table written last time, or None), the others read from their folders."""
+           old: pa.Table | None, schema: pa.Schema | None = None,
+           tables: dict[str, pa.Table | None] | None = None) -> pa.Table:
+    """The gathered table `name` of the chosen runs ("rows": their rows), with `schema` (by
+    default theirs, canonical_schema): unchanged runs' rows from `old` (the table written last
+    time, or None), the others read from their folders (`tables`: those read already, by
+    relative path). The unchanged runs' rows are slices of `old`, not copies: the work is
+    vectorized over the runs, and Python's only over the runs read."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    old_spans = segments(old) if old is not None else {}
-    in_old = set(pc.unique(old["run_dir"]).to_pylist()) if old_spans is None else set(old_spans)
+    if old is not None and "run_dir" not in old.column_names:  # a table of no runs' columns
+        old = None if old.num_rows else pa.table({"run_dir": pa.array([], pa.string())})
     run_dirs = [run_dir_of(root, e) for e in chosen]
-    cached, fresh, rows = set(), {}, []
+    if old is None:
+        cached = np.zeros(len(chosen), bool)
+        read = np.ones(len(chosen), bool)
+    else:  # 0: read it; 1: its rows are in `old` if it is there; 2: it had no such table
+        state = np.fromiter((0 if e.rel in reread or name not in e.columns else
+                             1 if e.columns[name] else 2 for e in chosen), np.int8, len(chosen))
+        old_runs = runs_of(old)
+        if old_runs is None:  # a run's rows in two places (not written here): grouped
+            old = old.take(pc.sort_indices(old["run_dir"]))
+            old_runs = runs_of(old)
+        seg = index_of(run_dirs, old_runs[0])
+        cached = (state == 1) & (seg >= 0)
+        read = (state == 0) | ((state == 1) & (seg < 0))
+    new = read_runs(root, [chosen[i] for i in np.flatnonzero(read)],
+                    [run_dirs[i] for i in np.flatnonzero(read)], name, tables)
+    schema = schema if schema is not None else canonical_schema(chosen, name)
+    if not cached.any():
+        return conform(new, schema) if new is not None else schema.empty_table()
+    tables_ = {1: conform(old, schema), 2: conform(new, schema) if new is not None else None}
+    source = np.where(cached, 1, 0).astype(np.int8)
+    where = np.where(cached, seg, -1)
+    if new is not None:  # the read runs with rows: their segments of `new`
+        new_runs = runs_of(new)
+        at = index_of(run_dirs, new_runs[0])
+        source[at >= 0] = 2
+        where = np.where(at >= 0, at, where)
+    spans = {1: old_runs[1:], 2: new_runs[1:] if new is not None else None}
+    keep = source > 0
+    source, where = source[keep], where[keep]
+    if not len(source):
+        return schema.empty_table()
+    breaks = np.flatnonzero((source[1:] != source[:-1]) | (where[1:] != where[:-1] + 1)) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.append(breaks, len(source))
+    parts = []
+    for b, e in zip(starts.tolist(), ends.tolist()):  # O(changed runs) slices
+        src = int(source[b])
+        first, last = spans[src][0][where[b]], spans[src][1][where[e - 1]]
+        parts.append(tables_[src].slice(first, last - first))
+    return pa.concat_tables(parts)
+
+
+def read_runs(root: Path, chosen: list[Entry], run_dirs: list[str], name: str,
+              tables: dict[str, pa.Table | None] | None) -> pa.Table | None:
+    """The table `name` of the runs read from their folders, in their order (None: no rows);
+    their columns recorded in their entries."""
+    import pyarrow as pa
+
+    fresh, rows = {}, []
     for d, e in zip(run_dirs, chosen):
-        if old is not None and e.rel not in reread and name in e.columns:
-            if not e.columns[name]:
-                continue  # it had no such table, and nothing it wrote changed since
-            if d in in_old:
-                cached.add(d)
-                continue
         fields = row_fields({**e.row, "run_dir": d}) if name == "rows" else None
         if fields is not None:  # plain scalars: converted together below
             e.columns = {**e.columns, name: shared(fields)}  # a new dict: others may share
             rows.append((d, e))
             continue
-        table = read_table(root, e, name)
+        table = tables[e.rel] if tables and e.rel in tables else read_table(root, e, name)
         if table is not None:  # tables of one schema are conformed together, and joined
             group = fresh.setdefault(tuple(map(tuple, e.columns[name])), [])
             group.append(table)  # in chunks: thousands of small tables cost 10x the memory
@@ -202,93 +249,29 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             pieces += [conform(pa.Table.from_pylist([r]), schema) for r in chunk]
     pieces += [conform(pa.concat_tables(group), schema) for group in fresh.values()]
-    new = pa.concat_tables(pieces).combine_chunks() if pieces else None
-    if len(pieces) > 1:  # one piece: read in the runs' order
-        new = in_order(new, run_dirs)
-    if not cached:
-        return new if new is not None else pa.table({})
-    if old_spans is None:  # not in runs' order (not written here): filtered and sorted
-        keep = old.filter(pc.is_in(old["run_dir"], value_set=pa.array(list(cached), pa.string())))
-        return in_order(pa.concat_tables([conform(keep, schema), *[new] * (new is not None)]),
-                        run_dirs)
-    return splice(conform(old, schema), old_spans, new, run_dirs, cached)
+    if not pieces:
+        return None
+    new = pa.concat_tables(pieces).combine_chunks()
+    return in_order(new, run_dirs) if len(pieces) > 1 else new  # one piece: in order
 
 
-def in_order(table: pa.Table, run_dirs: list[str]) -> pa.Table:
-    """`table`'s rows in the runs' order (a stable sort: each run's rows keep theirs)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    order = pa.array(run_dirs, pa.string())
-    return table.take(pc.sort_indices(pc.index_in(table["run_dir"], value_set=order)))
-
-
-def segments(table: pa.Table) -> dict[str, tuple[int, int]] | None:
-    """run_dir -> (first row, end) of a table whose runs' rows are contiguous; None when a
-    run's rows are not."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    column, n = table["run_dir"], table.num_rows
-    if not n:
-        return {}
-    changes = pc.not_equal(column.slice(1), column.slice(0, n - 1))
-    starts = np.concatenate([[0], np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1])
-    ends = np.append(starts[1:], n)
-    names = column.take(starts).to_pylist()
-    if len(set(names)) != len(names):
-        return None  # some run's rows are in two places
-    return dict(zip(names, zip(starts.tolist(), ends.tolist())))
-
-
-def splice(old: pa.Table, old_spans: dict[str, tuple[int, int]], new: pa.Table | None,
-           run_dirs: list[str], cached: set[str]) -> pa.Table:
-    """The runs' rows in their order: the `cached` runs' as slices of `old` (`old_spans`: its
-    segments; neighbours in both one slice), the others' from `new` (in the runs' order).
-    O(changed runs) slices; the unchanged rows are not copied."""
-    import pyarrow as pa
-
-    spans = {"old": old_spans, "new": segments(new) if new is not None else {}}
-    slices: list[list] = []  # [source, first row, end]
-    for d in run_dirs:
-        source = "old" if d in cached else "new"
-        span = spans[source].get(d)
-        if span is None:
-            continue  # no rows (it has no such table)
-        if slices and slices[-1][0] == source and slices[-1][2] == span[0]:
-            slices[-1][2] = span[1]
-        else:
-            slices.append([source, *span])
-    tables = {"old": old, "new": new}
-    parts = [tables[source].slice(start, end - start) for source, start, end in slices]
-    return pa.concat_tables(parts) if parts else old.slice(0, 0)
-
-
-def read_old(root: Path, name: str, meta: dict) -> pa.Table | None:
-    """The gathered table written with the manifest when it is unchanged since, else None; its
-    run_dir values say the sweep folder as `root` does (spelled otherwise then, or moved)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def read_old(root: Path, meta: dict) -> pa.Table | None:
+    """The rows written with the manifest (`.results.rows.parquet`) when unchanged since, else
+    None; its run_dir values say the sweep folder as `root` does (spelled otherwise then, or
+    moved)."""
     import pyarrow.parquet as pq
 
     from forgetting.runs.manifest import table_signatures
 
-    filename = ROWS if name == "rows" else f"{name}.parquet"
-    if meta.get("tables", {}).get(filename) != table_signatures(root).get(filename):
+    if meta.get("tables", {}).get(ROWS) != table_signatures(root).get(ROWS):
         return None
-    if meta["tables"][filename] == "-":  # not written: no run had one
-        return pa.table({"run_dir": pa.array([], pa.string())})
     try:
-        table = pq.read_table(root / filename).replace_schema_metadata(None)
+        table = pq.read_table(root / ROWS).replace_schema_metadata(None)
     except Exception:
         return None
     if "run_dir" not in table.column_names or not isinstance(meta.get("root"), str):
         return None
-    if meta["root"] != str(root):
-        rest = pc.utf8_slice_codeunits(table["run_dir"], len(meta["root"]))
-        run_dir = pc.binary_join_element_wise(str(root), rest, "")
-        table = table.set_column(table.column_names.index("run_dir"), "run_dir", run_dir)
-    return table
+    return respell(table, meta["root"], str(root))
 
 
 def run_files(root: Path, chosen: list[Entry], name: str) -> list[str]:

@@ -27,7 +27,7 @@ from forgetting.core.files import (
     remove_stale_temporaries,
 )
 from forgetting.core.metrics import DIVERGED, DIVERGED_LOSS, FAILED
-from forgetting.runs import folders, preemption, provenance, tracking
+from forgetting.runs import folders, pending, preemption, provenance, tracking
 from forgetting.runs.claims import claim, holder
 from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
 
@@ -133,6 +133,7 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
     if result.examples:
         atomic_write_rows(run_dir / folders.EXAMPLES, result.examples)
     atomic_write_json(run_dir / folders.METRICS, metrics)
+    pending.announce(run_dir)  # the tables above it re-read it
     checkpoint.remove()
     tracking.log_run(run_dir, metrics, result.history)  # logger=mlflow|tensorboard
     if result.status == DIVERGED:
@@ -179,3 +180,4 @@ def write_failure(run_dir: Path, cfg: DictConfig, choices: dict, error: str,
                **provenance.describe(), "choices": choices,
                "config": OmegaConf.to_container(cfg, resolve=False)}
     atomic_write_json(run_dir / folders.METRICS, metrics)
+    pending.announce(run_dir)

@@ -1,29 +1,30 @@
-"""The manifest of a sweep folder's tables: what each run folder's files were when the tables
-were last written, so an update re-reads only the run folders that changed.
+"""The manifest of a sweep folder's tables: what each run folder's files were when the tables were
+last written, so an update re-reads only the run folders that changed.
 
 `.results.manifest.parquet` (beside results.parquet) holds one record per run folder under the
 sweep folder, by path relative to it: the size, mtime and inode of its metrics.json and
-history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its signature; its
-status, the keys its command line set, its config hash, whether it finished, the mtime that
-ranks runs of one config (forgetting/runs/resume.py `latest_runs`), and the columns of its
-row and per-run tables once read. Not its row: an unchanged run's row is in
-`.results.rows.parquet`, and read again from its unchanged folder where that table cannot give
-it. The file's metadata records the sweep folder as it was spelled and the signatures of the
-tables written with it: the results table or the rows removed or replaced since then make the
-manifest stale, and the tables are rebuilt from the run folders alone.
+history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its signature
+(forgetting/runs/survey.py); its status, the keys its command line set, its config hash, whether
+it finished, the mtime that ranks runs of one config (forgetting/runs/resume.py `latest_runs`),
+and the columns of its row and per-run tables once read. Not its row: an unchanged run's row is
+in `.results.rows.parquet`, and read again from its unchanged folder where that table cannot
+give it. The file's metadata records the sweep folder as it was spelled and the signatures of
+the tables written with it, and the layout of the per-run tables' parts
+(forgetting/runs/parts.py): the results table or the rows removed or replaced since then make
+the manifest stale, and the tables are rebuilt from the run folders alone. An update writes the
+records of unchanged run folders back as slices of the manifest it loaded.
 
-A run folder is re-read when its signature changed, when it is new, or when its row is not
-finished (a claim may have been taken or released since). A finished row is never replaced by
-the failed row of a damaged metrics.json (truncated, not JSON) unless `replace`: the earlier row
-(and per-run tables) are kept from the tables written last time, and one warning line names the
-file.
+A run folder is re-read when it is new, when its row is not finished (a claim may have been
+taken or released since), or when it was looked at and its signature changed: an update looks at
+the folders in the change feed (forgetting/runs/survey.py), a scan at every one. A finished row
+is never replaced by the failed row of a damaged metrics.json (truncated, not JSON) unless
+`replace`: the earlier row (and per-run tables) are kept from the tables written last time, and
+one warning line names the file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from forgetting.core.metrics import FINISHED
 from forgetting.runs import folders
 from forgetting.runs.resume import folder_state
 from forgetting.runs.rows import damaged, read_run
+from forgetting.runs.survey import file_stat, insert_sorted, is_run, scan, signature, survey
 
 if TYPE_CHECKING:  # pyarrow is imported where tables are built
     import pyarrow as pa
@@ -41,10 +43,10 @@ if TYPE_CHECKING:  # pyarrow is imported where tables are built
 # the files whose sizes, mtimes and inodes are a run folder's signature (signature())
 SIGNED = (folders.METRICS, folders.HISTORY)
 ROWS = ".results.rows.parquet"  # the rows as read, before Optuna's trials are merged in
-TABLES = (folders.RESULTS, ROWS, folders.HISTORY, folders.RECENCY)
+TABLES = (folders.RESULTS, ROWS)  # single files (the per-run tables: forgetting/runs/parts.py)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One run folder as the tables saw it."""
     rel: str  # the run folder relative to the sweep folder ("." for the folder itself)
@@ -57,6 +59,13 @@ class Entry:
     mtime_ns: int
     columns: dict = field(default_factory=dict)  # table -> [[column, arrow type]] once built
     root: str | None = None  # the sweep folder, where row_json is read from on demand
+    index: int | None = None  # its record in the manifest as loaded (None: read since)
+    loaded: dict | None = None  # its columns as loaded (changed since: not the same object)
+
+    @property
+    def clean(self) -> bool:
+        """Whether its record in the loaded manifest still says all of it."""
+        return self.index is not None and self.columns is self.loaded
 
     @property
     def row(self) -> dict:
@@ -67,53 +76,6 @@ class Entry:
 
 def row_json(row: dict) -> str:
     return json.dumps({k: v for k, v in row.items() if k != "run_dir"}, default=str)
-
-
-def _stat(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "-"
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"  # a rewrite by rename: a new inode
-
-
-def signature(run_dir: str) -> str:
-    """metrics.json's and history.parquet's stats (a run writes metrics.json last, so a run
-    that wrote anything has a new one); without metrics.json, also .hydra/config.yaml's."""
-    sig = f"{_stat(run_dir + '/' + folders.METRICS)}|{_stat(run_dir + '/' + folders.HISTORY)}"
-    if sig.startswith("-"):
-        sig += "|" + _stat(run_dir + "/" + folders.HYDRA_CONFIG)
-    return sig
-
-
-def scan(root: Path) -> dict[str, str]:
-    """Every run folder under `root` (a folder holding metrics.json or .hydra/config.yaml),
-    relative path -> signature: a listing of each folder that is not a run folder, two stats
-    per finished run folder. Run folders and hidden folders (the config index, progress files)
-    are not entered."""
-    found: dict[str, str] = {}
-    stack = [(str(root), ".")]
-    while stack:
-        path, rel = stack.pop()
-        sig = signature(path)
-        if not sig.startswith("-") or not sig.endswith("|-"):
-            found[rel] = sig
-            continue
-        try:
-            with os.scandir(path) as entries:
-                stack += [(e.path, e.name if rel == "." else f"{rel}/{e.name}") for e in entries
-                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
-    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
-
-
-def natural_key(rel: str) -> list:
-    """2 < 10 < 10-HASH: digit runs compare as numbers (forgetting/runs/rows.py find_runs)."""
-    if rel.isdigit():  # most run folders (Hydra's job numbers): re.split's parts, at once
-        return [["", int(rel), ""]]
-    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
-            for part in rel.split("/") if part != "."]
 
 
 def mtime_of(sig: str) -> int:
@@ -138,61 +100,79 @@ def read_entry(root: Path, rel: str, sig: str) -> Entry:
 
 
 def refresh(root: Path, old: dict[str, Entry], full: bool = False, replace: bool = False,
-            only: list[str] | None = None) -> tuple[dict[str, Entry], set[str]]:
+            only: list[str] | None = None, feed: list[str] | None = None
+            ) -> tuple[dict[str, Entry], set[str]]:
     """(entries, re-read folders) of the run folders under `root`, re-reading those that changed
-    since `old`: every one when `full`; only the folders `only` (relative paths) without a scan,
-    the other entries kept as they were (an array task's update). A finished entry kept over a
-    damaged metrics.json is not among the re-read: its rows come from the last tables."""
-    if only is None:
-        current = scan(root)
+    since `old`: every one when `full`; with `feed` (an update: the change feed's folders),
+    those survey() finds; without, those whose signature a scan finds changed; only the
+    folders `only` (relative paths) without a scan, the other entries kept as they were (an
+    array task's update)."""
+    if feed is not None and old and not full and "." not in old:
+        gone, look, new = survey(root, old, feed)
+        entries = {rel: e for rel, e in old.items() if rel not in gone} if gone else dict(old)
+        current = {rel: signature(str(root / rel)) for rel in look}
+        current.update(new)
+    elif only is not None:
+        entries = dict(old)
+        current = {rel: signature(str(root / rel)) for rel in only}
     else:
-        current = {rel: e.sig for rel, e in old.items()}
-        for rel in only:
-            sig = signature(str(root / rel))
-            if not sig.startswith("-") or not sig.endswith("|-"):
-                current[rel] = sig
-            else:
-                current.pop(rel, None)  # gone
-        current = dict(sorted(current.items(), key=lambda item: natural_key(item[0])))
-    entries, reread = {}, set()
+        current = scan(root)
+        entries = {rel: old.get(rel) for rel in current}
+    added = [rel for rel, sig in current.items() if rel not in entries and is_run(sig)]
+    if added:  # in their places
+        entries = {rel: entries.get(rel) for rel in insert_sorted(list(entries), added)}
+    reread = set()
     for rel, sig in current.items():
         before = old.get(rel)
-        if before is not None and not full and (
-                rel not in only if only is not None
-                else before.sig == sig and before.status in FINISHED):
+        if not is_run(sig):
+            entries.pop(rel, None)  # gone, or no longer a run folder
+            continue
+        if before is not None and not full and only is None and before.sig == sig \
+                and before.status in FINISHED:
             entries[rel] = before
             continue
-        entry = read_entry(root, rel, sig)
-        if (not replace and before is not None and before.status in FINISHED
-                and damaged(entry.row)):
-            print(f"warning: {root / rel / folders.METRICS}: {entry.row['error']}; its earlier "
-                  f"{before.status} row kept (--replace takes the failed row)",
-                  file=sys.stderr)
-            entries[rel] = before
-            continue
-        entries[rel] = entry
-        reread.add(rel)
+        entries[rel], read = take(root, rel, sig, before, replace)
+        if read:
+            reread.add(rel)
     return entries, reread
+
+
+def take(root: Path, rel: str, sig: str, before: Entry | None, replace: bool
+         ) -> tuple[Entry, bool]:
+    """(entry, whether it was read) of a run folder that changed: read again, unless its
+    metrics.json is damaged where a finished row was (`before`): then the earlier entry is
+    kept (its rows come from the last tables) with one warning line, unless `replace`."""
+    entry = read_entry(root, rel, sig)
+    if (not replace and before is not None and before.status in FINISHED
+            and damaged(entry.row)):
+        print(f"warning: {root / rel / folders.METRICS}: {entry.row['error']}; its earlier "
+              f"{before.status} row kept (--replace takes the failed row)", file=sys.stderr)
+        return before, False
+    return entry, True
 
 
 def chosen(entries: dict[str, Entry]) -> list[Entry]:
     """One entry per config hash: the newest finished, else the newest (latest_runs)."""
+    from collections import Counter
+
+    keys = [e.key for e in entries.values()]
+    twice = {k for k, n in Counter(keys).items() if n > 1 and k is not None}
+    if not twice:  # each config in one folder (most sweeps): every entry
+        return list(entries.values())
     best: dict[str, tuple[tuple[bool, int], str]] = {}
-    keep = set()
     for rel, e in entries.items():
-        if e.key is None:
-            keep.add(rel)
-        elif e.key not in best or (e.finished, e.mtime_ns) > best[e.key][0]:
+        if e.key in twice and (e.key not in best or (e.finished, e.mtime_ns) > best[e.key][0]):
             best[e.key] = ((e.finished, e.mtime_ns), rel)
-    keep |= {rel for _, rel in best.values()}
-    return [e for rel, e in entries.items() if rel in keep]
+    keep = {rel for _, rel in best.values()}
+    return [e for rel, e in entries.items() if e.key not in twice or rel in keep]
 
 
 def table_signatures(root: Path) -> dict[str, str]:
-    return {name: _stat(str(root / name)) for name in TABLES}
+    return {name: file_stat(str(root / name)) for name in TABLES}
 
 
 SHARED = ("swept", "columns")  # JSON shared by most entries: dictionary-encoded, decoded once
+LOADED = "loaded"  # load()'s metadata: the manifest's table as loaded (not written)
 
 
 def load(root: Path) -> tuple[dict[str, Entry], dict]:
@@ -209,29 +189,66 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
     if any(meta.get("tables", {}).get(name) != now[name] for name in (folders.RESULTS, ROWS)):
         return {}, {}
     try:
-        c = {name: table[name].to_pylist() for name in table.column_names if name not in SHARED}
+        c = [table[name].to_pylist() for name in ("rel", "sig", "status", "key", "finished",
+                                                   "mtime_ns")]
         shared = {}
         for name in SHARED:  # one decoded object per distinct value (never changed in place)
             shared[name] = []
             for chunk in table[name].chunks:  # each row group its dictionary
                 values = [json.loads(v) for v in chunk.dictionary.to_pylist()]
                 shared[name] += [values[i] for i in chunk.indices.to_pylist()]
-        entries = {rel: Entry(rel, c["sig"][i], None, c["status"][i], shared["swept"][i],
-                              c["key"][i], c["finished"][i], c["mtime_ns"][i],
-                              shared["columns"][i], str(root))
-                   for i, rel in enumerate(c["rel"])}
+        where = str(root)
+        entries = {rel: Entry(rel, sig, None, status, swept, key, finished, mtime, columns,
+                              where, i, columns)
+                   for i, (rel, sig, status, key, finished, mtime, swept, columns) in
+                   enumerate(zip(*c, shared["swept"], shared["columns"]))}
     except (KeyError, TypeError, ValueError, AttributeError):  # another version's: rebuilt
         return {}, {}
+    meta[LOADED] = table
     return entries, meta
 
 
-def save(root: Path, entries: dict[str, Entry]) -> None:
-    """Write the manifest (atomically) with the signatures of the tables just written."""
+def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict) -> None:
+    """Write the manifest (atomically) with the signatures of the tables just written and the
+    per-run tables' layouts (forgetting/runs/parts.py): the records of entries unchanged since
+    load() (`meta`: its metadata) as slices of the manifest loaded, the others new."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    values = list(entries.values())
-    table = pa.table({
+    loaded = meta.get(LOADED)
+    pieces, changed, span = [], [], None  # span: [first, end] of a slice of `loaded`
+    for e in entries.values():
+        if loaded is not None and e.clean:
+            if span is not None and span[1] == e.index:
+                span[1] += 1
+                continue
+            if span is not None:
+                pieces.append(loaded.slice(span[0], span[1] - span[0]))
+            elif changed:
+                pieces.append(records(changed))
+                changed = []
+            span = [e.index, e.index + 1]
+            continue
+        if span is not None:
+            pieces.append(loaded.slice(span[0], span[1] - span[0]))
+            span = None
+        changed.append(e)
+    if span is not None:
+        pieces.append(loaded.slice(span[0], span[1] - span[0]))
+    if changed or not pieces:
+        pieces.append(records(changed))
+    table = pa.concat_tables([p.replace_schema_metadata(None) for p in pieces])
+    meta = {"root": str(root), "tables": table_signatures(root), "parts": layouts}
+    table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
+    with atomic_path(root / folders.MANIFEST) as tmp:
+        pq.write_table(table.unify_dictionaries(), tmp)
+
+
+def records(values: list[Entry]) -> pa.Table:
+    """The manifest's records of `values`."""
+    import pyarrow as pa
+
+    return pa.table({
         "rel": pa.array([e.rel for e in values], pa.string()),
         "sig": pa.array([e.sig for e in values], pa.string()),
         "status": pa.array([e.status for e in values], pa.string()),
@@ -241,10 +258,6 @@ def save(root: Path, entries: dict[str, Entry]) -> None:
         "mtime_ns": pa.array([e.mtime_ns for e in values], pa.int64()),
         "columns": _dictionary([e.columns for e in values]),
     })
-    meta = {"root": str(root), "tables": table_signatures(root)}
-    table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
-    with atomic_path(root / folders.MANIFEST) as tmp:
-        pq.write_table(table, tmp)
 
 
 def _dictionary(objects: list) -> pa.DictionaryArray:
@@ -262,18 +275,3 @@ def _dictionary(objects: list) -> pa.DictionaryArray:
         indices.append(i)
     return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()),
                                           pa.array(list(index), pa.string()))
-
-
-def any_run(root: Path) -> bool:
-    """Whether `root` holds a run folder (stops at the first)."""
-    if (root / folders.METRICS).is_file() or (root / folders.HYDRA_CONFIG).is_file():
-        return True
-    try:
-        with os.scandir(root) as entries:
-            for e in entries:
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False) \
-                        and any_run(Path(e.path)):
-                    return True
-    except OSError:
-        pass
-    return False

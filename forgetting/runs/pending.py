@@ -1,4 +1,9 @@
-"""An array task's table update: O(1) reads and, most of the time, no write at all.
+"""The change feed of a sweep folder's tables, and an array task's table update: O(1) reads
+and, most of the time, no write at all.
+
+Every run that writes its metrics.json adds its folder to `.results.pending` in each folder
+above it that keeps tables (`announce`): the change feed an update reads instead of a stat of
+every run folder (forgetting/runs/manifest.py survey).
 
 A task that finished its run appends its run folder to the sweep folder's `.results.pending`
 (under a short lock of its own), then takes the table's lock. While the pending folders are few
@@ -48,6 +53,18 @@ def add_pending(folder: Path, run_dir: Path) -> None:
     with FileLock(folder / (folders.PENDING + ".lock")):
         with open(folder / folders.PENDING, "a") as f:
             f.write(rel + "\n")
+
+
+def announce(run_dir: Path) -> list[Path]:
+    """Add `run_dir` to the change feed of every folder above it that keeps tables (has a
+    manifest): a run calls this once it wrote its metrics.json, so that an update of those
+    tables re-reads it without a stat of every run folder (forgetting/runs/manifest.py
+    survey). Returns those folders."""
+    run_dir = Path(os.path.abspath(run_dir))
+    fed = [folder for folder in run_dir.parents if (folder / folders.MANIFEST).is_file()]
+    for folder in fed:
+        add_pending(folder, run_dir)
+    return fed
 
 
 def _folders(*paths: Path) -> list[str]:

@@ -6,24 +6,32 @@ rebuilt from disk, never from memory, so it covers failed and diverged runs and 
 by other processes; a run without readable metrics is a row with `status=failed` and its reason.
 Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run),
 `history.parquet` (one row per run and epoch) and `recency.parquet` (the forgetting probe's
-rows of every run that has them). Runs of the same config (config hash) in one
+rows of every run that has them), these two as folders of parts (forgetting/runs/parts.py;
+`pandas.read_parquet` reads a folder as one table). Runs of the same config (config hash) in one
 sweep folder give one row, the newest finished (forgetting/runs/resume.py); writers of a folder's
 tables take its `.results.lock` first.
 
 Updates are incremental: beside the tables, `.results.manifest.parquet`
 (forgetting/runs/manifest.py) records what each run folder's files were, so an update re-reads
-only run folders that changed (a stat of each, a read of the changed) and takes the other rows
-from the tables written last time (forgetting/runs/gather.py); `full=True` (collect --full)
-re-reads every folder and gives the same tables. An array task re-reads only its own folder,
+only run folders that changed and takes the other rows from the tables written last time
+(forgetting/runs/gather.py), rewriting only the parts whose runs changed. Which changed: new,
+gone and unfinished run folders, and those in the change feed every run writes to
+(forgetting/runs/survey.py, pending.py); `scan=True` (collect --scan) stats every run folder's
+files instead, for folders changed by hand; `full=True` (collect --full) re-reads every folder
+and gives the same tables. An array task re-reads only its own folder,
 and writes the tables only once every DEFER_SHARE-th of the table's points has finished
 (`update_after_run`, forgetting/runs/pending.py).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,13 +40,13 @@ from hydra.experimental.callback import Callback
 from forgetting.core.errors import UserError
 from forgetting.core.files import atomic_path, atomic_write_csv, atomic_write_parquet
 from forgetting.core.metrics import (
-    ABANDONED,
     FAILED,
-    FINISHED,
 )
-from forgetting.runs import folders, manifest, pending, tracking
+from forgetting.runs import folders, manifest, parts, pending, tracking
 from forgetting.runs.gather import PER_RUN_TABLES, gather, read_old
 from forgetting.runs.pivots import pivot, pivot_table  # noqa: F401  (the table's pivots)
+from forgetting.runs.survey import any_run
+from forgetting.runs.trials import merge_trials
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
     import pandas as pd
@@ -47,22 +55,41 @@ if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-u
 log = logging.getLogger("forgetting")
 
 
+@dataclass
+class Read:
+    """What read_root() found in a sweep folder."""
+    entries: dict[str, manifest.Entry]  # every run folder
+    chosen: list[manifest.Entry]  # one per config, in the runs' order
+    rows: pa.Table  # their rows of the results table
+    reread: set[str]  # the run folders read
+    meta: dict  # the manifest's metadata ({} when the tables are rebuilt from the folders)
+
+    @property
+    def swept(self) -> list[str]:
+        lists = {id(e.swept): e.swept for e in self.chosen}  # most runs share one list
+        return list(dict.fromkeys(k for keys in lists.values() for k in keys))
+
+    def cache(self, name: str) -> tuple[dict | None, str | None]:
+        """(layout of the per-run table `name`, the sweep folder as spelled with it)."""
+        return self.meta.get("parts", {}).get(name), self.meta.get("root")
+
+
 def read_root(root: Path, full: bool = False, replace: bool = False,
-              only: list[str] | None = None):
-    """(entries, {"rows": rows, name: gathered table for PER_RUN_TABLES} as arrow tables,
-    swept keys, the run folders read) of the run folders under `root`, re-reading only what
-    changed since its manifest (everything when `full`; only the folders `only` when the
-    manifest is usable)."""
+              only: list[str] | None = None, feed: list[str] | None = None) -> Read:
+    """The run folders under `root` and their rows, re-reading only what changed since its
+    manifest: every folder when `full`; the folders `only`, or those the change feed `feed`
+    names and an update finds (forgetting/runs/manifest.py survey), when the manifest is
+    usable; else those a scan finds changed."""
     old, meta = manifest.load(root)
     if not old:
         only = None  # no usable manifest: every folder is read once
-    entries, reread = manifest.refresh(root, old, full=full, replace=replace, only=only)
+    entries, reread = manifest.refresh(root, old, full=full, replace=replace, only=only,
+                                       feed=feed)
     chosen = manifest.chosen(entries)  # one per config (forgetting/runs/resume.py)
-    every = full and reread.issuperset(entries)  # else some rows are kept from the last tables
-    tables = {name: gather(root, chosen, reread, name, None if every else
-                           read_old(root, name, meta)) for name in ("rows", *PER_RUN_TABLES)}
-    swept = list(dict.fromkeys(k for e in chosen for k in e.swept))
-    return entries, tables, swept, reread
+    if full and reread.issuperset(entries):  # else some rows are kept from the last tables
+        meta = {}
+    rows = gather(root, chosen, reread, "rows", read_old(root, meta) if meta else None)
+    return Read(entries, chosen, rows, reread, meta)
 
 
 def results_frame(rows: list[pa.Table], roots: list[Path]) -> pd.DataFrame:
@@ -89,9 +116,12 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
 
     swept, gathered = [], {name: [] for name in ("rows", *PER_RUN_TABLES)}
     for root in roots:
-        _, tables, root_swept, _ = read_root(root)
-        swept += [k for k in root_swept if k not in swept]
-        for name, table in tables.items():
+        read = read_root(root, feed=pending.pending(root))
+        swept += [k for k in read.swept if k not in swept]
+        for name in gathered:
+            table = read.rows if name == "rows" else gather(
+                root, read.chosen, read.reread, name, parts.cached(root, name,
+                                                                   *read.cache(name)))
             if table.num_rows:
                 gathered[name].append(table)
     tables = {name: pa.concat_tables(frames, promote_options="permissive").to_pandas()
@@ -100,66 +130,43 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
     return results_frame(gathered["rows"], roots), tables, swept
 
 
-def merge_trials(results: pd.DataFrame, roots: list[Path]) -> pd.DataFrame:
-    """Add each Optuna trial's state, params, values and duration to its run's row."""
-    import pandas as pd
-
-    frames = [pd.read_parquet(root / folders.OPTUNA_TRIALS) for root in roots
-              if (root / folders.OPTUNA_TRIALS).is_file()]
-    if not frames or "trial" not in results:
-        return results
-    trials = pd.concat(frames, ignore_index=True).drop_duplicates(["study", "trial"], keep="last")
-    trials = trials.rename(columns={"discarded": "trial_discarded", "retry_of": "trial_retry_of",
-                                    "note": "trial_note"})
-    results["trial"] = results["trial"].astype("Int64")
-    trials["trial"] = trials["trial"].astype("Int64")
-    return mark_abandoned(results.merge(trials, on=["study", "trial"], how="left"), trials)
-
-
-def mark_abandoned(results: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Unfinished runs of trials abandoned by their worker (killed): status `abandoned`, and
-    which trial retried their params; not failures of the sweep."""
-    if "trial_discarded" not in results or "trial_retry_of" not in trials:
-        return results
-    retried = {(s, int(r)): int(n) for s, r, n in
-               zip(trials["study"], trials["trial_retry_of"], trials["trial"]) if r == r
-               and r is not None}
-    results["error"] = results.get("error", None)
-    results["error"] = results["error"].astype(object)
-    for i in results.index[(results["trial_discarded"] == ABANDONED)
-                           & ~results["status"].isin(FINISHED)]:
-        retry = retried.get((results.at[i, "study"], int(results.at[i, "trial"])))
-        results.loc[i, "status"] = ABANDONED
-        results.loc[i, "error"] = (f"abandoned by its worker; retried as trial {retry}"
-                                   if retry is not None else "abandoned by its worker")
-    return results
-
-
-def write_tables(folder: Path, results: pd.DataFrame,
-                 tables: dict[str, pd.DataFrame | pa.Table]) -> None:
-    """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe."""
-    atomic_write_parquet(folder / folders.RESULTS, results)
-    write_csv(folder / folders.RESULTS_CSV, results)
-    for name, table in tables.items():
-        if name != "history" and not len(table):
-            continue
-        if hasattr(table, "to_parquet"):  # pandas (a merged table, collect --out)
-            atomic_write_parquet(folder / f"{name}.parquet", table)
-        else:
-            write_arrow(folder / f"{name}.parquet", table)
-
-
-def write_csv(path: Path, results: pd.DataFrame) -> None:
-    """results.csv through pyarrow's writer (ten times pandas' at 100,000 rows); pandas' for a
-    table pyarrow cannot convert (a column of mixed types)."""
+def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe: a
+    merged table (collect --out), each per-run table in one part."""
     import pyarrow as pa
-    import pyarrow.csv
+
+    write_results(folder, results)
+    for name, table in tables.items():
+        if name == "history" or len(table):
+            parts.write_whole(folder / f"{name}.parquet",
+                              pa.Table.from_pandas(table, preserve_index=False))
+
+
+def write_results(folder: Path, results: pd.DataFrame, *more: tuple[Path, pa.Table]) -> None:
+    """results.parquet and results.csv from one conversion to arrow (pyarrow's CSV writer is
+    ten times pandas' at 100,000 rows), and the `more` (path, table), each file in a thread
+    of its own (pyarrow's writers release the GIL); pandas' writers for a table pyarrow cannot
+    convert (a column of mixed types)."""
+    import pyarrow as pa
 
     try:
         table = pa.Table.from_pandas(results, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        atomic_write_csv(path, results)
-        return
+        atomic_write_parquet(folder / folders.RESULTS, results)
+        atomic_write_csv(folder / folders.RESULTS_CSV, results)
+        table = None
+    writes = [(write_arrow, path, t) for path, t in more]
+    if table is not None:  # as pandas' to_parquet writes it
+        writes += [(write_arrow, folder / folders.RESULTS, table),
+                   (write_csv, folder / folders.RESULTS_CSV, table)]
+    with ThreadPoolExecutor(len(writes)) as pool:
+        for done in [pool.submit(*write) for write in writes]:
+            done.result()
+
+
+def write_csv(path: Path, table: pa.Table) -> None:
+    import pyarrow.csv
+
     with atomic_path(path) as tmp:
         pyarrow.csv.write_csv(table, tmp)
 
@@ -194,41 +201,62 @@ def check_replace(folder: Path, rows: int, replace: bool = False) -> None:
 
 
 def collect(folder: Path, replace: bool = False, full: bool = False,
-            only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+            only: list[str] | None = None, scan: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Update and write the tables of one sweep folder, holding the folder's `.results.lock`
     from reading to writing: of concurrent collectors (array tasks, forgetting.collect) the
     last one writes last and has seen every run finished before it started. Only run folders
-    that changed since the manifest are read (every one when `full`; only the folders `only`,
-    relative to `folder`, for an array task). A folder without run folders gets nothing (an
+    that changed since the manifest are read: new, unfinished and gone ones, and those the
+    change feed names (forgetting/runs/pending.py); those whose files a stat of every run
+    folder finds changed when `scan` or `replace`; every one when `full`; only the folders `only`,
+    relative to `folder`, for an array task. A folder without run folders gets nothing (an
     empty frame is returned); a table is never replaced by one with fewer rows unless
     `replace` (TableShrinks)."""
     import pandas as pd
     from filelock import FileLock
 
-    if not manifest.any_run(folder):
+    if not any_run(folder):
         return pd.DataFrame(columns=["status", "error"]), []
-    with FileLock(folder / folders.TABLE_LOCK):
-        return collect_locked(folder, replace, full, only)
+    with FileLock(folder / folders.TABLE_LOCK), paused_gc():
+        return collect_locked(folder, replace, full, only, scan)
+
+
+@contextmanager
+def paused_gc():
+    """Python's cyclic garbage collector off: an update makes 100,000 objects (one per run
+    folder) and no cycles, and each collection walks all of them (a third of its time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def collect_locked(folder: Path, replace: bool = False, full: bool = False,
-                   only: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """collect() for a caller that holds the folder's table lock. A scan of every run folder
-    (`only` None) also covers the folders array tasks left pending (forgetting/runs/pending.py):
-    they are taken first, so a folder added while this runs stays pending."""
+                   only: list[str] | None = None, scan: bool = False
+                   ) -> tuple[pd.DataFrame, list[str]]:
+    """collect() for a caller that holds the folder's table lock. An update of every run
+    folder (`only` None) takes the change feed first (the folders array tasks left pending
+    among them), so a folder added while this runs stays in it."""
+    feed = None
     if only is None:
-        pending.take_pending(folder)
-    entries, tables, swept, reread = read_root(folder, full=full, replace=replace, only=only)
-    rows = tables.pop("rows")
-    results = results_frame([rows], [folder])
-    results.attrs["folders_read"] = len(reread)  # run folders read for this update
+        feed = pending.take_pending(folder)
+    read = read_root(folder, full=full, replace=replace, only=only,  # replace: a deliberate
+                     feed=None if scan or replace else feed)  # act, every folder looked at
+    results = results_frame([read.rows], [folder])
+    results.attrs["folders_read"] = len(read.reread)  # run folders read for this update
     check_replace(folder, len(results), replace)
-    write_tables(folder, results, tables)
-    write_arrow(folder / manifest.ROWS, rows)
-    manifest.save(folder, entries)
+    layouts = {}
+    for name in PER_RUN_TABLES:  # the parts of runs that changed
+        layout, old_root = read.cache(name)
+        layouts[name], _ = parts.update(folder, name, read.chosen, read.reread, layout,
+                                        old_root, keep_empty=name == "history")
+    write_results(folder, results, (folder / manifest.ROWS, read.rows))
+    manifest.save(folder, read.entries, layouts, read.meta)
     if only is None:
         pending.taken(folder)
-    return results, swept
+    return results, read.swept
 
 
 def report_failures(results: pd.DataFrame) -> int:
