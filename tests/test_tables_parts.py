@@ -121,3 +121,12 @@ def test_a_part_changed_by_someone_else_is_laid_out_again(tmp_path, small_parts)
     results, _ = collect(folder)
     assert results.attrs["folders_read"] == 0
     assert_same(before, read_tables(folder))
+
+
+def test_a_run_folder_collected_alone_keeps_its_own_history_file(tmp_path):
+    run = make_run(tmp_path / "run", 0)
+    own = pd.read_parquet(run / "history.parquet")
+    results, _ = collect(run)
+    assert len(results) == 1 and (run / "results.parquet").is_file()
+    assert (run / "history.parquet").is_file()
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "history.parquet"), own)

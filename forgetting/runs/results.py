@@ -248,8 +248,8 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
     results.attrs["folders_read"] = len(read.reread)  # run folders read for this update
     check_replace(folder, len(results), replace)
     layouts = {}
-    for name in PER_RUN_TABLES:  # the parts of runs that changed
-        layout, old_root = read.cache(name)
+    for name in PER_RUN_TABLES if "." not in read.entries else ():  # a run folder: its own
+        layout, old_root = read.cache(name)  # files are its tables; else the changed parts
         layouts[name], _ = parts.update(folder, name, read.chosen, read.reread, layout,
                                         old_root, keep_empty=name == "history")
     write_results(folder, results, (folder / manifest.ROWS, read.rows))
