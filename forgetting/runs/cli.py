@@ -1,6 +1,7 @@
 """The tools' command lines (collect, analyze, plot, bench): argparse, errors as one line."""
 
 import argparse
+from pathlib import Path
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,22 +25,23 @@ NO_RUNS = "no run folders (metrics.json or .hydra/config.yaml) found"
 
 def nothing_finished(dirs) -> str | None:
     """Why the runs under `dirs` give nothing to draw or judge (no run folders, or none of
-    them finished), or None when some run finished (ok, diverged, pruned). Reads run folders'
-    metrics.json only until the first finished one: one read in a sweep that has results."""
+    them finished), or None when some run finished (ok, diverged, pruned). Walks the folders
+    and reads run folders' metrics.json only until the first finished one: one read in a sweep
+    that has results."""
     from collections import Counter
 
     from forgetting.core.metrics import FAILED, FINISHED
     from forgetting.runs.resume import read_metrics
-    from forgetting.runs.rows import find_runs
+    from forgetting.runs.survey import walk
 
-    runs = [run for folder in dirs for run in find_runs(folder)]
-    if not runs:
-        return NO_RUNS
     statuses: Counter = Counter()
-    for run in runs:
-        status = (read_metrics(run) or {}).get("status", FAILED)
-        if status in FINISHED:
-            return None
-        statuses[status] += 1
+    for folder in dirs:
+        for rel, _ in walk(Path(folder)):
+            status = (read_metrics(Path(folder) / rel) or {}).get("status", FAILED)
+            if status in FINISHED:
+                return None
+            statuses[status] += 1
+    if not statuses:
+        return NO_RUNS
     counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
-    return f"none of its {len(runs)} runs finished ({counts})"
+    return f"none of its {sum(statuses.values())} runs finished ({counts})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,24 +42,29 @@ def signature(run_dir: str) -> str:
 
 def scan(root: Path, start: str = ".") -> dict[str, str]:
     """Every run folder under `root` (a folder holding metrics.json or .hydra/config.yaml),
-    relative path -> signature: a listing of each folder that is not a run folder, two stats
-    per finished run folder. Run folders and hidden folders (the config index, progress files)
-    are not entered. `start`: only under this folder (relative to `root`)."""
-    found: dict[str, str] = {}
+    relative path -> signature, in natural order: walk()'s."""
+    return dict(sorted(walk(root, start), key=lambda item: natural_key(item[0])))
+
+
+def walk(root: Path, start: str = ".") -> Iterator[tuple[str, str]]:
+    """(relative path, signature) of each run folder under `root`, as found: a listing of each
+    folder that is not a run folder, two stats per finished run folder. Run folders, hidden
+    folders (the config index, progress files) and tables are not entered. `start`: only under
+    this folder (relative to `root`)."""
     stack = [(str(root) if start == "." else f"{root}/{start}", start)]
     while stack:
         path, rel = stack.pop()
         sig = signature(path)
-        if not sig.startswith("-") or not sig.endswith("|-"):
-            found[rel] = sig
+        if is_run(sig):
+            yield rel, sig
             continue
         try:
             with os.scandir(path) as entries:
                 stack += [(e.path, e.name if rel == "." else f"{rel}/{e.name}") for e in entries
-                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+                          if not e.name.startswith(".") and not e.name.endswith(TABLE_SUFFIX)
+                          and e.is_dir(follow_symlinks=False)]
         except OSError:
             continue
-    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def natural_key(rel: str) -> list:
