@@ -130,3 +130,18 @@ def test_a_run_folder_collected_alone_keeps_its_own_history_file(tmp_path):
     assert len(results) == 1 and (run / "results.parquet").is_file()
     assert (run / "history.parquet").is_file()
     pd.testing.assert_frame_equal(pd.read_parquet(run / "history.parquet"), own)
+
+
+def test_collect_scan_on_the_command_line_finds_a_folder_edited_by_hand(tmp_path, capsys):
+    from forgetting.collect import main
+
+    folder = tmp_path / "sweep"
+    for n in range(3):
+        make_run(folder / str(n), n)
+    assert main([str(folder)]) == 0
+    make_run(folder / "1", 1, loss=4.0, announce=False)
+    assert main([str(folder)]) == 0
+    assert pd.read_parquet(folder / "results.parquet")["test_loss"].tolist() == [1.0, 1.0, 1.0]
+    assert main([str(folder), "--scan"]) == 0
+    assert pd.read_parquet(folder / "results.parquet")["test_loss"].tolist() == [1.0, 4.0, 1.0]
+    assert "3 runs" in capsys.readouterr().out
