@@ -192,8 +192,9 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
         seg = index_of(run_dirs, old_runs[0])
         cached = (state == 1) & (seg >= 0)
         read = (state == 0) | ((state == 1) & (seg < 0))
-    new = read_runs(root, [chosen[i] for i in np.flatnonzero(read)],
-                    [run_dirs[i] for i in np.flatnonzero(read)], name, tables)
+    to_read = np.flatnonzero(read).tolist()
+    new = read_runs(root, [chosen[i] for i in to_read], [run_dirs[i] for i in to_read], name,
+                    tables)
     schema = schema if schema is not None else canonical_schema(chosen, name)
     if not cached.any():
         return conform(new, schema) if new is not None else schema.empty_table()

@@ -132,8 +132,7 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
         atomic_write_rows(run_dir / folders.RECENCY, result.recency)
     if result.examples:
         atomic_write_rows(run_dir / folders.EXAMPLES, result.examples)
-    atomic_write_json(run_dir / folders.METRICS, metrics)
-    pending.announce(run_dir)  # the tables above it re-read it
+    write_metrics(run_dir, metrics)
     checkpoint.remove()
     tracking.log_run(run_dir, metrics, result.history)  # logger=mlflow|tensorboard
     if result.status == DIVERGED:
@@ -141,6 +140,13 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
                     "recorded as status=diverged (%s)", result.final["train_loss"],
                     DIVERGED_LOSS, result.final["epochs_run"], run_dir)
     return result.final["test_loss"]
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    """Write metrics.json (atomically, a run's last file) and add the run folder to the change
+    feed of the tables above it, which then re-read it (forgetting/runs/pending.py)."""
+    atomic_write_json(run_dir / folders.METRICS, metrics)
+    pending.announce(run_dir)
 
 
 def trial_fields(cfg: DictConfig) -> dict:
@@ -179,5 +185,4 @@ def write_failure(run_dir: Path, cfg: DictConfig, choices: dict, error: str,
     metrics = {"status": FAILED, "error": error, **trial_fields(cfg), "config_hash": key,
                **provenance.describe(), "choices": choices,
                "config": OmegaConf.to_container(cfg, resolve=False)}
-    atomic_write_json(run_dir / folders.METRICS, metrics)
-    pending.announce(run_dir)
+    write_metrics(run_dir, metrics)

@@ -216,27 +216,20 @@ def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict) -> No
     import pyarrow.parquet as pq
 
     loaded = meta.get(LOADED)
-    pieces, changed, span = [], [], None  # span: [first, end] of a slice of `loaded`
+    pieces: list = []  # in the entries' order: ranges of `loaded` rows, lists of changed entries
     for e in entries.values():
+        last = pieces[-1] if pieces else None
         if loaded is not None and e.clean:
-            if span is not None and span[1] == e.index:
-                span[1] += 1
-                continue
-            if span is not None:
-                pieces.append(loaded.slice(span[0], span[1] - span[0]))
-            elif changed:
-                pieces.append(records(changed))
-                changed = []
-            span = [e.index, e.index + 1]
-            continue
-        if span is not None:
-            pieces.append(loaded.slice(span[0], span[1] - span[0]))
-            span = None
-        changed.append(e)
-    if span is not None:
-        pieces.append(loaded.slice(span[0], span[1] - span[0]))
-    if changed or not pieces:
-        pieces.append(records(changed))
+            if isinstance(last, range) and last.stop == e.index:
+                pieces[-1] = range(last.start, e.index + 1)
+            else:
+                pieces.append(range(e.index, e.index + 1))
+        elif isinstance(last, list):
+            last.append(e)
+        else:
+            pieces.append([e])
+    pieces = [loaded.slice(p.start, len(p)) if isinstance(p, range) else records(p)
+              for p in pieces] or [records([])]
     table = pa.concat_tables([p.replace_schema_metadata(None) for p in pieces])
     meta = {"root": str(root), "tables": table_signatures(root), "parts": layouts}
     table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})

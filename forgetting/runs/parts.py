@@ -79,16 +79,14 @@ def update(root: Path, name: str, chosen: list[Entry], reread: set[str], layout:
     `old_root`: the sweep folder as spelled when the layout was written; `keep_empty`: write
     the table when no run has rows (else there is none)."""
     folder = root / f"{name}.parquet"
-    if layout and not layout["parts"] and old_root == str(root) and not folder.exists():
-        fresh = {e.rel: read_table(root, e, name) for e in chosen  # no run had rows
-                 if e.rel in reread or name not in e.columns}
-        if all(table is None for table in fresh.values()):
-            return layout, 0  # nor has any now
-        return rebuild(root, name, chosen, reread, layout, old_root, keep_empty, fresh)
-    if not layout or not layout["parts"] or old_root != str(root):
+    if not layout or old_root != str(root) or not layout["parts"] and folder.exists():
         return rebuild(root, name, chosen, reread, layout, old_root, keep_empty)
     fresh = {e.rel: read_table(root, e, name) for e in chosen  # their columns: the schema
              if e.rel in reread or name not in e.columns}
+    if not layout["parts"]:  # no run had rows
+        if all(table is None for table in fresh.values()):
+            return layout, 0  # nor has any now
+        return rebuild(root, name, chosen, reread, layout, old_root, keep_empty, fresh)
     schema = canonical_schema(chosen, name)
     parts = valid(folder, layout, schema)
     if parts is None:
@@ -113,8 +111,7 @@ def update(root: Path, name: str, chosen: list[Entry], reread: set[str], layout:
             rows += table.num_rows
     kept.sort(key=lambda p: p[0])
     if not rows and not keep_empty:
-        remove(folder)
-        return {"schema": schema.to_string(), "parts": []}, 0
+        return none(folder, schema)
     return {"schema": schema.to_string(), "parts": kept}, rows
 
 
@@ -127,9 +124,14 @@ def rebuild(root: Path, name: str, chosen: list[Entry], reread: set[str], layout
     table = gather(root, chosen, reread, name, cached(root, name, layout, old_root),
                    tables=fresh)
     if not table.num_rows and not keep_empty:
-        remove(folder)
-        return {"schema": table.schema.to_string(), "parts": []}, 0
+        return none(folder, table.schema)
     return lay_out(folder, chosen, table), table.num_rows
+
+
+def none(folder: Path, schema: pa.Schema) -> tuple[dict, int]:
+    """No table (no run has rows): the folder removed; its layout of no parts."""
+    remove(folder)
+    return {"schema": schema.to_string(), "parts": []}, 0
 
 
 def split_runs(runs: list[Entry], part: list, limit: int | None
@@ -162,9 +164,7 @@ def lay_out(folder: Path, chosen: list[Entry], table: pa.Table) -> dict:
     replacing the folder (or a file of the same name, the single table of older versions)."""
     spans = segments(table) if "run_dir" in table.column_names else {}
     assert spans is not None, "a gathered table has each run's rows together"
-    staging = folder.with_name(f".{folder.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(folder)
     parts = []
     blocks = [chosen[i:i + PART_RUNS] for i in range(0, len(chosen), PART_RUNS)] or [[]]
     root = folder.parent
@@ -183,11 +183,17 @@ def lay_out(folder: Path, chosen: list[Entry], table: pa.Table) -> dict:
 
 def write_whole(folder: Path, table: pa.Table) -> None:
     """Write `table` as the only part of `folder` (a merged table: collect --out)."""
+    staging = staging_folder(folder)
+    write_part(staging, 0, [], table, table.schema, None)
+    replace_folder(staging, folder)
+
+
+def staging_folder(folder: Path) -> Path:
+    """An empty hidden folder beside `folder`, where its new parts are written first."""
     staging = folder.with_name(f".{folder.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    write_part(staging, 0, [], table, table.schema, None)
-    replace_folder(staging, folder)
+    return staging
 
 
 def replace_folder(new: Path, folder: Path) -> None:

@@ -12,7 +12,6 @@ one string (`overrides`); keys that only say how a run is executed or shown (`qu
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -29,6 +28,7 @@ from forgetting.core.metrics import (
 )
 from forgetting.runs import folders
 from forgetting.runs.claims import holder
+from forgetting.runs.survey import natural_key
 
 # config values every table carries (declared `column=` in the schema): column -> dotted key
 CONFIG_COLUMNS = COLUMNS
@@ -47,14 +47,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 def find_runs(root: Path) -> list[Path]:
     found = {p.parent for p in root.rglob(folders.METRICS)}
     found |= {p.parent.parent for p in root.rglob(folders.HYDRA_CONFIG)}
-    return sorted(found, key=_natural_key)
-
-
-def _natural_key(path: Path) -> list:
-    """2 < 10 < 10-HASH: digit runs compare as numbers (a folder name splits into alternating
-    text and digit runs, so the types line up)."""
-    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
-            for part in path.parts]
+    return sorted(found, key=lambda path: natural_key(str(path)))
 
 
 def _lookup(config: dict, dotted: str):

@@ -49,21 +49,13 @@ def in_order(table: pa.Table, run_dirs: list[str]) -> pa.Table:
 
 
 def segments(table: pa.Table) -> dict[str, tuple[int, int]] | None:
-    """run_dir -> (first row, end) of a table whose runs' rows are contiguous; None when a
-    run's rows are not."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    column, n = table["run_dir"], table.num_rows
-    if not n:
-        return {}
-    changes = pc.not_equal(column.slice(1), column.slice(0, n - 1))
-    starts = np.concatenate([[0], np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1])
-    ends = np.append(starts[1:], n)
-    names = column.take(starts).to_pylist()
-    if len(set(names)) != len(names):
-        return None  # some run's rows are in two places
-    return dict(zip(names, zip(starts.tolist(), ends.tolist())))
+    """run_dir -> (first row, end): runs_of() as a dict; None when a run's rows are not
+    contiguous."""
+    runs = runs_of(table)
+    if runs is None:
+        return None
+    names, starts, ends = runs
+    return dict(zip(names.to_pylist(), zip(starts.tolist(), ends.tolist())))
 
 
 def respell(table: pa.Table, old_root: str, root: str) -> pa.Table:

@@ -68,7 +68,8 @@ def walk(root: Path, start: str = ".") -> Iterator[tuple[str, str]]:
 
 
 def natural_key(rel: str) -> list:
-    """2 < 10 < 10-HASH: digit runs compare as numbers (forgetting/runs/rows.py find_runs)."""
+    """2 < 10 < 10-HASH: digit runs compare as numbers, part by part of a path (a run folder's
+    relative path, or any path: forgetting/runs/rows.py find_runs sorts with it too)."""
     if rel.isdigit():  # most run folders (Hydra's job numbers): re.split's parts, at once
         return [["", int(rel), ""]]
     return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
