@@ -70,6 +70,31 @@ def assert_same(a: dict, b: dict) -> None:
             pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
+def make_sweep(folder: Path, points: int) -> Path:
+    """A sweep folder of finished points 0 .. points - 1, collected once."""
+    for n in range(points):
+        make_run(folder / str(n), n)
+    collect(folder)
+    return folder
+
+
+def count_reads(monkeypatch) -> list[str]:
+    """The run folders read from now on (manifest.read_entry's calls), in order."""
+    reads = []
+    original = manifest.read_entry
+    monkeypatch.setattr(manifest, "read_entry",
+                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    return reads
+
+
+def assert_update_equals_full(folder: Path, replace: bool = False) -> dict:
+    """The tables an update left in `folder` equal those a full rebuild writes; returns them."""
+    incremental = read_tables(folder)
+    collect(folder, replace=replace, full=True)
+    assert_same(incremental, read_tables(folder))
+    return incremental
+
+
 def fresh_rebuild(folder: Path, tmp: Path) -> dict:
     """The tables of a copy of the run folders alone (no manifest, no earlier tables)."""
     copy = tmp / "copy"
@@ -129,23 +154,15 @@ def test_incremental_tables_equal_full_rebuild_under_random_changes(tmp_path, mo
                 next_point += 1
         replace = op == "delete"
         collect(folder, replace=replace, scan=mode == "scan")
-        incremental = read_tables(folder)
-        collect(folder, replace=replace, full=True)
-        assert_same(incremental, read_tables(folder))
+        incremental = assert_update_equals_full(folder, replace)
         assert_same(incremental, fresh_rebuild(folder, tmp_path))
         assert len(incremental["results.parquet"]) == len(  # one row per config (point)
             {p.name.split("-")[0] for p in folder.iterdir() if p.name[0].isdigit()})
 
 
 def test_only_changed_folders_are_read(tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    for n in range(20):
-        make_run(folder / str(n), n)
-    collect(folder)
-    reads = []
-    original = manifest.read_entry
-    monkeypatch.setattr(manifest, "read_entry",
-                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    folder = make_sweep(tmp_path / "sweep", 20)
+    reads = count_reads(monkeypatch)
     collect(folder)
     assert reads == []
     make_run(folder / "7", 7, loss=5.0)
@@ -155,10 +172,7 @@ def test_only_changed_folders_are_read(tmp_path, monkeypatch):
 
 
 def test_damaged_metrics_keeps_the_ok_row_with_one_warning(tmp_path, capsys):
-    folder = tmp_path / "sweep"
-    for n in range(3):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 3)
     capsys.readouterr()
     damaged = folder / "1" / "metrics.json"
     write_atomic(damaged, damaged.read_bytes()[:40])  # truncated (not by a run: a scan sees it)
@@ -175,10 +189,7 @@ def test_damaged_metrics_keeps_the_ok_row_with_one_warning(tmp_path, capsys):
 
 
 def test_a_deleted_table_is_rebuilt_from_the_run_folders(tmp_path):
-    folder = tmp_path / "sweep"
-    for n in range(3):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 3)
     shutil.rmtree(folder / "2")
     with pytest.raises(TableShrinks):
         collect(folder)
@@ -220,17 +231,11 @@ def test_examples_tables_are_read_lazily_from_the_chosen_runs(tmp_path):
 
 
 def test_a_folder_spelled_otherwise_or_moved_keeps_its_cache(tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    for n in range(4):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 4)
     moved = tmp_path / "moved"
     folder.rename(moved)
     monkeypatch.chdir(tmp_path)
-    reads = []
-    original = manifest.read_entry
-    monkeypatch.setattr(manifest, "read_entry",
-                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    reads = count_reads(monkeypatch)
     make_run(Path("moved") / "2", 2, loss=7.0)
     collect(Path("moved"))  # relative, and moved
     assert reads == ["2"]
@@ -238,5 +243,4 @@ def test_a_folder_spelled_otherwise_or_moved_keeps_its_cache(tmp_path, monkeypat
     assert set(incremental["history.parquet"]["run_dir"]) == {f"moved/{n}" for n in range(4)}
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    collect(Path("moved"), full=True)
-    assert_same(incremental, read_tables(moved))
+    assert_update_equals_full(Path("moved"))

@@ -8,7 +8,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_tables_incremental import assert_same, make_run, read_tables
+from test_tables_incremental import (
+    assert_same,
+    assert_update_equals_full,
+    count_reads,
+    make_run,
+    make_sweep,
+    read_tables,
+)
 
 from forgetting.runs import manifest, parts, pending
 from forgetting.runs.results import collect
@@ -39,16 +46,11 @@ def test_a_change_rewrites_only_its_part(tmp_path, small_parts):
     history = pd.read_parquet(folder / "history.parquet")
     assert list(history["run_dir"].drop_duplicates()) == [str(folder / str(n)) for n in range(20)]
     assert set(history[history["run_dir"] == str(folder / "9")]["test_loss"]) == {50.0}
-    incremental = read_tables(folder)
-    collect(folder, full=True)
-    assert_same(incremental, read_tables(folder))
+    assert_update_equals_full(folder)
 
 
 def test_a_growing_part_is_split_between_its_neighbours(tmp_path, small_parts):
-    folder = tmp_path / "sweep"
-    for n in range(8):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 8)
     for n in range(8, 30):  # appended: the last part grows past twice PART_RUNS, then splits
         make_run(folder / str(n), n)
         collect(folder)
@@ -60,20 +62,12 @@ def test_a_growing_part_is_split_between_its_neighbours(tmp_path, small_parts):
     collect(folder)
     history = pd.read_parquet(folder / "history.parquet")
     assert len(history) == 30 * 3
-    incremental = read_tables(folder)
-    collect(folder, full=True)
-    assert_same(incremental, read_tables(folder))
+    assert_update_equals_full(folder)
 
 
 def test_a_finished_folder_rewritten_by_hand_is_seen_by_a_scan(tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    for n in range(6):
-        make_run(folder / str(n), n)
-    collect(folder)
-    reads = []
-    original = manifest.read_entry
-    monkeypatch.setattr(manifest, "read_entry",
-                        lambda root, rel, sig: reads.append(rel) or original(root, rel, sig))
+    folder = make_sweep(tmp_path / "sweep", 6)
+    reads = count_reads(monkeypatch)
     make_run(folder / "4", 4, loss=8.0, announce=False)  # copied over, say: not in the feed
     make_run(folder / "6", 6, announce=False)  # a new folder: the listing finds it
     results, _ = collect(folder)
@@ -96,10 +90,7 @@ def test_a_run_feeds_every_folder_above_it_that_keeps_tables(tmp_path):
 
 
 def test_the_single_history_file_of_an_older_version_becomes_parts(tmp_path):
-    folder = tmp_path / "sweep"
-    for n in range(3):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 3)
     single = pd.read_parquet(folder / "history.parquet")
     (folder / ".results.manifest.parquet").unlink()  # as an older version left it
     history = folder / "history.parquet"
@@ -111,10 +102,7 @@ def test_the_single_history_file_of_an_older_version_becomes_parts(tmp_path):
 
 
 def test_a_part_changed_by_someone_else_is_laid_out_again(tmp_path, small_parts):
-    folder = tmp_path / "sweep"
-    for n in range(12):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 12)
     before = read_tables(folder)
     first = sorted((folder / "history.parquet").iterdir())[0]
     pq.write_table(pa.table({"run_dir": ["elsewhere"], "epoch": [1]}), first)  # not ours

@@ -3,7 +3,11 @@ have finished, and one writer merges every pending folder; the tables equal a fu
 
 import pandas as pd
 import pytest
-from test_tables_incremental import assert_same, make_run, read_tables
+from test_tables_incremental import (
+    assert_update_equals_full,
+    make_run,
+    make_sweep,
+)
 
 from forgetting.runs import manifest, pending
 from forgetting.runs.pending import add_pending, update_after_run
@@ -14,10 +18,7 @@ from forgetting.runs.results import build_tables, collect
 def test_array_task_update_reads_its_own_folder_only(tmp_path, monkeypatch, points):
     """Reads per task do not depend on the sweep's size: none while its folder waits, and the
     pending folders only when a task merges them; no listing."""
-    folder = tmp_path / "sweep"
-    for n in range(points):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", points)
     counts = {"read_entry": 0, "scan": 0}
     for name in counts:
         original = getattr(manifest, name)
@@ -34,19 +35,14 @@ def test_array_task_update_reads_its_own_folder_only(tmp_path, monkeypatch, poin
     assert last.wrote and last.folders_read == 2
     assert counts == {"read_entry": 2, "scan": 0}
     assert sum(last.counts.values()) == points + 1
-    incremental = read_tables(folder)
+    monkeypatch.undo()
+    incremental = assert_update_equals_full(folder)
     assert incremental["results.parquet"].set_index("run_dir").loc[
         str(folder / "3"), "test_loss"] == 9.0
-    monkeypatch.undo()
-    collect(folder, full=True)
-    assert_same(incremental, read_tables(folder))
 
 
 def test_pending_folders_are_merged_by_one_writer(tmp_path):
-    folder = tmp_path / "sweep"
-    for n in range(4):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 4)
     make_run(folder / "4", 4)
     make_run(folder / "5", 5)
     add_pending(folder, folder / "4")  # a task that has not reached the lock yet
@@ -62,10 +58,7 @@ def test_tasks_leave_their_folders_pending_until_enough_have_finished(tmp_path, 
     """Below DEFER_MIN pending folders (and one in DEFER_SHARE of the rows) a task writes
     nothing; the task that reaches it merges them all, as a collect would."""
     monkeypatch.setattr(pending, "DEFER_MIN", 5)
-    folder = tmp_path / "sweep"
-    for n in range(10):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 10)
     before = (folder / "results.parquet").stat().st_mtime_ns
     for n in range(10, 14):
         make_run(folder / str(n), n)
@@ -81,16 +74,11 @@ def test_tasks_leave_their_folders_pending_until_enough_have_finished(tmp_path, 
     update = update_after_run(folder, folder / "14", points=100)
     assert update.wrote and update.folders_read == 5 and sum(update.counts.values()) == 15
     assert pending.pending(folder) == []
-    incremental = read_tables(folder)
-    collect(folder, full=True)
-    assert_same(incremental, read_tables(folder))
+    assert_update_equals_full(folder)
 
 
 def test_a_collect_merges_the_pending_folders_and_keeps_later_ones(tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    for n in range(6):
-        make_run(folder / str(n), n)
-    collect(folder)
+    folder = make_sweep(tmp_path / "sweep", 6)
     make_run(folder / "6", 6)
     assert not update_after_run(folder, folder / "6").wrote
     original = pending.take_pending
