@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +53,8 @@ PROVENANCE = ("git_commit", "git_dirty", "forgetting", "torch", "hydra", "python
               "device", "device_name", "precision", "threads", "torch_threads", "cpu_model")
 SAMPLE = 200  # run folders read for provenance at most (evenly chosen)
 MAX_ROWS = 5000  # rows of the full table on the page at most (results.csv has all)
+# the full table's first columns: how each run ended and what it measured
+OUTCOME = ("status", "test_loss", "train_loss", "test_acc", "train_acc", "error")
 
 
 def verdict_section(report: dict, figures: dict) -> str:
@@ -128,8 +132,16 @@ def pivot(results: pd.DataFrame) -> str:
                    "in the cell were not ok") + h.table(columns, rows))
 
 
+def column_order(results: pd.DataFrame) -> list[str]:
+    """The full table's columns as a reader scans them: the outcome and the losses first,
+    then the link to the run folder, then the keys the sweep varies, then the rest."""
+    first = [c for c in (*OUTCOME, "run_dir") if c in results]
+    swept = [c for c in figure.varying(results, [*COLUMNS, "recipe"]) if c not in first]
+    return first + swept + [c for c in results.columns if c not in first and c not in swept]
+
+
 def full_table(results: pd.DataFrame, here: Path) -> str:
-    shown = results.head(MAX_ROWS)
+    shown = results.head(MAX_ROWS)[column_order(results)]
     note = (h.para(f"the first {MAX_ROWS} of {len(results)} rows; results.csv has all")
             if len(results) > MAX_ROWS else "")
     if "run_dir" in shown:  # by its path relative to the page, so the folder can move
@@ -139,6 +151,19 @@ def full_table(results: pd.DataFrame, here: Path) -> str:
                           links={"run_dir": lambda d: d + "/"})
 
 
+def rerun_command(folder: Path, saved: dict) -> str:
+    """The command that reruns the sweep saved in `folder`'s multirun.yaml: its overrides,
+    the hydra.* ones it was given (launcher, sweeper ...), and `hydra.sweep.dir` naming this
+    folder, so the rerun lands here and resumes (finished points are skipped)."""
+    overrides = saved["hydra"]["overrides"]
+    task = [str(o) for o in overrides.get("task") or []]
+    given = [str(o) for o in overrides.get("hydra") or []
+             if not str(o).startswith(("hydra.mode=", "hydra.sweep.dir="))]
+    where = f"hydra.sweep.dir={folder.resolve()}"
+    return " ".join(["python -m forgetting.run -m",
+                     *(shlex.quote(o) for o in [*task, *given, where])])
+
+
 def command_section(dirs: list[Path], results: pd.DataFrame) -> str:
     import yaml
 
@@ -146,12 +171,14 @@ def command_section(dirs: list[Path], results: pd.DataFrame) -> str:
     for d in dirs:
         path = d / "multirun.yaml"
         try:
-            task = (yaml.safe_load(path.read_text()) or {})["hydra"]["overrides"]["task"]
-        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            saved = yaml.safe_load(path.read_text()) or {}
+            command = rerun_command(d, saved)
+        except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
             parts.append(h.para(f"{d}: no multirun.yaml (not written by a Hydra sweep)"))
             continue
-        command = "python -m forgetting.run -m " + " ".join(map(str, task))
-        parts.append(h.para(f"{d}:") + h.pre(command))
+        cwd = (saved["hydra"].get("runtime") or {}).get("cwd")
+        where = f" (run from {cwd}: relative paths in it are read from there)" if cwd else ""
+        parts.append(h.para(f"{d}{where}:") + h.pre(command))
     if "overrides" in results:
         counts = Counter(results["overrides"].dropna())
         parts.append(h.para(f"{len(counts)} distinct per-run overrides (the table's "
@@ -189,6 +216,12 @@ def provenance_section(results: pd.DataFrame) -> str:
         h.table(["field", "values"], rows, sortable=False), h.para(mine)])
 
 
+def nav(sections: list[str]) -> str:
+    """Links to the sections the page holds (and to no other)."""
+    found = re.findall(r'^<section id="([^"]+)"><h2>([^<]+)</h2>', "\n".join(sections), re.M)
+    return "<p>" + " · ".join(f"<a href=\"#{a}\">{t.lower()}</a>" for a, t in found) + "</p>"
+
+
 def read_tables(folder: Path) -> tuple[pd.DataFrame, dict]:
     """The tables a sweep's end wrote into its folder (forgetting/runs/results.py)."""
     import pandas as pd
@@ -218,10 +251,6 @@ def build(dirs: list[Path], out: Path, th: Thresholds | None = None,
     body = [f"<h1>{h.esc(dirs[0].resolve().name)}: sweep report</h1>",
             h.para(f"{len(results)} runs ({status}) under {', '.join(map(str, dirs))}; "
                    f"made {when}"),
-            "<p><a href=\"#verdict\">verdict</a> · <a href=\"#curvature\">curvature</a> · "
-            "<a href=\"#probe\">probe</a> · <a href=\"#figures\">figures</a> · "
-            "<a href=\"#pivot\">pivot</a> · <a href=\"#table\">table</a> · "
-            "<a href=\"#command\">command</a> · <a href=\"#provenance\">provenance</a></p>",
             verdict_section(report, figures)]
     body += [s for s in (curvature_section(report, figures),
                          probe_section(report, figures, out.parent)) if s]
@@ -230,6 +259,7 @@ def build(dirs: list[Path], out: Path, th: Thresholds | None = None,
     body += [h.section("Pivot", "pivot", [pivot(results)]),
              h.section("All runs", "table", [full_table(results, out.parent)]),
              command_section(dirs, results), provenance_section(results)]
+    body.insert(2, nav(body))
     from forgetting.core.files import atomic_write_text
 
     atomic_write_text(out, h.page(f"{dirs[0].resolve().name}: sweep report", body))

@@ -19,7 +19,10 @@ pre, code { font: 12px/1.4 ui-monospace, monospace; background: #f4f4f4; }
 pre { padding: .6em; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 12px; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; white-space: nowrap; }
-th { background: #eee; cursor: pointer; position: sticky; top: 0; }
+th { background: #eee; position: sticky; top: 0; }
+table.sortable th { cursor: pointer; }
+th[aria-sort=ascending]::after { content: " \\25B2"; }
+th[aria-sort=descending]::after { content: " \\25BC"; }
 td.text { text-align: left; }
 .wide { overflow: auto; max-height: 32em; }
 .ok { color: #116611; } .fails { color: #aa1111; }
@@ -28,20 +31,35 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 figcaption { font-size: 12px; color: #444; }
 """
 
-# click a header: sort the table's body by that column (numbers as numbers), again: reversed
+# click a header: sort that table's body by the column (numbers as numbers, text as text,
+# empty cells last either way), again: reversed. Each table numbers its own columns.
 SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th, col) {
-  th.addEventListener("click", function () {
-    var body = th.closest("table").tBodies[0];
-    var rows = Array.from(body.rows);
-    var up = th.dataset.up !== "1"; th.dataset.up = up ? "1" : "0";
-    function key(r) { var t = r.cells[col].innerText; var n = parseFloat(t);
-                      return isNaN(n) ? t : n; }
-    rows.sort(function (a, b) { var x = key(a), y = key(b);
-      var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
-                                      : (typeof x === "number" ? -1 : 1);
-      return up ? c : -c; });
-    rows.forEach(function (r) { body.appendChild(r); });
+function sortValue(cell) {
+  var t = cell.innerText.trim();
+  if (t === "") return null;
+  var m = /^[-+]?(\\d+\\.?\\d*|\\.\\d+)(e[-+]?\\d+)?\\*?$/i.exec(t);
+  if (m) return parseFloat(t);
+  if (/^[-+]?inf$/i.test(t)) return t[0] === "-" ? -Infinity : Infinity;
+  return t;
+}
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = Array.from(table.tHead.rows[0].cells);
+  heads.forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0];
+      var up = th.getAttribute("aria-sort") !== "ascending";
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", up ? "ascending" : "descending");
+      var rows = Array.from(body.rows).map(function (r) {
+        return [sortValue(r.cells[col]), r]; });
+      rows.sort(function (a, b) {
+        var x = a[0], y = b[0];
+        if (x === null || y === null) return (x === null) - (y === null);
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
+                                        : (typeof x === "number" ? -1 : 1);
+        return up ? c : -c; });
+      rows.forEach(function (pair) { body.appendChild(pair[1]); });
+    });
   });
 });
 """
