@@ -87,12 +87,30 @@ def onset(curve: pd.DataFrame, th: Thresholds) -> tuple[float | None, str]:
     return None, "none within the grid"
 
 
-def is_lr_subset_grid(results: pd.DataFrame) -> bool:
-    """Runs that vary LR factor and subset size, and nothing else about the data (the probe
+def not_a_grid(results: pd.DataFrame) -> str | None:
+    """Why the runs with an outcome do not form an LR factor x subset grid (None when they
+    do): they must vary LR factor and subset size, and nothing else about the data (the probe
     preset's datasets also differ in augmentation: not a subset-size comparison)."""
     results = results[results["status"].isin([OK, DIVERGED])]  # with an outcome
-    same_data = all(results[k].nunique() <= 1 for k in ("augment", "cutout") if k in results)
-    return results["lr"].nunique() > 1 and results["subset"].nunique() > 1 and same_data
+    if results.empty:
+        return "no run finished (ok or diverged)"
+    values = {k: sorted(results[k].dropna().unique()) if k in results else []
+              for k in ("lr", "subset")}
+    for key, name in (("lr", "LR factor"), ("subset", "subset")):
+        if len(values[key]) < 2:
+            one = f" ({values[key][0]:g})" if values[key] else ""
+            return (f"the finished runs have {len(values[key])} {name}{one}; a verdict needs "
+                    f"at least 2 LR factors x 2 subsets")
+    differ = [k for k in ("augment", "cutout") if k in results and results[k].nunique() > 1]
+    if differ:
+        return (f"the runs differ in {' and '.join(differ)} as well as in subset: not a "
+                "subset-size comparison")
+    return None
+
+
+def is_lr_subset_grid(results: pd.DataFrame) -> bool:
+    """Whether the runs with an outcome form an LR factor x subset grid (`not_a_grid`)."""
+    return not_a_grid(results) is None
 
 
 def lr_subset(results: pd.DataFrame, th: Thresholds) -> list[dict]:
@@ -203,8 +221,11 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
                     "runs": int(len(results)),
                     "status": {k: int(v) for k, v in results["status"].value_counts().items()}}
     done = results[results["status"].isin([OK, DIVERGED])]  # failed/pruned: no outcome
-    if is_lr_subset_grid(done):
+    why = not_a_grid(done)
+    if why is None:
         report["lr_subset"] = lr_subset(done, th)
+    else:
+        report["no_verdict"] = why
     if measured_grid(done):
         report["curvature"] = curvature(done, th, onset)
     seeds = replication(done, report, th, optimum)
@@ -244,6 +265,8 @@ def render(report: dict) -> str:
             f"= optimum within x{th['edge_gap']:g} of the onset; moves = smallest/largest "
             f"subset optimum >= x{th['shift']:g}; optimum = min mean test loss, parabola on "
             f"log2(LR)")
+    if "no_verdict" in report:
+        lines += ["", f"verdict: none ({report['no_verdict']})"]
     if report.get("curvature"):
         lines += curvature_lines(report["curvature"], th["edge_ratio"])
     if report.get("replication"):

@@ -69,8 +69,8 @@ def verdict_section(report: dict, figures: dict) -> str:
         if "noise" in entry:
             parts.append(h.para(entry["noise"]["text"]))
     if not report.get("lr_subset"):
-        parts.append(h.para("verdict: none (the runs do not form an LR factor x subset grid "
-                            "of one kind of data, so there is nothing to judge)", "verdict"))
+        why = report.get("no_verdict", "no runs")
+        parts.append(h.para(f"verdict: none ({why})", "verdict"))
     if "lr_subset.png" in figures:
         parts.append(figures.pop("lr_subset.png"))
     parts.append("<details><summary>the verdict as text, with every threshold</summary>"
