@@ -161,3 +161,30 @@ def test_a_folder_that_cannot_be_created_is_named_with_why():
         preflight(["-m", "hydra.sweep.dir=/proc/forbidden/x"])
     assert str(e.value) == ("hydra.sweep.dir=/proc/forbidden/x: cannot create /proc/forbidden: "
                             "/proc accepts no new folders (No such file or directory)")
+
+
+def test_a_download_that_cannot_work_is_refused_before_anything_is_created(tmp_path,
+                                                                           monkeypatch):
+    """No data at data.root and the download on, but its host unreachable (here: a closed
+    port on this machine): one line before the sweep folder exists, not a failed run each."""
+    import socket
+
+    import torchvision.datasets
+
+    from forgetting.runs import points
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"http://127.0.0.1:{port}/c.tgz")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    points._sizes.cache_clear()
+    root, sweep = tmp_path / "elsewhere" / "cifar10-jpg", tmp_path / "sweep"
+    with pytest.raises(UserError) as e:
+        preflight(["-m", "data=cifar10", f"data.root={root}", "lr=1,2",
+                   f"hydra.sweep.dir={sweep}"])
+    assert str(e.value).startswith(
+        f"data.root='{root}': no such folder, and the download (data.download=true) cannot "
+        f"reach 127.0.0.1:{port} (")
+    assert "\n" not in str(e.value) and not root.exists() and not sweep.exists()

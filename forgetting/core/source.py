@@ -65,6 +65,30 @@ def locate(cfg) -> tuple[str, Path | None]:
     raise DataError(f"data.root={str(root)!r}: no CIFAR-10 found; {CIFAR10_HELP}")
 
 
+def check_download(root: Path, timeout: float = 5.0) -> None:
+    """DataError (one line) when the archive would be downloaded into `root` but its host
+    (torchvision's CIFAR-10 URL, or the https proxy when one is set) cannot be reached: said
+    once before a sweep starts, rather than by every run failing on its download."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    import torchvision.datasets
+
+    url = urlsplit(torchvision.datasets.CIFAR10.url)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    host = urlsplit(proxy) if proxy else url
+    port = host.port or (443 if host.scheme == "https" else 80)
+    try:
+        socket.create_connection((host.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        there = "no CIFAR-10 in it" if root.exists() else "no such folder"
+        reason = e.strerror or type(e).__name__
+        raise DataError(f"data.root={str(root)!r}: {there}, and the download (data.download="
+                        f"true) cannot reach {host.hostname}:{port} ({reason}); "
+                        f"{CIFAR10_HELP}") from None
+
+
 def class_sizes(cfg) -> list[int]:
     """Training images per class of the data a `DataConfig` names (classes without images
     left out, as a loaded dataset has none of them)."""

@@ -30,7 +30,14 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from forgetting.core.config import Config, validate
 from forgetting.core.errors import UserError
-from forgetting.core.source import check_fits, class_sizes, subset_size
+from forgetting.core.source import (
+    DOWNLOAD,
+    check_download,
+    check_fits,
+    class_sizes,
+    locate,
+    subset_size,
+)
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 
 MAX_POINTS = 64  # a larger grid: every swept value at least once
@@ -201,6 +208,9 @@ def _sizes(name: str, root: str, download: bool, train_size: int, num_classes: i
 
     data = SimpleNamespace(name=name, root=root, download=download, train_size=train_size,
                            num_classes=num_classes, cache_dir=cache_dir)
+    what, where = locate(data)
+    if what == DOWNLOAD:  # nothing there: the runs would download, so it must be reachable
+        check_download(where)
     return tuple(class_sizes(data))
 
 
