@@ -31,11 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: DIR={str(args.dirs[0])!r}: nothing to draw: {why}", file=sys.stderr)
         return 2
     out = args.out or args.dirs[0] / "figures"
-    try:
-        written = plot(args.dirs, out, args.bin, args.target_acc)
+    try:  # out/ is created only when there is a figure to write into it
+        written, skipped = plot(args.dirs, out, args.bin, args.target_acc)
     except OSError as e:
         print(f"error: --out={str(out)!r}: {e.strerror}", file=sys.stderr)
         return 2
+    for line in skipped:  # e.g. "lr_subset.png: not drawn (1 LR factor × 2 subsets ...)"
+        print(line)
     if not written:
         print(f"error: DIR={str(args.dirs[0])!r}: nothing to plot (no runs, or one run "
               "without a probe)", file=sys.stderr)

@@ -1,6 +1,7 @@
 """What every figure of forgetting.plot shares: the backend, saving, one colour per value of a
-key, axes conventions (integer epochs, log y where values span decades, legends off the data,
-units) and a marker for a point that is missing, with its reason.
+key, one label style for a key's value, axes conventions (integer epochs, one y scale for every
+panel, log where values span decades, legends off the data, units) and a marker for a point
+that is missing, one marker per reason.
 
 Colours: `colours(values)` maps the *sorted* distinct values of a key to a fixed palette, so a
 value keeps its colour in every panel of a figure whichever values a panel happens to hold.
@@ -23,13 +24,22 @@ LIGHTEST = 0.72  # the relative luminance (0 black .. 1 white) no line colour ma
 SPAN = 10.0  # a curve whose largest/smallest value exceeds this gets a log y axis
 DPI = 100
 
-# axis labels with their units
+# axis labels with their units (a count says so; a ratio or factor says it is one)
 LOSS = "loss (nats per example)"
-STEPS_AGO = "steps ago (0 = the last batch)"
-EPOCH = "epoch"
+STEPS_AGO = "steps ago (count; 0 = the last batch)"
+EPOCHS_AGO = "time since the batch was fed (epochs)"
+EPOCH = "epochs trained (count)"
 LR_FACTOR = "LR factor (× the recipe's per-example LR)"
-SHARPNESS = r"$\eta_\mathrm{eff}\,(\lambda_\mathrm{max} + \mathrm{wd})$"
+SHARPNESS = r"$\eta_\mathrm{eff}\,(\lambda_\mathrm{max} + \mathrm{wd})$ (dimensionless)"
 NOISE = r"gradient noise scale $B_\mathrm{simple}$ (examples)"
+# a missing point's hollow markers, one per reason (never a marker data points use: o . x D)
+MISSING_MARKERS = ("v", "s", "^", "p", "<", "h", ">", "*")
+NEUTRAL = ("missing", "run level")  # gids of entries drawn in every curve's colour
+# how a key's value is written in legends and titles ("LR factor 2, subset 0.5, batch 128"):
+# keys in this order, then any other key under its own name
+KEY_NAMES = {"lr": "LR factor", "subset": "subset", "batch_size": "batch",
+             "trainset": "trainset", "augment": "augment", "cutout": "cutout", "width": "width",
+             "budget": "budget", "recipe": "recipe", "seed": "seed"}
 
 
 def plt():
@@ -42,12 +52,17 @@ def plt():
     return pyplot
 
 
-def save(fig, path: Path) -> Path:
+def layout(fig) -> None:
+    """The figure's final layout, as saved (tests measure extents after it)."""
     import warnings
 
     with warnings.catch_warnings():  # legends outside the axes: tight_layout may only warn
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()
+
+
+def save(fig, path: Path) -> Path:
+    layout(fig)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt().close(fig)
     return path
@@ -85,20 +100,39 @@ def integer_epochs(ax) -> None:
     ax.set_xlabel(EPOCH)
 
 
-def log_if_wide(ax, values, axis: str = "y") -> bool:
-    """A log scale when the finite positive values span more than SPAN; True if set."""
+def _span(values) -> float | None:
+    """largest / smallest of the finite positive values (None for fewer than 2)."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
-    if len(finite) < 2 or max(finite) / min(finite) <= SPAN:
-        return False
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    return max(finite) / min(finite) if len(finite) >= 2 else None
 
-    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    which = ax.yaxis if axis == "y" else ax.xaxis
-    if max(finite) / min(finite) < 1000:  # under 3 decades: 1-2-5 ticks, else one a decade
-        which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    which.set_minor_formatter(NullFormatter())
+
+def log_y(panels) -> bool:
+    """One y scale for every panel of a figure: log on all when the finite positive values of
+    any panel span more than SPAN, else linear on all. `panels`: (axes, values) pairs. Every
+    log panel labels its ticks alike (plain numbers): one a decade over 3 decades or more,
+    1-2-5 over 1 to 3, evenly spaced under one. True if log."""
+    spans = [(ax, _span(values)) for ax, values in panels]
+    if not any(s is not None and s > SPAN for _, s in spans):
+        return False
+    for ax, span in spans:
+        ax.set_yscale("log")
+        log_ticks(ax, span)
     return True
+
+
+def log_ticks(ax, span: float | None) -> None:
+    """A log y axis's ticks for values spanning `span` (largest/smallest), labelled as plain
+    numbers: one a decade over 3 decades or more, 1-2-5 over 1 to 3, evenly spaced under one."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    if span is None or span < SPAN:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    elif span < 1000:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    else:
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def legend_outside(ax, handles=None, labels=None, title: str | None = None) -> None:
@@ -108,6 +142,40 @@ def legend_outside(ax, handles=None, labels=None, title: str | None = None) -> N
     if handles:
         ax.legend(handles, labels, fontsize=8, title=title, title_fontsize=8,
                   loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
+def legend_entries(axes) -> tuple[list, list]:
+    """Every entry of every panel once (by label), in order of appearance. An entry drawn in
+    every curve's colour (a missing point's reason, a run-level value: gid NEUTRAL) shows its
+    marker in black, since its colour is the curve's, not the entry's."""
+    from matplotlib.lines import Line2D
+
+    seen: dict = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in seen and getattr(handle, "get_gid", lambda: None)() in NEUTRAL:
+                hollow = handle.get_markerfacecolor() == "none"
+                handle = Line2D([], [], linestyle=handle.get_linestyle(),
+                                marker=handle.get_marker(), ms=handle.get_markersize(),
+                                mew=handle.get_markeredgewidth(), color="black",
+                                mfc="none" if hollow else "black")
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen.keys())
+
+
+def label_of(keys, values) -> str:
+    """Values of keys in the one style of every legend and title: "LR factor 2, subset 0.5"."""
+    order = list(KEY_NAMES)
+    pairs = sorted(zip(keys, values), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                   else len(order))
+    return ", ".join(f"{KEY_NAMES.get(k, k)} {v:g}" if isinstance(v, float)
+                     else f"{KEY_NAMES.get(k, k)} {v}" for k, v in pairs)
+
+
+def note(ax, text: str) -> None:
+    """A panel's note on what it lacks, inside the panel near its top (callers keep the data
+    below it)."""
+    ax.text(0.5, 0.95, text, transform=ax.transAxes, ha="center", va="top", fontsize=9)
 
 
 def factor_label(value: float, _=None) -> str:
@@ -129,23 +197,21 @@ def lr_axis(ax) -> None:
     ax.set_xlabel(LR_FACTOR)
 
 
-def mark_missing(ax, xs, colour, reason: str) -> None:
+def missing_markers(reasons) -> dict:
+    """A fixed hollow marker for every distinct reason of a figure (sorted), like colours."""
+    distinct = sorted({r for r in reasons if isinstance(r, str) and r})
+    return {r: MISSING_MARKERS[i % len(MISSING_MARKERS)] for i, r in enumerate(distinct)}
+
+
+def mark_missing(ax, xs, colour, reason: str, marker: str = MISSING_MARKERS[0]) -> None:
     """Points with no value drawn as hollow markers on the axes' bottom edge; the reason goes
-    to the legend (one entry per reason)."""
+    to the legend (one entry per reason, its `marker` from missing_markers)."""
     xs = list(xs)
     if not xs:
         return
-    ax.plot(xs, [0.0] * len(xs), linestyle="none", marker="v", ms=7, mfc="none",
-            mec=colour, mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False,
-            label=reason)
-
-
-def dedupe_legend(ax):
-    """Handles and labels with each label once (missing-point markers repeat per line)."""
-    seen: dict = {}
-    for handle, label in zip(*ax.get_legend_handles_labels()):
-        seen.setdefault(label, handle)
-    return list(seen.values()), list(seen.keys())
+    ax.plot(xs, [0.0] * len(xs), linestyle="none", marker=marker, ms=7, mfc="none",
+            color=colour, mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False,
+            label=reason, gid="missing")
 
 
 def spread(ax, x, frame, colour, label: str, marker: str = "o") -> None:

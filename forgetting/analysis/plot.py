@@ -13,13 +13,15 @@ Reads the run folders under each DIR (forgetting/runs/results.py) and writes int
   dataset (subset, augmentation, batch size: what the sweep varies), mean over seeds with a band.
 - `recency.png`, `recency_evolution.png`: the forgetting probe
   (forgetting/analysis/plot_recency.py).
-- `recipes.png`: test accuracy of each run per recipe, with the target accuracy.
+- `recipes.png`: test accuracy of each run per recipe, with the target accuracy, and each run's
+  wall time.
 - `sharpness.png`, `noise_scale.png`, `equal_eta.png`: the diagnostics
   (forgetting/analysis/plot_diag.py).
 
-Every figure aggregates with one groupby before drawing, so its cost grows with the number of
-lines and panels, not of runs; conventions shared by all (colours, units, scales, legends,
-missing points) are in forgetting/analysis/figure.py.
+`figures` draws them (matplotlib Figures, nothing written: what tests inspect), `plot_tables`
+saves them. Every figure aggregates with one groupby before drawing, so its cost grows with the
+number of lines and panels, not of runs; conventions shared by all (colours, labels, units,
+scales, legends, missing points) are in forgetting/analysis/figure.py.
 """
 
 from __future__ import annotations
@@ -35,21 +37,17 @@ from forgetting.core.metrics import DIVERGED, FAILED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 DATASET_KEYS = ("trainset", "subset", "augment", "batch_size", "cutout", "width", "budget")
 MAX_PANELS = 12  # per-LR-factor panels drawn at most (evenly chosen when a search has more)
 
 
-def label_of(values: tuple, keys: list[str]) -> str:
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in zip(keys, values))
-
-
-def lr_subset(results: pd.DataFrame, path: Path) -> Path:
-    plt = figure.plt()
+def lr_subset(results: pd.DataFrame) -> Figure:
     sizes = sorted(results["batch_size"].dropna().unique())
     colour = figure.colours(results["subset"])
-    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.8 * len(sizes)), squeeze=False)
+    fig, axes = figure.plt().subplots(len(sizes), 2, figsize=(11, 3.8 * len(sizes)),
+                                      squeeze=False)
     ok = results[results["status"] == OK]
     stats = {m: ok.groupby(["batch_size", "subset", "lr"])[m].agg(["mean", "min", "max",
                                                                     "count"])
@@ -62,6 +60,7 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
         ["batch_size", "subset", "lr"]).size()
     lost = results[results["status"] == FAILED].groupby(["batch_size", "subset"])["lr"]
     lost = {k: sorted(v for v in set(lrs) if (*k, v) not in done.index) for k, lrs in lost}
+    scaled = []
     for row, bs in zip(axes, sizes):
         for ax, metric, title in ((row[0], "train_loss", "final train loss"),
                                   (row[1], "test_loss", "final test loss")):
@@ -71,7 +70,8 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
             for subset, c in colour.items():
                 if at is not None and subset in at.index.get_level_values("subset"):
                     curve = at.xs(subset, level="subset")
-                    figure.spread(ax, curve.index, curve, c, f"subset {subset:g}")
+                    figure.spread(ax, curve.index, curve, c, figure.label_of(["subset"],
+                                                                             [subset]))
                     mine = points[points["subset"] == subset]
                     if curve["count"].max() > 1:
                         ax.scatter(mine["lr"], mine[metric], s=6, color=c, alpha=0.45, lw=0)
@@ -81,18 +81,21 @@ def lr_subset(results: pd.DataFrame, path: Path) -> Path:
                     ax.plot(lrs, [1.0] * len(lrs), "x", color=c, ms=9, mew=2,
                             transform=ax.get_xaxis_transform(), clip_on=False)
             figure.lr_axis(ax)
-            if at is not None:
-                figure.log_if_wide(ax, at["mean"])
+            scaled.append((ax, at["mean"] if at is not None else []))
             ax.set_ylabel(f"{title} (nats per example)")
             note = f"; {int(failed[bs])} failed" if bs in failed.index else ""
-            ax.set_title(f"batch {int(bs)}: {title}{note}", fontsize=10)
+            ax.set_title(f"{figure.label_of(['batch_size'], [bs])}: {title}{note}",
+                         fontsize=10)
             ax.grid(True, alpha=0.3)
-        handles, labels = figure.dedupe_legend(row[1])
+            if at is None and not any(k[0] == bs for k in diverged):
+                figure.note(ax, "no run of this batch size has a result")
+        handles, labels = figure.legend_entries([row[1]])
         if any(k[0] == bs for k in diverged):
             handles.append(row[1].plot([], [], "x", color="k", ms=8, mew=2)[0])
             labels.append("diverged (× at top)")
         figure.legend_outside(row[1], handles, labels)
-    return figure.save(fig, path)
+    figure.log_y(scaled)
+    return fig
 
 
 def panel_columns(panels: int) -> int:
@@ -108,7 +111,7 @@ def with_run_columns(history: pd.DataFrame, results: pd.DataFrame, keys) -> pd.D
     return history.merge(results[["run_dir", *wanted]], on="run_dir", how="left")
 
 
-def per_epoch(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path | None:
+def per_epoch(history: pd.DataFrame, results: pd.DataFrame) -> Figure | None:
     hist = with_run_columns(history, results, DATASET_KEYS)
     hist = hist[hist["test_loss"].notna()]
     if hist.empty or hist.groupby("run_dir").size().max() < 2:  # final test loss only
@@ -128,103 +131,137 @@ def per_epoch(history: pd.DataFrame, results: pd.DataFrame, path: Path) -> Path 
         if "status" in hist else hist.iloc[:0]
     cols = panel_columns(len(lrs))
     rows = math.ceil(len(lrs) / cols)
-    import numpy as np
-
-    plt = figure.plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 2.4, 3.0 * rows),
-                             squeeze=False)
+    fig, axes = figure.plt().subplots(rows, cols, figsize=(3.6 * cols + 2.4, 3.0 * rows),
+                                      squeeze=False)
     for ax in list(axes.flat)[len(lrs):]:
         ax.set_visible(False)
+    scaled = []
     for ax, lr in zip(axes.flat, lrs):
         at = stats.xs(lr, level="lr")
         for data, curve in at.groupby(level=list(range(len(keys)))):
             data = data if isinstance(data, tuple) else (data,)
             figure.spread(ax, curve.index.get_level_values("epoch"), curve, colour[data],
-                          label_of(data, keys), marker=".")
+                          figure.label_of(keys, data), marker=".")
         for data, ends in gone[gone["lr"] == lr].groupby(keys):
             data = data if isinstance(data, tuple) else (data,)
             figure.mark_missing(ax, ends["epoch"], colour[data], "diverged after this epoch")
         figure.integer_epochs(ax)
-        figure.log_if_wide(ax, at["mean"])
-        ax.set_title(f"LR factor {lr:g}", fontsize=10)
-        ax.grid(True, alpha=0.3)
-    for ax in axes[:, 0]:
+        scaled.append((ax, at["mean"]))
+        ax.set_title(figure.label_of(["lr"], [lr]), fontsize=10)
         ax.set_ylabel("test loss (nats per example)")
-    for i, j in zip(*np.nonzero(np.ones(axes.shape)[:-1])):  # the epoch label once a column
-        if axes[i + 1, j].get_visible():
-            axes[i, j].set_xlabel("")
+        ax.grid(True, alpha=0.3)
+    figure.log_y(scaled)
     note = f" ({len(lrs)} of {len(all_lrs)} LR factors)" if len(lrs) < len(all_lrs) else ""
     seeds = "mean over seeds (band: min-max)" if (stats["count"] > 1).any() else \
         "one run per point"
     fig.suptitle(f"test loss per epoch, {seeds}{note}", fontsize=11)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*figure.dedupe_legend(ax)):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    figure.legend_outside(list(axes.flat)[min(cols, len(lrs)) - 1], handles, labels)
-    return figure.save(fig, path)
+    figure.legend_outside(list(axes.flat)[min(cols, len(lrs)) - 1],
+                          *figure.legend_entries(axes.flat))
+    return fig
 
 
-def recipes(results: pd.DataFrame, path: Path, target: float | None = None) -> Path:
-    plt = figure.plt()
+def recipes(results: pd.DataFrame, target: float | None = None) -> Figure:
+    """Test accuracy (fraction) and wall time (s) of every run, per recipe."""
     names = sorted(results["recipe"].dropna().unique())
     colour = figure.colours(names)
-    fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(names), 4))
+    times = "wall_s" in results and results["wall_s"].notna().any()
+    fig, axes = figure.plt().subplots(1, 2 if times else 1, squeeze=False,
+                                      figsize=((2.4 + 1.6 * len(names)) * (2 if times else 1)
+                                               + 1.6, 4))
     ok = results[results["status"] == OK]
-    for i, name in enumerate(names):
-        acc = ok.loc[ok["recipe"] == name, "test_acc"]
-        ax.plot([i] * len(acc), acc, "o", alpha=0.7, color=colour[name])
-        if len(acc):
-            ax.plot([i - 0.25, i + 0.25], [acc.median()] * 2, color=colour[name], lw=2)
     if target is None and results["target_acc"].notna().any():
         target = float(results["target_acc"].dropna().iloc[0])
-    if target is not None:
-        ax.axhline(target, color="tab:red", ls="--", label=f"target {target:.2%}")
-        figure.legend_outside(ax)
     batch = results.groupby("recipe")["batch_size"].first()
-    ax.set_xticks(range(len(names)), [f"{n}\n(batch {batch[n]})" for n in names])
-    ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_ylabel("test accuracy (fraction of test images)")
-    ax.set_title("final test accuracy per run (bar: median)", fontsize=10)
-    ax.grid(True, axis="y", alpha=0.3)
-    return figure.save(fig, path)
+    panels = [(axes[0, 0], "test_acc", "test accuracy (fraction of test images)",
+               "final test accuracy per run (bar: median)")]
+    if times:
+        panels.append((axes[0, 1], "wall_s", "wall time per run (s)",
+                       "wall time per run (bar: median)"))
+    for ax, column, label, title in panels:
+        for i, name in enumerate(names):
+            values = ok.loc[ok["recipe"] == name, column].dropna()
+            ax.plot([i] * len(values), values, "o", alpha=0.7, color=colour[name])
+            if len(values):
+                ax.plot([i - 0.25, i + 0.25], [values.median()] * 2, color=colour[name], lw=2)
+        ax.set_xticks(range(len(names)), [f"{n}\n(batch {batch[n]})" for n in names])
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel("recipe (and its batch size)")
+        ax.set_ylabel(label)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    if times:
+        axes[0, 1].set_ylim(bottom=0)
+    if target is not None:  # in the axis' unit: a fraction
+        axes[0, 0].axhline(target, color="tab:red", ls="--", label=f"target accuracy {target:g}")
+        figure.legend_outside(axes[0, -1], *figure.legend_entries([axes[0, 0]]))
+    return fig
+
+
+def lr_subset_gap(results: pd.DataFrame) -> str | None:
+    """Why the runs are not an LR factor x subset grid (analyze.is_lr_subset_grid's check, in
+    words), or None when they are."""
+    if is_lr_subset_grid(results):
+        return None
+    done = results[results["status"].isin([OK, DIVERGED])]
+    lrs, subsets = done["lr"].nunique(), done["subset"].nunique()
+    found = [f"{lrs} LR factor{'s' if lrs != 1 else ''} × {subsets} subset"
+             f"{'s' if subsets != 1 else ''} among the runs that finished"]
+    found += [f"{k} differs between them" for k in ("augment", "cutout")
+              if k in done and done[k].nunique() > 1]
+    return (f"lr_subset.png: not drawn ({'; '.join(found)}; the figure needs at least 2 LR "
+            "factors × 2 subsets of the same data)")
+
+
+def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.bin,
+            target_acc: float | None = None) -> tuple[dict[str, Figure], list[str]]:
+    """Every figure the tables allow, drawn, not saved ({file name: Figure}), and a line for
+    each figure the runs do not allow, saying why."""
+    if results.empty:
+        return {}, []
+    drawn: dict = {}
+    skipped = []
+    if (gap := lr_subset_gap(results)) is None:
+        drawn["lr_subset.png"] = lr_subset(results)
+    else:
+        skipped.append(gap)
+    history = tables.get("history")
+    if history is not None and not history.empty and history["run_dir"].nunique() > 1:
+        drawn["test_loss_per_epoch.png"] = per_epoch(history, results)
+    if history is not None and not history.empty:
+        history = with_run_columns(history, results, ("subset", "batch_size"))
+        drawn["sharpness.png"] = plot_diag.sharpness(history, results)
+        drawn["noise_scale.png"] = plot_diag.noise_scale(history, results)
+        drawn["equal_eta.png"] = plot_diag.equal_eta(history, results)
+    table = finished_probes(results, tables.get("recency"))
+    if not table.empty:
+        drawn["recency.png"] = plot_recency.recency(table, bin_epochs)
+        if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
+            drawn["recency_evolution.png"] = plot_recency.recency_evolution(table, bin_epochs)
+    if "lr_subset.png" not in drawn and results["recipe"].nunique() > 1:
+        drawn["recipes.png"] = recipes(results, target_acc)
+    return {name: fig for name, fig in drawn.items() if fig is not None}, skipped
 
 
 def plot_tables(results: pd.DataFrame, tables: dict, out: Path,
                 bin_epochs: float = Thresholds.bin,
                 target_acc: float | None = None) -> list[Path]:
-    """Write every figure the tables allow into `out`; return their paths."""
-    if results.empty:
-        return []
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if is_lr_subset_grid(results):
-        written.append(lr_subset(results, out / "lr_subset.png"))
-    history = tables.get("history")
-    if history is not None and not history.empty and history["run_dir"].nunique() > 1:
-        written.append(per_epoch(history, results, out / "test_loss_per_epoch.png"))
-    if history is not None and not history.empty:
-        history = with_run_columns(history, results, ("subset", "batch_size"))
-        written.append(plot_diag.sharpness(history, results, out / "sharpness.png"))
-        written.append(plot_diag.noise_scale(history, out / "noise_scale.png"))
-        written.append(plot_diag.equal_eta(history, results, out / "equal_eta.png"))
-    table = finished_probes(results, tables.get("recency"))
-    if not table.empty:
-        written.append(plot_recency.recency(table, out / "recency.png", bin_epochs))
-        if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
-            written.append(plot_recency.recency_evolution(table, out / "recency_evolution.png",
-                                                          bin_epochs))
-    if "lr_subset.png" not in {p.name for p in written if p} and results["recipe"].nunique() > 1:
-        written.append(recipes(results, out / "recipes.png", target_acc))
-    return [p for p in written if p is not None]
+    """Write every figure the tables allow into `out` (created only when there is one);
+    return their paths."""
+    return save_all(figures(results, tables, bin_epochs, target_acc)[0], out)
+
+
+def save_all(drawn: dict, out: Path) -> list[Path]:
+    if drawn:
+        out.mkdir(parents=True, exist_ok=True)
+    return [figure.save(fig, out / name) for name, fig in drawn.items()]
 
 
 def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
-         target_acc: float | None = None) -> list[Path]:
-    """Write every figure the runs under `dirs` allow into `out`; return their paths."""
+         target_acc: float | None = None) -> tuple[list[Path], list[str]]:
+    """Write every figure the runs under `dirs` allow into `out`; return their paths and a
+    line for each figure not drawn, saying why."""
     from forgetting.runs.results import build_tables
 
     results, tables, _ = build_tables(dirs)
-    return plot_tables(results, tables, out, bin_epochs, target_acc)
+    drawn, skipped = figures(results, tables, bin_epochs, target_acc)
+    return save_all(drawn, out), skipped

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analysis import figure
@@ -18,6 +17,7 @@ from forgetting.analysis.recency import PROBE_KEYS, recency_curve, steps_per_epo
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 MAX_RUNS = 12
 PROBE_LOSS = "final model's loss on the batch\nas it was fed (nats per example)"
@@ -39,15 +39,14 @@ def per_run_panels(table: pd.DataFrame):
         ax.set_visible(False)
     for ax, rows in zip(axes.flat, runs):
         first = rows.iloc[0]
-        ax.set_title(", ".join(f"{k} {first[k]:g}" if isinstance(first[k], float)
-                               else f"{k} {first[k]}" for k in keys), fontsize=9)
+        ax.set_title(figure.label_of(keys, [first[k] for k in keys]), fontsize=9)
         ax.grid(True, alpha=0.3)
     if len(runs) < len(names):
         fig.suptitle(f"{len(runs)} of {len(names)} runs", fontsize=10)
     return fig, list(zip(axes.flat, runs))
 
 
-def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+def recency(table: pd.DataFrame, bin_epochs: float) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     fig, panels = per_run_panels(table)
@@ -65,11 +64,14 @@ def recency(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
         ax.set_xlabel(figure.STEPS_AGO)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counts
         ax.set_ylabel(PROBE_LOSS)
-    figure.legend_outside(panels[min(3, len(panels)) - 1][0], *figure.dedupe_legend(panels[0][0]))
-    return figure.save(fig, path)
+    figure.legend_outside(panels[min(3, len(panels)) - 1][0],
+                          *figure.legend_entries([panels[0][0]]))
+    return fig
 
 
-def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Path:
+def recency_evolution(table: pd.DataFrame, bin_epochs: float) -> Figure:
+    from matplotlib.lines import Line2D
+
     fig, panels = per_run_panels(table)
     colour = figure.colours(table["probe_epoch"].unique())
     for ax, rows in panels:
@@ -78,15 +80,11 @@ def recency_evolution(table: pd.DataFrame, path: Path, bin_epochs: float) -> Pat
             ax.plot(curve["epochs_ago"], curve["loss"], color=colour[epoch],
                     label=f"after epoch {epoch}")
             ax.axhline(at["test_loss"].iloc[0], color=colour[epoch], ls="--", lw=0.8)
-        ax.set_xlabel("epochs ago")
-        ax.set_ylabel("probe loss (nats per example)\ndashed: test loss")
-    handles, labels = [], []
-    for ax, _ in panels:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+        ax.set_xlabel(figure.EPOCHS_AGO)
+        ax.set_ylabel(PROBE_LOSS)
+    handles, labels = figure.legend_entries([ax for ax, _ in panels])
     order = sorted(range(len(labels)), key=lambda i: int(labels[i].split()[-1]))
-    figure.legend_outside(panels[min(3, len(panels)) - 1][0], [handles[i] for i in order],
-                          [labels[i] for i in order])
-    return figure.save(fig, path)
+    handles = [handles[i] for i in order] + [Line2D([], [], color="black", ls="--", lw=0.8)]
+    labels = [labels[i] for i in order] + ["test loss (dashed, the epoch's colour)"]
+    figure.legend_outside(panels[min(3, len(panels)) - 1][0], handles, labels)
+    return fig
