@@ -43,7 +43,7 @@ def sweep_config(*command_line: str, sweeper: str | None = None, params: dict | 
 
 
 def test_the_line_counts_outcomes_and_estimates_what_is_left():
-    counts = {"start": 100.0, "total": 12, "trained": 3,
+    counts = {"start": 100.0, "total": 12, "trained": 3, "busy": 90.0,
               "counts": {"ok": 2, "diverged": 1, "skipped": 2}}
     assert progress.progress_line(counts, now=190.0) == \
         "[5/12] done: 2 ok, 1 diverged, 0 failed, 2 skipped; elapsed 1m30s, ETA 3m30s"
@@ -52,8 +52,8 @@ def test_the_line_counts_outcomes_and_estimates_what_is_left():
         "[5] done: 2 ok, 1 diverged, 0 failed, 2 skipped; elapsed 12s"
     counts.update(total=5, trained=0)
     assert progress.progress_line(counts, now=112.0).endswith("ETA 0s")
-    counts.update(total=9)  # only skipped so far: no rate to go by
-    assert progress.progress_line(counts, now=112.0).endswith("ETA ?")
+    counts.update(total=9, busy=0.0)  # only skipped so far: no rate to go by
+    assert progress.progress_line(counts, now=112.0).endswith("ETA after the first point")
     assert [progress.duration(s) for s in (0, 59.6, 61, 3600 + 7 * 60 + 5)] == \
         ["0s", "1m00s", "1m01s", "1h07m"]
 
@@ -107,6 +107,8 @@ def test_a_sweep_says_where_it_is_after_each_point(tmp_path, launcher):
     assert again.returncode == 0, again.stderr[-3000:]
     final = [ln for ln in again.stdout.splitlines() if ln.startswith("[3/3]")]
     assert final and final[0].startswith("[3/3] done: 0 ok, 0 diverged, 0 failed, 3 skipped;")
+    first = [ln for ln in again.stdout.splitlines() if ln.startswith("[1/3]")]
+    assert first[0].endswith("ETA after the first point")
 
 
 def run_in_terminal(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str]:
@@ -178,3 +180,18 @@ def test_a_sweep_refused_before_its_points_leaves_no_progress_file(tmp_path):
     line = progress.count_point(callback.state, "ok", 3.0, callback.initial)
     assert line.startswith("[1/") and callback.state.is_file()
     assert json.loads(callback.state.read_text())["busy"] == 3.0
+
+
+def test_the_eta_after_the_first_point_is_its_time_times_the_points_left_per_worker():
+    """Measured from the trained points' own jobs, not from the sweep's elapsed time (which
+    holds its start-up and the skipped points); before one was trained, no number."""
+    counts = {"start": 0.0, "total": 12, "trained": 0, "busy": 0.0, "workers": 2,
+              "counts": {"skipped": 2}}
+    assert progress.progress_line(counts, now=100.0).endswith(
+        "elapsed 1m40s, ETA after the first point")
+    progress.add_outcome(counts, "ok", 10.0)  # the first trained point: 10 s of its job
+    assert progress.eta_seconds(counts, left=9) == 10.0 * 9 / 2
+    assert progress.progress_line(counts, now=130.0).endswith("elapsed 2m10s, ETA 45s")
+    counts.pop("busy")  # no job times (a counts file of an older version): no number either
+    assert progress.progress_line(counts, now=130.0).endswith("ETA after the first point")
+

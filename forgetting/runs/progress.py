@@ -4,8 +4,12 @@
   `[3/12] done: 2 ok, 1 diverged, 0 failed; elapsed 1m05s, ETA 3m15s`
   (also `skipped`: finished before this sweep started, `pruned`, `not run`: another process
   holds it). N comes from the basic sweeper's grid (`[3]` for other sweepers, with no ETA); the
-  ETA is the mean time of a point trained so far times the points left, divided among the
-  launcher's parallel workers (joblib's n_jobs). The counts live in one small file per sweep
+  ETA is the mean time a trained point's job took (measured from its start to its end, never
+  the sweep's wall clock) times the points left, divided among the launcher's parallel
+  workers (joblib's n_jobs); `ETA after the first point` until one was trained. Points of
+  unequal size (a swept subset, epochs or batch size) make it drift: the basic sweeper runs
+  the last key's values fastest, so while the first values of `subset=0.025,0.05,0.1` run
+  the mean time grows with them. The counts live in one small file per sweep
   command, `SWEEP/.progress/ID.json`, created when the first point ends (a sweep refused
   before any point runs leaves nothing) and updated under a file lock by the process that ran
   the point, so joblib's worker processes (and submitit's jobs, on a shared file
@@ -238,20 +242,21 @@ def progress_line(counts: dict, now: float) -> str:
     elapsed = now - counts["start"]
     line = f"{head} done: {', '.join(shown)}; elapsed {duration(elapsed)}"
     if total:
-        left = max(total - done, 0)
-        trained = counts.get("trained", 0)
-        eta = 0.0 if left == 0 else eta_seconds(counts, elapsed, left) if trained else None
-        line += f", ETA {duration(eta) if eta is not None else '?'}"
+        eta = eta_seconds(counts, max(total - done, 0))
+        line += f", ETA {duration(eta)}" if eta is not None else ", ETA after the first point"
     return line
 
 
-def eta_seconds(counts: dict, elapsed: float, left: int) -> float:
-    """Time left: the mean time of a trained point times the points left, divided among the
-    launcher's parallel workers; without job times, the elapsed time per trained point."""
-    trained = counts["trained"]
-    if counts.get("busy"):
-        return counts["busy"] / trained * left / min(counts.get("workers") or 1, left)
-    return elapsed / trained * left
+def eta_seconds(counts: dict, left: int) -> float | None:
+    """Time left: the mean time a trained point's job took (`busy` / `trained`) times the
+    `left` points, divided among the launcher's parallel workers; None before a point was
+    trained (skipped points take no time: nothing to go by). Never the sweep's elapsed time,
+    which holds its start-up and the skipped points."""
+    if left == 0:
+        return 0.0
+    if not counts.get("trained") or not counts.get("busy"):
+        return None
+    return counts["busy"] / counts["trained"] * left / min(counts.get("workers") or 1, left)
 
 
 def duration(seconds: float) -> str:
