@@ -1,6 +1,6 @@
-"""Live progress (forgetting/runs/progress.py): `[k/N] done …` after each point of a sweep
-(basic and joblib launchers), and a tqdm bar for a single run on a terminal, plain lines
-elsewhere."""
+"""Live progress (forgetting/runs/progress.py, run_line.py): `[k/N] done …` after each point
+of a sweep (basic and joblib launchers); within a run a tqdm bar (a single run on a terminal),
+else under quiet=true one short line per epoch and a heartbeat within a long epoch."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from forgetting.runs import progress
+from forgetting.core import train as training
+from forgetting.runs import progress, run_line
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 from helpers import REPO, TINY, run_cli
 
+RUN_LINE = re.compile(r"^  (#\d+ [^:]*: )?epoch (\d+)/(\d+), \d+\.\d+ s/epoch, "
+                      r"train_loss (\S+)(, test_loss \d\.\d{3}, test_acc \d\.\d{3})?$")
+HEARTBEAT = re.compile(r"^  (#\d+ [^:]*: )?epoch (\d+) of (\d+), step (\d+)/(\d+), \d+ s in$")
 LINE = re.compile(r"^\[(\d+)/(\d+)\] done: (\d+) ok, (\d+) diverged, (\d+) failed(.*); "
                   r"elapsed (\S+), ETA (\S+)$")
 
@@ -68,12 +72,14 @@ def test_the_sweep_size_is_the_basic_sweepers_grid():
 
 def test_the_bar_follows_the_epoch_records():
     stream = io.StringIO()
-    bar = progress.EpochBar(stream)
+    bar = run_line.EpochBar(stream)
     logger = logging.getLogger("forgetting.test_progress")
     logger.addHandler(bar)
     logger.propagate = False
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     try:
+        logger.debug("a heartbeat", extra={"steps": (7, 10), "epoch": 3, "epochs": 4,
+                                            "epoch_s": 31.0})
         for epoch in (3, 4):  # a run resumed at epoch 3 of 4
             row = {"epoch": epoch, "train_loss": 1.5 / epoch, "test_loss": float("nan"),
                    "test_acc": 0.5}
@@ -83,6 +89,7 @@ def test_the_bar_follows_the_epoch_records():
         logger.removeHandler(bar)
         bar.close()
     shown = stream.getvalue()
+    assert "step 7/10" in shown
     assert "4/4" in shown and "train_loss 0.3750" in shown and "test_acc 0.5000" in shown
     assert "test_loss" not in shown  # NaN: not evaluated that epoch
 
@@ -102,11 +109,16 @@ def test_a_sweep_says_where_it_is_after_each_point(tmp_path, launcher):
     last = max(lines, key=lambda m: int(m[1]))
     assert last.group(3, 4, 5) == ("2", "1", "0") and last[6] == "" and last[8] == "0s"
     assert not list((tmp_path / "sweep" / ".progress").glob("*.json"))  # cleaned up
+    runs = [RUN_LINE.match(ln) for ln in proc.stdout.splitlines() if ln.startswith("  #")]
+    assert all(runs) and sorted(m[1] for m in runs) == \
+        ["#0 lr=1: ", "#1 lr=2: ", "#2 lr=1000000000.0: "]  # as Hydra's `#2 :` line says
+    assert all(m.group(2, 3) == ("1", "1") for m in runs)  # quiet: one line per epoch
 
     again = run_cli(*args)  # a rerun: every point finished before, skipped
     assert again.returncode == 0, again.stderr[-3000:]
     final = [ln for ln in again.stdout.splitlines() if ln.startswith("[3/3]")]
     assert final and final[0].startswith("[3/3] done: 0 ok, 0 diverged, 0 failed, 3 skipped;")
+    assert final[0].endswith("ETA 0s") and "  #" not in again.stdout  # nothing trained
     first = [ln for ln in again.stdout.splitlines() if ln.startswith("[1/3]")]
     assert first[0].endswith("ETA after the first point")
 
@@ -195,3 +207,84 @@ def test_the_eta_after_the_first_point_is_its_time_times_the_points_left_per_wor
     counts.pop("busy")  # no job times (a counts file of an older version): no number either
     assert progress.progress_line(counts, now=130.0).endswith("ETA after the first point")
 
+
+def run_lines(cfg, monkeypatch, heartbeat_s: float, **line) -> list[str]:
+    """The lines a RunLine shows (a StringIO, as a pipe) while `cfg` trains in this process,
+    with a heartbeat every `heartbeat_s` seconds."""
+    monkeypatch.setattr(training, "HEARTBEAT_S", heartbeat_s)
+    stream = io.StringIO()
+    with run_line.listening(run_line.RunLine(stream, **line)):
+        training.train(cfg)
+    return stream.getvalue().splitlines()
+
+
+def test_a_quiet_run_prints_one_line_per_epoch(make_cfg, monkeypatch):
+    lines = run_lines(make_cfg("epochs=3"), monkeypatch, 30.0, label="#3 lr=1")
+    matches = [RUN_LINE.match(ln) for ln in lines]
+    assert len(lines) == 3 and all(matches), lines
+    assert [m.group(1, 2, 3) for m in matches] == [("#3 lr=1: ", str(e), "3") for e in (1, 2, 3)]
+    assert all(m[5] for m in matches)  # the test set is evaluated every epoch (eval_every=1)
+
+
+def test_a_heartbeat_comes_within_an_epoch_longer_than_the_interval(make_cfg, monkeypatch):
+    """Interval 0 s: every step outlasts it, so a heartbeat after each step but an epoch's last
+    (its epoch line follows); 640 examples / 64 = 10 steps an epoch."""
+    lines = run_lines(make_cfg("epochs=2"), monkeypatch, 0.0)
+    beats = [HEARTBEAT.match(ln) for ln in lines]
+    assert [m.group(2, 3, 4, 5) for m in beats if m] == \
+        [(str(e), "2", str(s), "10") for e in (1, 2) for s in range(1, 10)]
+    assert [ln for ln, m in zip(lines, beats) if not m] == [lines[9], lines[19]]
+    assert RUN_LINE.match(lines[9])[2] == "1" and RUN_LINE.match(lines[19])[2] == "2"
+    # quiet=false: the full log line says where the epoch is; the heartbeats only
+    lines = run_lines(make_cfg("epochs=1"), monkeypatch, 0.0, epochs=False)
+    assert len(lines) == 9 and all(HEARTBEAT.match(ln) for ln in lines)
+    assert run_lines(make_cfg("epochs=1"), monkeypatch, 30.0, epochs=False) == []
+
+
+def test_on_a_terminal_the_run_line_is_rewritten_in_place(make_cfg, monkeypatch):
+    monkeypatch.setattr(training, "HEARTBEAT_S", 30.0)
+    stream = io.StringIO()
+    with run_line.listening(run_line.RunLine(stream, in_place=True)):
+        training.train(make_cfg("epochs=2"))
+        assert "\n" not in stream.getvalue()
+    shown = stream.getvalue()
+    assert shown.count("\r") == 2 and shown.endswith(run_line.CLEAR_TO_END + "\n")
+    assert RUN_LINE.match(shown.split("\r")[-1].removesuffix(run_line.CLEAR_TO_END + "\n"))
+
+
+def test_the_progress_records_print_nothing_unless_listened_to(make_cfg, monkeypatch, capsys):
+    monkeypatch.setattr(training, "HEARTBEAT_S", 0.0)
+    training.train(make_cfg("epochs=1"))
+    captured = capsys.readouterr()
+    assert "step 1/10" not in captured.out + captured.err
+
+
+def test_the_swept_keys_name_a_points_line():
+    assert progress.swept_keys(sweep_config("lr=1,2", "subset=0.5", "seed=range(0,3)",
+                                            params={"epochs": "1,2"})) == ["epochs", "lr", "seed"]
+    assert progress.swept_keys(sweep_config("lr=1")) == []
+
+
+@pytest.mark.slow
+def test_a_quiet_run_writing_to_a_pipe_prints_one_line_per_epoch(tmp_path):
+    proc = run_cli(*TINY, "epochs=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("  ")]
+    matches = [RUN_LINE.match(ln) for ln in lines]
+    assert len(lines) == 3 and all(matches), proc.stdout
+    assert [m.group(1, 2, 3) for m in matches] == [(None, str(e), "3") for e in (1, 2, 3)]
+    assert "\r" not in proc.stdout and "epoch 1/3  lr" not in proc.stdout + proc.stderr
+
+
+def test_a_log_line_ends_the_in_place_line_first(monkeypatch):
+    stream = io.StringIO()
+    line = run_line.RunLine(stream, in_place=True)
+    logger = logging.getLogger("test_progress_in_place")
+    with run_line.listening(line), run_line.ended_by_logs(line):
+        monkeypatch.setattr(logging.getLogger(), "handlers",
+                            [*logging.getLogger().handlers, logging.StreamHandler(stream)])
+        line.emit(logging.makeLogRecord({"steps": (3, 10), "epoch": 1, "epochs": 2,
+                                         "epoch_s": 31.0}))
+        logger.warning("a warning")
+        assert stream.getvalue() == \
+            f"\r  epoch 1 of 2, step 3/10, 31 s in{run_line.CLEAR_TO_END}\na warning\n"

@@ -215,7 +215,9 @@ class Config:
     cuda_graphs: bool = key(True, "on a GPU, the whole training step (forward, loss, backward, "
                             "SGD) is captured once as a CUDA graph and replayed; capture counts "
                             "in `compile_s`; no effect on a CPU", hashed=False)
-    quiet: bool = key(False, "no progress line per epoch", hashed=False)
+    quiet: bool = key(False, "one short line per epoch (rewritten in place on a terminal) "
+                      "instead of the full per-epoch log line and a single run's bar; an epoch "
+                      "over 30 s says its step every 30 s either way", hashed=False)
     target_acc: float = key(0.94, "the test accuracy a run counts as reaching in "
                             "`forgetting.analyze` (analysis only)", rule=Rule(gt=0, le=1),
                             hashed=False, column=True)

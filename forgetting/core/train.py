@@ -1,6 +1,13 @@
 """The training loop: setup, epochs of steps, evaluation, finish. Knows nothing of Hydra: tests
 call `train` directly. What a run trains with is built in forgetting/core/setup.py (where the
 seed's semantics are stated); its state between steps is one `Progress` (checkpoint.py).
+
+Where a run is goes, besides its log lines, to the logger `forgetting.progress` at DEBUG, for a
+reader that listens (forgetting/runs/run_line.py; without one nothing prints): one record when an
+epoch ends (its history row as `epoch_row`, the run's epochs as `epochs`) and, within an epoch,
+one each time HEARTBEAT_S seconds passed since the epoch's start or the last one (`steps`: the
+steps taken and the steps per epoch; `epoch`, `epochs`, `epoch_s`). The clock is read once a
+step, without synchronising the device: a heartbeat counts the steps handed to it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from forgetting.core.probe import BatchLog, replay
 from forgetting.core.setup import Setup, prepare, step_lr
 
 log = logging.getLogger("forgetting")
+PROGRESS_LOG = logging.getLogger("forgetting.progress")
+HEARTBEAT_S = 30.0  # the longest silence within an epoch, in seconds
 
 
 @dataclass
@@ -111,8 +120,9 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
             tag + epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
             "test_loss %.4f  test_acc %.4f  %.1fs", run.passes,
             row["step_lr"] * cfg.schedule.batch_size, row["train_loss"], row["train_acc"],
-            row["test_loss"], row["test_acc"], row["wall_s"],
-            extra={"epoch_row": row, "epochs": run.passes})  # a progress bar's feed
+            row["test_loss"], row["test_acc"], row["wall_s"])
+    PROGRESS_LOG.debug(tag + "epoch %d of %d done", row["epoch"], run.passes,
+                       extra={"epoch_row": row, "epochs": run.passes})
     if blown_up(row["train_loss"]):
         return DIVERGED
     if on_epoch is not None and on_epoch(row):
@@ -190,6 +200,7 @@ def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
     `Preempted`."""
     run, _, batch_log, diag, progress = state.astuple()
     epoch = open_epoch(state)
+    beat = time.perf_counter()  # the last sign of life: the epoch's (re)start or a heartbeat
     for i in range(progress.batch, run.steps_per_epoch):
         if checkpoint is not None and checkpoint.stop():
             progress.batch = i
@@ -207,7 +218,17 @@ def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
         epoch.loss_sum += loss
         epoch.correct += count
         progress.step += 1
+        if time.perf_counter() - beat >= HEARTBEAT_S and i + 1 < run.steps_per_epoch:
+            beat = time.perf_counter()
+            heartbeat(progress.epoch, run.passes, i + 1, run.steps_per_epoch, beat - epoch.t0)
     return epoch_row(run, cfg, diag, progress.epoch, lr, epoch, start)
+
+
+def heartbeat(epoch: int, epochs: int, done: int, steps: int, seconds: float) -> None:
+    """Say that epoch `epoch` (of `epochs`) has taken `done` of its `steps` in `seconds`."""
+    PROGRESS_LOG.debug("epoch %d of %d: step %d/%d, %.0f s in", epoch, epochs, done, steps,
+                       seconds, extra={"steps": (done, steps), "epoch": epoch,
+                                       "epochs": epochs, "epoch_s": seconds})
 
 
 def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, number: int, lr: float,

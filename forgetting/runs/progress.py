@@ -15,16 +15,17 @@
   the point, so joblib's worker processes (and submitit's jobs, on a shared file
   system) count into the same line. Not for `hydra/launcher=array` (each task is one point)
   nor `hydra/launcher=packed` (its jobs end before their packs train).
-- A single run on a terminal: a tqdm bar over its epochs (ETA, last losses) fed by the
-  per-epoch records of forgetting/core/train.py, with the log lines printed above it. Not on a
-  terminal (a file, a pipe, a batch job), or with `quiet=true`: the plain per-epoch lines only.
+- Within each run (forgetting/runs/run_line.py, fed by core/train.py's progress records): a
+  single run on a terminal, `quiet=false`: a tqdm bar over its epochs with the log lines
+  above it. Else, with `quiet=true`, one short line per epoch (rewritten in place on a
+  terminal) and a heartbeat within an epoch longer than 30 s; with `quiet=false`, the full
+  per-epoch log lines and those heartbeats.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 import uuid
@@ -39,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from forgetting.core.files import atomic_write_text
 from forgetting.core.metrics import DIVERGED, FAILED, OK
 from forgetting.runs import folders
+from forgetting.runs.run_line import EpochBar, RunLine, ended_by_logs, listening
 
 STATE_DIR = ".progress"
 SKIPPED, NOT_RUN = "skipped", "not run"
@@ -52,7 +54,8 @@ log = logging.getLogger("forgetting")
 class Progress(Callback):
     def __init__(self) -> None:
         self.state: Path | None = None  # this sweep command's counts (pickled to its jobs)
-        self.stack: ExitStack | None = None  # a single run's bar and redirected log lines
+        self.stack: ExitStack | None = None  # a run's bar or line (and redirected log lines)
+        self.swept: list[str] = []  # the keys a sweep varies (its points' lines name them)
         self.initial: dict = {}  # the counts file's first contents
         self.job_start: float | None = None  # when this process's current point started
 
@@ -61,6 +64,7 @@ class Progress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         """Name this sweep's counts file; it is created when the first point ends, so a sweep
         that is refused before any point runs leaves nothing behind."""
+        self.swept = swept_keys(config)
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
         if launcher.endswith(UNCOUNTED_LAUNCHERS):
             return
@@ -101,61 +105,46 @@ class Progress(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         self.job_start = time.time()
-        if HydraConfig.get().mode != RunMode.RUN or config.get("quiet", True) \
-                or not sys.stderr.isatty():
-            return
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
+        quiet = bool(config.get("quiet", False))
         self.stack = ExitStack()
-        bar = self.stack.enter_context(EpochBar(sys.stderr))
-        logging.getLogger("forgetting").addHandler(bar)
-        self.stack.callback(logging.getLogger("forgetting").removeHandler, bar)
-        self.stack.enter_context(logging_redirect_tqdm())
-
-
-class EpochBar(logging.Handler):
-    """A tqdm bar over one run's epochs, moved by train.py's per-epoch log records (which
-    carry the history row as `epoch_row` and the run's number of epochs as `epochs`)."""
-
-    def __init__(self, stream) -> None:
-        from tqdm import tqdm
-
-        super().__init__(logging.INFO)
-        # from the run's start, so that the first epoch's time counts in the rate and ETA
-        self.bar = tqdm(total=None, unit="epoch", desc="run", file=stream, dynamic_ncols=True)
-
-    def __enter__(self) -> EpochBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        row = getattr(record, "epoch_row", None)
-        if not isinstance(row, dict):
-            return
         try:
-            if self.bar is None:
+            if HydraConfig.get().mode == RunMode.RUN and not quiet and sys.stderr.isatty():
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                self.stack.enter_context(listening(EpochBar(sys.stderr)))
+                self.stack.enter_context(logging_redirect_tqdm())
                 return
-            if self.bar.total is None:  # the first epoch of this process (of a resumed run)
-                self.bar.total = getattr(record, "epochs", None)
-                self.bar.n = self.bar.initial = row["epoch"] - 1
-            self.bar.set_postfix_str(bar_postfix(row), refresh=False)
-            self.bar.update(row["epoch"] - self.bar.n)
-        except Exception:  # a bar is a convenience: the log line is printed anyway
-            self.handleError(record)
+            line = RunLine(sys.stdout, self.label(config), quiet, quiet and sys.stdout.isatty())
+            self.stack.enter_context(listening(line))
+            if line.in_place:
+                self.stack.enter_context(ended_by_logs(line))
+        except Exception as e:  # progress is a convenience: never stop a run for it
+            log.debug("no progress line: %s", e)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        super().close()
+    def label(self, config: DictConfig) -> str:
+        """What starts a sweep's run line: `#3 lr=2 subset=0.05` (its job number and swept
+        values); nothing for a single run."""
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return ""
+        task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+        values = [o for o in task if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        return " ".join([f"#{OmegaConf.select(config, 'hydra.job.num', default='?')}",
+                         *values])
 
 
-def bar_postfix(row: dict) -> str:
-    parts = [f"{k} {row[k]:.4f}" for k in ("train_loss", "test_loss", "test_acc")
-             if isinstance(row.get(k), float) and math.isfinite(row[k])]
-    return "  ".join(parts)
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: its command line's sweeps (`lr=1,2`, `range(…)`, …) and its
+    sweeper's params; none where they do not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:
+        return [str(k) for k in params]
+    return [str(k) for k in params] + [ov.key_or_group for ov in parsed
+                                       if ov.is_sweep_override()]
 
 
 # --- the sweep's counts ------------------------------------------------------------------
