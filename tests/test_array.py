@@ -77,12 +77,12 @@ def test_preflight_checks_where_the_sweep_goes(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch there
     with pytest.raises(UserError, match="hydra/launcher=slurm_cpu: SLURM's sbatch is not on"):
         preflight(["-m", "hydra/launcher=slurm_cpu"])
-    preflight(["-m", "hydra/launcher=joblib"])  # no SLURM needed
+    preflight(["-m", *TINY, "hydra/launcher=joblib"])  # no SLURM needed
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match=f"hydra.sweep.dir={tmp_path}/file/sweep: cannot "
                                         f"create it, {tmp_path}/file is not a folder"):
         preflight(["-m", f"hydra.sweep.dir={tmp_path}/file/sweep"])
-    preflight(["-m", f"hydra.sweep.dir={tmp_path}/new/sweep"])
+    preflight(["-m", *TINY, f"hydra.sweep.dir={tmp_path}/new/sweep"])
     assert not (tmp_path / "new").exists()
 
 

@@ -37,7 +37,7 @@ def test_bad_overrides_are_named_with_what_is_meant(arg, message):
     assert "\n" not in str(e.value)
     if "did you mean" in message:
         assert "+" not in str(e.value)  # a typo of a real key never gets a `+KEY=` hint
-    preflight(["+trainset=half_plain", "model=resnet9"])
+    preflight([*TINY, "+trainset=half_plain", "model=resnet9"])
 
 
 @pytest.mark.slow
