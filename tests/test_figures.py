@@ -247,9 +247,8 @@ def test_recipes_follow_the_conventions_and_show_each_run_s_time(drawn):
     [time] = [ax for ax in fig.axes if ax.get_ylabel().endswith("(s)")]
     assert sorted(y for ln in time.get_lines() if ln.get_marker() == "o"
                   for y in ln.get_ydata()) == [11.0, 12.0, 13.0, 40.0, 41.0, 42.0]
-    assert skipped == ["lr_subset.png: not drawn (1 LR factor × 1 subset among the runs that "
-                       "finished; the figure needs at least 2 LR factors × 2 subsets of the "
-                       "same data)"]
+    assert skipped == ["lr_subset.png: not drawn (the finished runs have 1 LR factor (1); a "
+                       "verdict needs at least 2 LR factors x 2 subsets)"]
 
 
 def test_the_checker_sees_each_defect():
@@ -279,8 +278,8 @@ def test_plot_says_why_lr_subset_is_not_drawn_and_creates_nothing_without_figure
               config={"lr": 1.0, "subset": 0.5})
     assert plot_main([str(sweep)]) == 2  # one run, no probe: nothing to draw
     out = capsys.readouterr()
-    assert out.out.splitlines() == ["lr_subset.png: not drawn (1 LR factor × 1 subset among "
-                                    "the runs that finished; the figure needs at least 2 LR "
-                                    "factors × 2 subsets of the same data)"]
+    assert out.out.splitlines() == ["lr_subset.png: not drawn (the finished runs have 1 LR "
+                                    "factor (1); a verdict needs at least 2 LR factors x 2 "
+                                    "subsets)"]
     assert "nothing to plot" in out.err
     assert not (sweep / "figures").exists()

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analysis import figure, plot_diag, plot_recency
-from forgetting.analysis.analyze import Thresholds, is_lr_subset_grid
+from forgetting.analysis.analyze import Thresholds, not_a_grid
 from forgetting.analysis.recency import finished_probes
 from forgetting.core.metrics import DIVERGED, FAILED, OK
 
@@ -198,18 +198,9 @@ def recipes(results: pd.DataFrame, target: float | None = None) -> Figure:
 
 
 def lr_subset_gap(results: pd.DataFrame) -> str | None:
-    """Why the runs are not an LR factor x subset grid (analyze.is_lr_subset_grid's check, in
-    words), or None when they are."""
-    if is_lr_subset_grid(results):
-        return None
-    done = results[results["status"].isin([OK, DIVERGED])]
-    lrs, subsets = done["lr"].nunique(), done["subset"].nunique()
-    found = [f"{lrs} LR factor{'s' if lrs != 1 else ''} × {subsets} subset"
-             f"{'s' if subsets != 1 else ''} among the runs that finished"]
-    found += [f"{k} differs between them" for k in ("augment", "cutout")
-              if k in done and done[k].nunique() > 1]
-    return (f"lr_subset.png: not drawn ({'; '.join(found)}; the figure needs at least 2 LR "
-            "factors × 2 subsets of the same data)")
+    """Why lr_subset.png is not drawn (analyze's reason there is no verdict), or None."""
+    why = not_a_grid(results)
+    return None if why is None else f"lr_subset.png: not drawn ({why})"
 
 
 def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.bin,
