@@ -63,11 +63,50 @@ def test_the_line_counts_outcomes_and_estimates_what_is_left():
 
 
 def test_the_sweep_size_is_the_basic_sweepers_grid():
-    assert progress.sweep_size(sweep_config("lr=1,2,4", "subset=0.5,1", "seed=0")) == 6
-    assert progress.sweep_size(sweep_config("lr=range(1,5)", "lr=1,2")) == 2  # last one wins
-    assert progress.sweep_size(sweep_config("subset=0.5,1", params={"lr": "1,2,4"})) == 6
-    assert progress.sweep_size(sweep_config("lr=1")) == 1
-    assert progress.sweep_size(sweep_config("lr=1,2", sweeper="optuna_study")) is None
+    def size(*args, **kwargs):
+        return progress.sweep_size(sweep_config(*args, **kwargs))[0]
+
+    assert size("lr=1,2,4", "subset=0.5,1", "seed=0") == 6
+    assert size("lr=range(1,5)", "lr=1,2") == 2  # last one wins
+    assert size("subset=0.5,1", params={"lr": "1,2,4"}) == 6
+    assert size("lr=1") == 1
+    assert progress.sweep_size(sweep_config("lr=1,2", sweeper="optuna_study")) == (None, None)
+
+
+def test_a_sweeps_work_is_its_points_passes_times_width_squared():
+    """epochs x subset per point under budget=epochs (epochs under budget=steps), x width²."""
+    epochs = sweep_config().epochs
+    _, work = progress.sweep_size(sweep_config("lr=1,2", "subset=0.025,0.05,0.1"))
+    assert work == pytest.approx(2 * epochs * (0.025 + 0.05 + 0.1))
+    _, work = progress.sweep_size(sweep_config("subset=0.5,1", "budget=steps", "epochs=3"))
+    assert work == pytest.approx(2 * 3)
+    _, work = progress.sweep_size(sweep_config("model.width=0.5,1", "subset=0.5", "epochs=4"))
+    assert work == pytest.approx(4 * 0.5 * (0.25 + 1))
+    values = {"epochs": 4, "model.width": None, "budget": "epochs", "subset": "${lr}"}
+    assert progress.point_work(values.get) is None  # a size that is no number: points alike
+    assert progress.point_work({**values, "subset": "0.5"}.get) == 2.0
+
+
+def test_the_eta_goes_by_the_work_left_not_the_points_left():
+    """A grid's first points are its smallest (subset 0.025 before 0.05 before 0.1): the ETA
+    after the first is its rate per unit of work times the work left, which the next points
+    confirm rather than push up."""
+    works = [0.025, 0.05, 0.1] * 4
+    counts = {"start": 0.0, "total": 12, "trained": 0, "busy": 0.0, "workers": 1,
+              "counts": {}, "work": sum(works), "work_done": 0.0, "work_trained": 0.0}
+    etas = []
+    for k, work in enumerate(works[:3]):
+        progress.add_outcome(counts, "ok", 400.0 * work, work)  # 400 s per unit of work
+        etas.append(progress.eta_seconds(counts, left=11 - k))
+    assert etas == pytest.approx([400.0 * (sum(works) - sum(works[:k + 1]))
+                                  for k in range(3)])
+    assert etas[0] > etas[1] > etas[2]  # it falls as the points end
+    progress.add_outcome(counts, "skipped", None, 0.025)  # skipped: its work is done, no time
+    assert progress.eta_seconds(counts, left=8) == pytest.approx(
+        400.0 * (sum(works) - sum(works[:4])))
+    progress.add_outcome(counts, "ok", 9.0)  # a point of unknown size: points count alike
+    assert counts["work"] is None
+    assert progress.eta_seconds(counts, left=7) == pytest.approx(counts["busy"] / 4 * 7)
 
 
 def test_the_bar_follows_the_epoch_records():

@@ -4,12 +4,14 @@
   `[3/12] done: 2 ok, 1 diverged, 0 failed; elapsed 1m05s, ETA 3m15s`
   (also `skipped`: finished before this sweep started, `pruned`, `not run`: another process
   holds it). N comes from the basic sweeper's grid (`[3]` for other sweepers, with no ETA); the
-  ETA is the mean time a trained point's job took (measured from its start to its end, never
-  the sweep's wall clock) times the points left, divided among the launcher's parallel
-  workers (joblib's n_jobs); `ETA after the first point` until one was trained. Points of
-  unequal size (a swept subset, epochs or batch size) make it drift: the basic sweeper runs
-  the last key's values fastest, so while the first values of `subset=0.025,0.05,0.1` run
-  the mean time grows with them. The counts live in one small file per sweep
+  ETA is the points' own measured rate: the seconds the trained points' jobs took (from
+  each job's start to its end, never the sweep's wall clock) per unit of work, times the work
+  left, divided among the launcher's parallel workers (joblib's n_jobs); `ETA after the first
+  point` until one was trained. A point's work is its passes over the training set times the
+  model's width squared (`point_work`: epochs x subset under `budget=epochs`, epochs under
+  `budget=steps`), so a grid over subsets, epochs or widths, whose first points are its
+  smallest, does not make the ETA grow while they run; where a point's size cannot be read
+  (a search sweeper), every point counts alike. The counts live in one small file per sweep
   command, `SWEEP/.progress/ID.json`, created when the first point ends (a sweep refused
   before any point runs leaves nothing) and updated under a file lock by the process that ran
   the point, so joblib's worker processes (and submitit's jobs, on a shared file
@@ -71,8 +73,10 @@ class Progress(Callback):
         try:
             folder = Path(str(config.hydra.sweep.dir)) / STATE_DIR
             self.state = folder / f"{uuid.uuid4().hex[:12]}.json"
-            self.initial = {"start": time.time(), "total": sweep_size(config), "counts": {},
-                            "trained": 0, "busy": 0.0, "workers": parallel_jobs(config)}
+            total, work = sweep_size(config)
+            self.initial = {"start": time.time(), "total": total, "counts": {},
+                            "trained": 0, "busy": 0.0, "workers": parallel_jobs(config),
+                            "work": work, "work_done": 0.0, "work_trained": 0.0}
         except Exception as e:  # progress is a convenience: never stop a sweep for it
             log.debug("no progress line: %s", e)
             self.state = None
@@ -90,7 +94,8 @@ class Progress(Callback):
             result = outcome(run_dir, self.initial["start"],
                              job_return.status == JobStatus.FAILED)
             seconds = time.time() - self.job_start if self.job_start is not None else None
-            line = count_point(self.state, result, seconds, self.initial)
+            line = count_point(self.state, result, seconds, self.initial,
+                               point_work(lambda key: OmegaConf.select(config, key)))
         except Exception as e:
             log.debug("no progress line: %s", e)
             return
@@ -149,14 +154,34 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 # --- the sweep's counts ------------------------------------------------------------------
 
-def sweep_size(config: DictConfig) -> int | None:
+def sweep_size(config: DictConfig) -> tuple[int | None, float | None]:
     """How many points the basic sweeper launches (its params, then the command line, each
-    key's last value winning, as it does); None for other sweepers or what does not parse."""
+    key's last value winning, as it does), and their work added up (`point_work`); None for
+    other sweepers or what does not parse (the work: also where a point's size does not)."""
     from forgetting.runs.points import sweep_points
 
     task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
     points = sweep_points(config, task)
-    return None if points is None else len(points)
+    if points is None:
+        return None, None
+    works = []
+    for point in points:
+        values = dict(o.split("=", 1) for o in point if "=" in o)
+        works.append(point_work(lambda key, values=values: values.get(key)
+                                if key in values else OmegaConf.select(config, key)))
+    return len(points), (None if None in works else float(sum(works)))
+
+
+def point_work(value) -> float | None:
+    """What a point costs, relative to others: passes over the full training set (epochs x
+    subset under `budget=epochs`, epochs under `budget=steps`) times `model.width` squared;
+    `value(key)` gives a key's value. None where a value is missing or no number."""
+    try:
+        epochs, width = float(value("epochs")), float(value("model.width") or 1.0)
+        share = 1.0 if str(value("budget")) == "steps" else float(value("subset"))
+    except (TypeError, ValueError):
+        return None
+    return epochs * share * width ** 2
 
 
 def outcome(run_dir: Path, since: float, failed: bool = False) -> str:
@@ -177,28 +202,36 @@ def outcome(run_dir: Path, since: float, failed: bool = False) -> str:
 
 
 def count_point(state: Path, result: str, seconds: float | None = None,
-                initial: dict | None = None) -> str:
-    """Add one point's outcome (and, for a trained point, the `seconds` its job took) to the
-    sweep's counts under their lock, creating them from `initial` for the first point; the
-    progress line."""
+                initial: dict | None = None, work: float | None = None) -> str:
+    """Add one point's outcome (and, for a trained point, the `seconds` its job took; `work`:
+    its size, `point_work`) to the sweep's counts under their lock, creating them from
+    `initial` for the first point; the progress line."""
     from filelock import FileLock
 
     state.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(state.with_suffix(".lock")):
         counts = json.loads(state.read_text()) if state.exists() else dict(initial or {})
-        add_outcome(counts, result, seconds)
+        add_outcome(counts, result, seconds, work)
         write_state(state, counts)
     return progress_line(counts, time.time())
 
 
-def add_outcome(counts: dict, result: str, seconds: float | None = None) -> None:
+def add_outcome(counts: dict, result: str, seconds: float | None = None,
+                work: float | None = None) -> None:
     """Count one point's outcome (`trained`: the points whose time goes into the ETA, `busy`:
-    the seconds their jobs took)."""
+    the seconds their jobs took; `work_done`: the work of every point counted, `work_trained`:
+    of the trained ones; without a point's `work` the ETA counts points alike)."""
     counts["counts"][result] = counts["counts"].get(result, 0) + 1
+    if work is None:
+        counts["work"] = None
+    elif counts.get("work") is not None:
+        counts["work_done"] += work
     if result not in (SKIPPED, NOT_RUN):
         counts["trained"] += 1
         if seconds is not None and "busy" in counts:
             counts["busy"] += seconds
+            if work is not None and counts.get("work") is not None:
+                counts["work_trained"] += work
 
 
 def parallel_jobs(config: DictConfig) -> int:
@@ -237,15 +270,20 @@ def progress_line(counts: dict, now: float) -> str:
 
 
 def eta_seconds(counts: dict, left: int) -> float | None:
-    """Time left: the mean time a trained point's job took (`busy` / `trained`) times the
-    `left` points, divided among the launcher's parallel workers; None before a point was
-    trained (skipped points take no time: nothing to go by). Never the sweep's elapsed time,
-    which holds its start-up and the skipped points."""
+    """Time left for the `left` points: the trained points' seconds per unit of work times
+    the work left (per point, where the points' sizes are not known), divided among the
+    launcher's parallel workers; None before a point was trained (skipped points take no
+    time: nothing to go by). Never the sweep's elapsed time, which holds its start-up and the
+    skipped points."""
     if left == 0:
         return 0.0
     if not counts.get("trained") or not counts.get("busy"):
         return None
-    return counts["busy"] / counts["trained"] * left / min(counts.get("workers") or 1, left)
+    workers = min(counts.get("workers") or 1, left)
+    if counts.get("work") is not None and counts.get("work_trained"):
+        rate = counts["busy"] / counts["work_trained"]
+        return rate * max(counts["work"] - counts["work_done"], 0.0) / workers
+    return counts["busy"] / counts["trained"] * left / workers
 
 
 def duration(seconds: float) -> str:
