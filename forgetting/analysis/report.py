@@ -133,9 +133,10 @@ def pivot(results: pd.DataFrame) -> str:
 
 
 def column_order(results: pd.DataFrame) -> list[str]:
-    """The full table's columns as a reader scans them: the outcome and the losses first,
-    then the link to the run folder, then the keys the sweep varies, then the rest."""
-    first = [c for c in (*OUTCOME, "run_dir") if c in results]
+    """The full table's columns as a reader scans them: the outcome and the losses first (an
+    empty one, such as `error` where nothing failed, among the rest), then the link to the
+    run folder, then the keys the sweep varies, then the rest."""
+    first = [c for c in (*OUTCOME, "run_dir") if c in results and results[c].notna().any()]
     swept = [c for c in figure.varying(results, [*COLUMNS, "recipe"]) if c not in first]
     return first + swept + [c for c in results.columns if c not in first and c not in swept]
 
