@@ -8,7 +8,7 @@ folders gets no table, and a table is never replaced by one with fewer rows (run
 deleted or moved) unless --replace: one `error:` line, exit code 2, the table kept.
 
 Collecting is incremental: only run folders that changed since the last collect are read again
-(`.results.manifest.parquet`, forgetting/runs/manifest.py): new, unfinished and deleted ones,
+(`.results.manifest.parquet`, forgetting/tables/manifest.py): new, unfinished and deleted ones,
 and those whose runs wrote since (every run adds its folder to the change feed,
 `.results.pending`). A finished run folder changed by other means than a run (files edited or
 copied over by hand) is seen by --scan, a stat of every run folder's files; --full reads every
@@ -23,14 +23,14 @@ from pathlib import Path
 
 from forgetting.core.errors import UserError
 from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder
-from forgetting.runs.results import (
-    build_tables,
+from forgetting.tables import (
     check_replace,
-    collect,
     pivot,
     report_failures,
     write_tables,
 )
+from forgetting.tables import read as build_tables
+from forgetting.tables import update as collect
 
 
 def main(argv: list[str] | None = None) -> int:

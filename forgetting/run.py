@@ -28,8 +28,8 @@ from forgetting.runs.cluster import guard_sbatch
 from forgetting.runs.configs import CONFIG_DIR, ensure_plugin, register_configs
 from forgetting.runs.job import RunFolderTaken, record_failure, run_one
 from forgetting.runs.preflight import preflight
-from forgetting.runs.results import sweep_failures
 from forgetting.runs.resume import register_resolver
+from forgetting.runs.sweep_end import sweep_failures
 
 log = logging.getLogger("forgetting")
 

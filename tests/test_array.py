@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from forgetting.core.errors import UserError
 from forgetting.runs.preflight import preflight
-from forgetting.runs.results import collect
+from forgetting.tables.results import collect
 from helpers import TINY, one_line_error, run_cli
 
 GRID = ["lr=1,2", "subset=0.5,1.0"]

@@ -17,10 +17,10 @@ from hydra import compose, initialize_config_dir
 
 from forgetting.collect import main as collect_main
 from forgetting.core.files import atomic_write_json, atomic_write_text
-from forgetting.runs.claims import claim, holder
+from forgetting.rundir.claims import claim, holder
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 from forgetting.runs.job import run_one
-from forgetting.runs.results import build_tables, collect, report_failures
+from forgetting.tables.results import build_tables, collect, report_failures
 from helpers import REPO, TINY, run_cli, write_run
 
 
@@ -106,7 +106,7 @@ def test_a_claimed_folder_cannot_be_claimed_again_until_released(tmp_path):
 
 
 def test_the_claim_of_a_killed_process_is_free(tmp_path):
-    code = ("import sys; from pathlib import Path; from forgetting.runs.claims import claim; "
+    code = ("import sys; from pathlib import Path; from forgetting.rundir.claims import claim; "
             f"c = claim(Path({str(tmp_path)!r})); print('held', flush=True); sys.stdin.read()")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)

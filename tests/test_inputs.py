@@ -73,7 +73,8 @@ def test_nothing_to_draw_or_judge_when_every_run_failed(tmp_path, capsys, main, 
 def test_finding_a_finished_run_reads_one_metrics_file_not_all(tmp_path, monkeypatch):
     """The 'nothing finished' check before analyze/plot stops at the first finished run: one
     read of metrics.json in a sweep of 40, not 40; with none finished it reads them all."""
-    from forgetting.runs import cli, resume
+    from forgetting.rundir import identity as resume
+    from forgetting.runs import cli
 
     folder = tmp_path / "sweep"
     for n in range(40):

@@ -15,8 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import helpers
-from forgetting.runs import resume
-from forgetting.runs.resume import config_hash, job_folder, latest_runs
+from forgetting.rundir import identity
+from forgetting.rundir.identity import config_hash
+from forgetting.runs.resume import job_folder, latest_runs
 from helpers import REPO, TINY, run_cli
 
 LRS = "lr=0.5,1,1.5,2,2.5,3"
@@ -137,7 +138,7 @@ def hydra_files(folder: Path, config: str | None, overrides: bool = True) -> Non
 def test_an_empty_config_file_is_no_other_config(tmp_path, monkeypatch):
     """Another process has opened `.hydra/config.yaml` for writing (empty) and died: after a
     short wait the folder is free, never a folder of another config (`N-HASH`)."""
-    monkeypatch.setattr(resume, "WRITE_WAIT_S", 0.2)
+    monkeypatch.setattr(identity, "WRITE_WAIT_S", 0.2)
     hydra_files(tmp_path / "0", "", overrides=False)
     assert job_folder(0, _root_=root_config(tmp_path, 0)) == "0"
     hydra_files(tmp_path / "1", "", overrides=True)  # an empty file, all written
@@ -151,7 +152,7 @@ def test_a_config_being_written_is_waited_for(tmp_path, monkeypatch, lr, chosen)
     overrides.yaml not yet there) while ours chooses: ours waits, then reads the whole
     config: the same config keeps folder 0 (one training, through the claim), another one
     sends ours to `0-HASH`."""
-    monkeypatch.setattr(resume, "WRITE_WAIT_S", 10.0)
+    monkeypatch.setattr(identity, "WRITE_WAIT_S", 10.0)
     hydra_files(tmp_path / "0", "", overrides=False)
 
     def finish_writing():

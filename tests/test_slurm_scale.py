@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from test_slurm import in_queue, slurm_state, wait_until
 
-from forgetting.runs import pending
+from forgetting import tables as pending
 from helpers import REPO, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]

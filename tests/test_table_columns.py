@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from forgetting.runs.pivots import MixedCells, pivot, pivot_table
-from forgetting.runs.results import build_tables
+from forgetting.tables.pivots import MixedCells, pivot, pivot_table
+from forgetting.tables.results import build_tables
 from helpers import run_cli
 
 

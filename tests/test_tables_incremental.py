@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from forgetting.runs import manifest, parts, pending
-from forgetting.runs.results import TableShrinks, collect
+from forgetting.tables import feed as pending
+from forgetting.tables import manifest, parts
+from forgetting.tables.results import TableShrinks, collect
 
 TABLES = ["results.parquet", "history.parquet", "recency.parquet"]
 
@@ -214,7 +215,7 @@ def test_a_deleted_history_is_gathered_again_with_the_rows_from_the_unchanged_fo
 def test_examples_tables_are_read_lazily_from_the_chosen_runs(tmp_path):
     import pyarrow.dataset as ds
 
-    from forgetting.runs.gather import run_files
+    from forgetting.tables.gather import run_files
 
     folder = tmp_path / "sweep"
     for n in range(3):

@@ -17,8 +17,9 @@ from test_tables_incremental import (
     read_tables,
 )
 
-from forgetting.runs import manifest, parts, pending
-from forgetting.runs.results import collect
+from forgetting.tables import feed as pending
+from forgetting.tables import manifest, parts
+from forgetting.tables.results import collect
 
 
 def part_files(table: os.PathLike) -> dict[str, int]:

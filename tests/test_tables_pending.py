@@ -9,9 +9,9 @@ from test_tables_incremental import (
     make_sweep,
 )
 
-from forgetting.runs import manifest, pending
-from forgetting.runs.pending import add_pending, update_after_run
-from forgetting.runs.results import build_tables, collect
+from forgetting.tables import add_pending, deferred, manifest, update_after_run
+from forgetting.tables import feed as pending
+from forgetting.tables.results import build_tables, collect
 
 
 @pytest.mark.parametrize("points", [20, 200])
@@ -57,7 +57,7 @@ def test_pending_folders_are_merged_by_one_writer(tmp_path):
 def test_tasks_leave_their_folders_pending_until_enough_have_finished(tmp_path, monkeypatch):
     """Below DEFER_MIN pending folders (and one in DEFER_SHARE of the rows) a task writes
     nothing; the task that reaches it merges them all, as a collect would."""
-    monkeypatch.setattr(pending, "DEFER_MIN", 5)
+    monkeypatch.setattr(deferred, "DEFER_MIN", 5)
     folder = make_sweep(tmp_path / "sweep", 10)
     before = (folder / "results.parquet").stat().st_mtime_ns
     for n in range(10, 14):

@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from forgetting.core.config import UNHASHED
+from forgetting.rundir.identity import config_hash
 from forgetting.runs import tracking
 from forgetting.runs.configs import CONFIG_DIR, register_configs
-from forgetting.runs.resume import config_hash
 from helpers import TINY, head_commit, run_cli
 
 LOGGER_KEYS = {"logger.mlflow", "logger.tensorboard", "logger.mlflow_uri", "logger.experiment"}

@@ -2,7 +2,7 @@
 
     python -m forgetting.analyze DIR [DIR ...] [--out FOLDER] [--jump 1.0] [--within 0.1] ...
 
-Reads the run folders under each DIR (forgetting/runs/results.py), prints a short text and writes
+Reads the run folders under each DIR (forgetting/tables/results.py), prints a short text and writes
 `verdict.json` and `verdict.txt` into the first DIR. Sections, each where the data allow:
 
 - **LR × subset** (per batch size): the optimal LR factor per subset size by mean test loss over
@@ -206,7 +206,7 @@ def recipes(results: pd.DataFrame, th: Thresholds) -> list[dict]:
 
 def analyze(dirs: list[Path], th: Thresholds) -> dict:
     """The report of the runs under `dirs` (see the module's docstring)."""
-    from forgetting.runs.results import build_tables
+    from forgetting.tables import read as build_tables
 
     results, tables, _ = build_tables(dirs)
     return analyze_tables(results, tables, th, dirs)

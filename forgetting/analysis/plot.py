@@ -2,7 +2,7 @@
 
     python -m forgetting.plot DIR [DIR ...] [--out FOLDER]
 
-Reads the run folders under each DIR (forgetting/runs/results.py) and writes into `DIR/figures/`
+Reads the run folders under each DIR (forgetting/tables/results.py) and writes into `DIR/figures/`
 (or FOLDER) whichever of these the runs allow:
 
 - `lr_subset.png`: final train and test loss vs LR factor (log2 axis), one colour per subset
@@ -251,7 +251,7 @@ def plot(dirs: list[Path], out: Path, bin_epochs: float = Thresholds.bin,
          target_acc: float | None = None) -> tuple[list[Path], list[str]]:
     """Write every figure the runs under `dirs` allow into `out`; return their paths and a
     line for each figure not drawn, saying why."""
-    from forgetting.runs.results import build_tables
+    from forgetting.tables import read as build_tables
 
     results, tables, _ = build_tables(dirs)
     drawn, skipped = figures(results, tables, bin_epochs, target_acc)

@@ -224,10 +224,10 @@ def nav(sections: list[str]) -> str:
 
 
 def read_tables(folder: Path) -> tuple[pd.DataFrame, dict]:
-    """The tables a sweep's end wrote into its folder (forgetting/runs/results.py)."""
+    """The tables a sweep's end wrote into its folder (forgetting/tables/results.py)."""
     import pandas as pd
 
-    from forgetting.runs import folders
+    from forgetting.rundir import folders
 
     tables = {}
     for name, file in (("history", folders.HISTORY), ("recency", folders.RECENCY)):
@@ -240,7 +240,7 @@ def build(dirs: list[Path], out: Path, th: Thresholds | None = None,
           tables: tuple[pd.DataFrame, dict] | None = None) -> Path:
     """Write the report of the runs under `dirs` (or of the given (results, per-run tables))
     to `out`, its figures into figures/ beside it; return its path."""
-    from forgetting.runs.results import build_tables
+    from forgetting.tables import read as build_tables
 
     th = th or Thresholds()
     results, tables = tables if tables is not None else build_tables(dirs)[:2]

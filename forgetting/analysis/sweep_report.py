@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from forgetting.runs import folders
+from forgetting.rundir import folders
 
 
 class SweepReport(Callback):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from forgetting.core.train import epoch_marker
-from forgetting.runs import folders
+from forgetting.rundir import folders
 from forgetting.runs.configs import PACKAGE_DIR
 
 GRID = ["lr=1,2,4,8", "subset=0.25,0.5,1.0"]

@@ -13,7 +13,7 @@ operation's alone, imports done before the clock), with the page cache warm from
   run's folder is in the change feed);
 - one scanned: `collect --scan` after one point's metrics.json was rewritten by hand (not in the
   change feed: a stat of every run folder finds it);
-- array task: an array task's update after its point was rewritten (forgetting/runs/pending.py):
+- array task: an array task's update after its point was rewritten (forgetting/tables/deferred.py):
   its folder left pending, nothing read or written;
 - array merge: the update of the task that merges the pending folders (as many as a task may
   leave, max(DEFER_MIN, N / DEFER_SHARE), or N when fewer: here the sweep's last task), with the
@@ -51,24 +51,14 @@ MEASURES = ["full", "one_changed", "one_scan", "array_task", "array_merge", "ana
 
 
 def measure(op: str, sweep: Path, n: int) -> dict:
-    """Run one measure in this process; seconds, peak memory and the run folders read."""
-    from forgetting.runs import manifest
-
-    reads = []
-    original = manifest.read_entry
-
-    def counted(root, rel, sig):
-        reads.append(rel)
-        return original(root, rel, sig)
-
-    manifest.read_entry = counted
+    """Run one measure in this process; seconds, peak memory and the run folders read (as
+    the update reports them)."""
     import filelock  # noqa: F401  (imports before the clock: the operation alone is timed)
     import pandas  # noqa: F401
     import pyarrow.compute  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from forgetting.runs.pending import update_after_run
-    from forgetting.runs.results import collect
+    from forgetting import tables
 
     if op in ("analyze", "plot"):  # the commands, as a user runs them (bench/ does not
         return command(op, sweep)   # import analysis/)
@@ -77,15 +67,16 @@ def measure(op: str, sweep: Path, n: int) -> dict:
     start = time.perf_counter()  # imports done: the operation alone
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         if op in ("full", "one_changed", "one_scan"):
-            collect(sweep, scan=op == "one_scan")
+            results, _ = tables.update(sweep, scan=op == "one_scan")
+            read = results.attrs.get("folders_read", 0)
         elif op == "array_task":
-            update_after_run(sweep, sweep / str(n // 3))
+            read = tables.update_after_run(sweep, sweep / str(n // 3)).folders_read
         elif op == "array_merge":  # the sweep's last task: its update merges what is pending
-            update_after_run(sweep, sweep / str(n // 4), points=n)
+            read = tables.update_after_run(sweep, sweep / str(n // 4), points=n).folders_read
     seconds = time.perf_counter() - start
     peak_mb = rss_mb("VmHWM")
     return {"s": seconds, "peak_mb": peak_mb, "imports_mb": baseline_mb,
-            "folders_read": len(reads)}
+            "folders_read": read}
 
 
 def command(op: str, sweep: Path) -> dict:

@@ -61,7 +61,7 @@ def rewrite(run: Path, announce: bool = True) -> None:
     """A new metrics.json for one point (written atomically, and added to the change feed of
     the tables above it, as a run does; not added when not `announce`: an edit by hand)."""
     from forgetting.core.files import atomic_write_text
-    from forgetting.runs.pending import announce as feed
+    from forgetting.tables import announce as feed
 
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["test_loss"] = metrics["test_loss"] * 1.5
@@ -73,7 +73,7 @@ def rewrite(run: Path, announce: bool = True) -> None:
 def leave_pending(sweep: Path, n: int) -> int:
     """Rewrite points until as many are pending as an array task may leave (or all n), the
     last one (n // 4) for the measured task to add; how many its update will merge."""
-    from forgetting.runs.pending import DEFER_MIN, DEFER_SHARE, add_pending, pending
+    from forgetting.tables import DEFER_MIN, DEFER_SHARE, add_pending, pending
 
     k = min(n, max(DEFER_MIN, n // DEFER_SHARE))
     waiting = set(pending(sweep))

@@ -5,7 +5,7 @@ How a key is declared: forgetting/core/keys.py. Everything else is derived from 
 declarations (`KEYS`): the checks of a composed config
 (`validate`) and of command-line overrides (forgetting/runs/preflight.py), the keys left out of
 the config hash (forgetting/runs/identity.py), the table's config columns
-(forgetting/runs/results.py) and the README's key table (`python -m forgetting.core.config`
+(forgetting/tables/results.py) and the README's key table (`python -m forgetting.core.config`
 prints it; a test compares).
 
 Units, once and for all (see also the README's "Training semantics"):

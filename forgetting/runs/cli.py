@@ -31,8 +31,8 @@ def nothing_finished(dirs) -> str | None:
     from collections import Counter
 
     from forgetting.core.metrics import FAILED, FINISHED
-    from forgetting.runs.resume import read_metrics
-    from forgetting.runs.survey import walk
+    from forgetting.rundir.identity import read_metrics
+    from forgetting.tables import walk
 
     statuses: Counter = Counter()
     for folder in dirs:

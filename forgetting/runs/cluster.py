@@ -32,7 +32,7 @@ INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "a
 SLURM_LAUNCHERS = ("submitit_slurm", "slurm_cpu", "slurm_gpu")
 
 
-RESULTS_CALLBACK = "forgetting.runs.results.ResultsTable"
+RESULTS_CALLBACK = "forgetting.runs.sweep_end.ResultsTable"
 
 
 def forgetting_app(config) -> bool:

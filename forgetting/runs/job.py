@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
+from forgetting import tables
 from forgetting.core.config import Config, validate
 from forgetting.core.errors import ConfigError, UserError
 from forgetting.core.files import (
@@ -27,9 +28,11 @@ from forgetting.core.files import (
     remove_stale_temporaries,
 )
 from forgetting.core.metrics import DIVERGED, DIVERGED_LOSS, FAILED
-from forgetting.runs import folders, pending, preemption, provenance, tracking
-from forgetting.runs.claims import claim, holder
-from forgetting.runs.resume import config_hash, finished_run, read_metrics, run_key
+from forgetting.rundir import folders
+from forgetting.rundir.claims import claim, holder
+from forgetting.rundir.identity import config_hash, read_metrics, run_key
+from forgetting.runs import preemption, provenance, tracking
+from forgetting.runs.resume import finished_run
 
 if TYPE_CHECKING:
     from forgetting.core.checkpoint import Checkpoint
@@ -47,7 +50,7 @@ def run_one(cfg: DictConfig, run_dir: Path, choices: dict,
     """Validate and train one config, write its files into `run_dir`, return the test loss.
     `pruning(conf)`: the on_epoch hook of the run (an Optuna trial's), or None.
 
-    The folder is claimed while it trains (forgetting/runs/claims.py): a second process that
+    The folder is claimed while it trains (forgetting/rundir/claims.py): a second process that
     reaches it meanwhile skips it (NaN)."""
     start = time.perf_counter()
     key = config_hash(cfg)
@@ -143,10 +146,12 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
-    """Write metrics.json (atomically, a run's last file) and add the run folder to the change
-    feed of the tables above it, which then re-read it (forgetting/runs/pending.py)."""
+    """Name the run folder in the change feed of the tables above it, then write metrics.json
+    (atomically, a run's last file): the feed is written ahead of the data it announces, so a
+    process killed anywhere in between leaves the folder where the next update re-reads it
+    (re-reading an unchanged folder is harmless; forgetting/tables/feed.py)."""
+    tables.announce(run_dir)
     atomic_write_json(run_dir / folders.METRICS, metrics)
-    pending.announce(run_dir)
 
 
 def trial_fields(cfg: DictConfig) -> dict:

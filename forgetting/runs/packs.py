@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from forgetting.core.checkpoint import Checkpoint, Preempted
 from forgetting.core.config import Config
 from forgetting.core.errors import UserError
+from forgetting.rundir.identity import config_hash
 from forgetting.runs import preemption
 from forgetting.runs.job import (
     RunFolderTaken,
@@ -38,7 +39,6 @@ from forgetting.runs.job import (
     write_result,
 )
 from forgetting.runs.progress import add_outcome, outcome, progress_line
-from forgetting.runs.resume import config_hash
 
 log = logging.getLogger("forgetting")
 LAUNCHER = "packed"

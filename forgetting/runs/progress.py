@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgetting.core.files import atomic_write_text
 from forgetting.core.metrics import DIVERGED, FAILED, OK
-from forgetting.runs import folders
+from forgetting.rundir import folders
 from forgetting.runs.run_line import EpochBar, RunLine, ended_by_logs, listening
 
 STATE_DIR = ".progress"

@@ -22,7 +22,7 @@ an index names no fixed point): run N workers of the same command on one storage
 `launch()` returns its one JobReturn (and an empty list for the sweeper's later batches), as
 Hydra's launchers do. For forgetting's app (forgetting.run, recognised by its results-table
 callback) the task then merges its run folder into the sweep's tables under the table's file
-lock, reading no other run folder (forgetting/runs/pending.py: O(1) reads per task, so an array
+lock, reading no other run folder (forgetting/tables/deferred.py: O(1) reads per task, so an array
 of 100,000 tasks costs 100,000 times one; the last task to finish leaves the complete table;
 points not yet finished have no row until their task ends), prints one line, and
 `forgetting.run` exits with the point's outcome (`exit_code()`): 0 (ok, diverged, or skipped
@@ -234,11 +234,11 @@ class ArrayLauncher(Launcher):
     def finish(self, ret: JobReturn, point: int, points: int | None, sweep_dir: Path) -> int:
         """Forgetting's app: add this point's run folder to the sweep's tables (pending until
         enough have finished or the sweep's `points` are done, then merged under their lock,
-        re-reading no other run folder: forgetting/runs/pending.py), print one line, return
+        re-reading no other run folder: forgetting/tables/deferred.py), print one line, return
         the exit code."""
         from forgetting.core.errors import UserError
-        from forgetting.runs.pending import update_after_run
-        from forgetting.runs.resume import read_metrics
+        from forgetting.rundir.identity import read_metrics
+        from forgetting.tables import update_after_run
 
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
         metrics = read_metrics(run_dir) or {}

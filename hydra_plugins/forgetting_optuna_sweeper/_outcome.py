@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import ListConfig
 
 from forgetting.core.metrics import DIVERGED, FAILED, PRUNED
-from forgetting.runs.folders import METRICS
+from forgetting.rundir.folders import METRICS
 
 
 def judge(ret, objectives: list | None, directions: list, on_nan: str):

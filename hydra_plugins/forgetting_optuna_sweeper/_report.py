@@ -4,7 +4,7 @@
   (one objective) or the Pareto front (several), with params and values by objective name.
 - `optuna_trials.parquet`: one row per trial: `study`, `trial` (number), `trial_state`,
   `trial_duration_s`, `params_<name>`, `value_<objective>`, `discarded`, `retry_of`, `note`
-  (why it failed, or that it got the worst value). `forgetting.runs.results` merges it into the
+  (why it failed, or that it got the worst value). `forgetting.tables` merges it into the
   sweep's results table on (study, trial).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from forgetting.core.files import atomic_write_parquet, atomic_write_text
 from forgetting.core.metrics import ABANDONED
-from forgetting.runs.folders import OPTUNA_TRIALS
+from forgetting.rundir.folders import OPTUNA_TRIALS
 
 RESULTS_FILE = "optimization_results.yaml"
 

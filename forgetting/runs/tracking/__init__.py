@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from forgetting.core.config import COLUMNS
-from forgetting.runs import folders
+from forgetting.rundir import folders
+from forgetting.runs.tracking.record import Tracked, flatten
 
 log = logging.getLogger("forgetting")
 
@@ -38,28 +37,6 @@ MULTIRUN_YAML = "multirun.yaml"  # Hydra writes it into every sweep folder
 # not in a run's name: how it is logged, and the sweeper's study and storage (every trial's)
 UNNAMED = ("hydra", "logger", "optuna.study", "optuna.storage")
 _warned: set[str] = set()
-
-
-@dataclass
-class Tracked:
-    """One run as the trackers see it: where it is, what it is called, what it recorded."""
-    run_dir: Path
-    sweep_dir: Path | None  # None for a single run
-    experiment: str
-    name: str  # the point's own overrides (`lr=2 subset=0.5`)
-    metrics: dict  # metrics.json
-    history: list[dict] = field(default_factory=list)  # history.parquet's rows
-    hparams: dict = field(default_factory=dict)  # swept keys and table columns -> value
-    end_time: float = 0.0  # unix seconds when metrics.json was written
-
-    @property
-    def key(self) -> str | None:
-        return self.metrics.get("config_hash")
-
-    def epoch_time(self, row: dict) -> float:
-        """Unix seconds at the end of a history row's epoch (the last one ends the run)."""
-        train_s = self.metrics.get("train_s") or self.history[-1].get("wall_s", 0.0)
-        return self.end_time - (train_s - row.get("wall_s", train_s))
 
 
 def log_run(run_dir: Path, metrics: dict, history: list[dict]) -> None:
@@ -219,28 +196,11 @@ def _load_list(path: Path) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """A nested config as {dotted key: value}; lists stay lists."""
-    flat = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            flat.update(flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def numbers(record: dict, skip: tuple = ()) -> dict:
-    """The fields of `record` that are numbers (not bools, not NaN), as floats."""
-    return {k: float(v) for k, v in record.items() if k not in skip
-            and isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)}
-
-
 def finished_folders(sweep_dir: Path) -> list[Path]:
     """The run folders of a sweep with a metrics.json that says finished or failed (one per
     config: the newest finished, forgetting/runs/resume.py)."""
     from forgetting.runs.resume import latest_runs
-    from forgetting.runs.rows import find_runs
+    from forgetting.tables import find_runs
 
     return [d for d in latest_runs(find_runs(sweep_dir)) if (d / folders.METRICS).is_file()]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from forgetting.core.metrics import FAILED, STATUSES
-from forgetting.runs.tracking import Tracked, flatten, numbers
+from forgetting.runs.tracking.record import Tracked, flatten, numbers
 
 STORE_DB = "mlflow.db"
 ARTIFACTS = "artifacts"

@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from forgetting.runs.tracking import Tracked, numbers
+from forgetting.runs.tracking.record import Tracked, numbers
 
 FOLDER = "tensorboard"
 FINAL = "final/"

@@ -9,7 +9,7 @@ the runs' order; temporary files start with "." and are not read. Each part is r
 atomically; a reader that lists the parts while an update splits one may see that part's runs
 twice or not at all (read under the folder's `.results.lock` for a consistent view).
 
-The layout, kept in the manifest's metadata (forgetting/runs/manifest.py), records per part
+The layout, kept in the manifest's metadata (forgetting/tables/manifest.py), records per part
 its position, the first run it covers, a digest of its runs and its file's signature, and the
 table's schema. An update assigns the chosen runs to the parts by those first runs; a part is
 rewritten when a run of it was re-read or its runs are not those it holds (added, removed,
@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.files import atomic_path
-from forgetting.runs.gather import canonical_schema, conform, gather, read_table, run_dir_of
-from forgetting.runs.manifest import Entry
-from forgetting.runs.spans import read_files, respell, segments
-from forgetting.runs.survey import file_stat, natural_key
+from forgetting.tables.entry import Entry
+from forgetting.tables.gather import canonical_schema, conform, gather, read_table, run_dir_of
+from forgetting.tables.order import natural_key
+from forgetting.tables.spans import read_files, respell, segments
+from forgetting.tables.survey import file_stat
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -2,9 +2,9 @@
 
 Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), ERROR_LOG
 (traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), CLAIM (held
-while a process trains it, forgetting/runs/claims.py), Hydra's `.hydra/config.yaml`.
+while a process trains it, forgetting/rundir/claims.py), Hydra's `.hydra/config.yaml`.
 Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over its runs (these two
-folders of parts, forgetting/runs/parts.py),
+folders of parts, forgetting/tables/parts.py),
 OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it), CONFIG_INDEX
 (which folder holds which config hash, forgetting/runs/resume.py).
 """

@@ -3,8 +3,8 @@ through pyarrow: the chosen runs' rows in the runs' order, with each run's key c
 subset, batch_size, seed, its swept keys, Optuna's trial) in front and `run_dir` last.
 
 An update takes the rows of unchanged runs from the table written last time (slices of it, not
-copies) and reads only the runs that changed (forgetting/runs/manifest.py); the per-run tables
-are gathered a part at a time (forgetting/runs/parts.py). Column order and types are a function
+copies) and reads only the runs that changed (forgetting/tables/manifest.py); the per-run tables
+are gathered a part at a time (forgetting/tables/parts.py). Column order and types are a function
 of the runs alone (first appearance in the runs' order; each column's types promoted as pyarrow
 does), so an update and a full rebuild give the same table. Tables too large to gather (a run's
 examples.parquet, one row per training example) are read lazily: `run_files` lists the files for
@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.runs.manifest import ROWS, SIGNED, Entry
-from forgetting.runs.rows import KEY_COLUMNS
-from forgetting.runs.spans import in_order, index_of, respell, runs_of
+from forgetting.tables.entry import Entry
+from forgetting.tables.manifest import ROWS, SIGNED
+from forgetting.tables.rows import KEY_COLUMNS
+from forgetting.tables.spans import in_order, index_of, respell, runs_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -262,7 +263,7 @@ def read_old(root: Path, meta: dict) -> pa.Table | None:
     moved)."""
     import pyarrow.parquet as pq
 
-    from forgetting.runs.manifest import table_signatures
+    from forgetting.tables.manifest import table_signatures
 
     if meta.get("tables", {}).get(ROWS) != table_signatures(root).get(ROWS):
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.metrics import ABANDONED, FINISHED
-from forgetting.runs import folders
+from forgetting.rundir import folders
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,16 +1,11 @@
-"""The change feed of a sweep folder's tables, and an array task's table update: O(1) reads
-and, most of the time, no write at all.
-
-Every run that writes its metrics.json adds its folder to `.results.pending` in each folder
-above it that keeps tables (`announce`): the change feed an update reads instead of a stat of
-every run folder (forgetting/runs/manifest.py survey).
+"""An array task's table update: O(1) reads and, most of the time, no write at all.
 
 A task that finished its run appends its run folder to the sweep folder's `.results.pending`
 (under a short lock of its own), then takes the table's lock. While the pending folders are few
 (fewer than DEFER_MIN, or than one in DEFER_SHARE of the table's rows) and the sweep is not
 complete, the task leaves them pending and writes nothing: rewriting a 100,000-row table for
 every finished point is what made arrays cost O(N) per task. Otherwise it takes every pending
-folder at once, re-reads only those (forgetting/runs/manifest.py), merges them into the tables
+folder at once, re-reads only those (forgetting/tables/manifest.py), merges them into the tables
 and writes them: the table's rewrite is shared by DEFER_SHARE-th of the table's points, so a
 task's amortised share stays about constant as the sweep grows.
 
@@ -24,14 +19,14 @@ nothing. The first update of a sweep folder without a table reads every folder o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from forgetting.core.metrics import FAILED, FINISHED
-from forgetting.runs import folders
+from forgetting.rundir import folders
+from forgetting.tables.feed import add_pending, pending, take_pending, taken
+from forgetting.tables.results import collect_locked
 
-TAKING = folders.PENDING + ".taking"  # taken by the writer; left by one that crashed
 DEFER_MIN = 64  # pending run folders a task may leave unmerged...
 DEFER_SHARE = 100  # ... or one in this many of the table's rows, whichever is more
 
@@ -44,64 +39,6 @@ class Update:
     counts: dict[str, int] = field(default_factory=dict)  # runs per status in the table
     folders_read: int = 0
     pending: int = 0
-
-
-def add_pending(folder: Path, run_dir: Path) -> None:
-    from filelock import FileLock
-
-    rel = os.path.relpath(run_dir, folder)
-    with FileLock(folder / (folders.PENDING + ".lock")):
-        with open(folder / folders.PENDING, "a") as f:
-            f.write(rel + "\n")
-
-
-def announce(run_dir: Path) -> list[Path]:
-    """Add `run_dir` to the change feed of every folder above it that keeps tables (has a
-    manifest): a run calls this once it wrote its metrics.json, so that an update of those
-    tables re-reads it without a stat of every run folder (forgetting/runs/manifest.py
-    survey). Returns those folders."""
-    run_dir = Path(os.path.abspath(run_dir))
-    fed = [folder for folder in run_dir.parents if (folder / folders.MANIFEST).is_file()]
-    for folder in fed:
-        add_pending(folder, run_dir)
-    return fed
-
-
-def _folders(*paths: Path) -> list[str]:
-    """The run folders listed in `paths` (missing files list none), each once, in order."""
-    lines = []
-    for path in paths:
-        try:
-            lines += path.read_text().splitlines()
-        except FileNotFoundError:
-            pass
-    return list(dict.fromkeys(line for line in lines if line))
-
-
-def pending(folder: Path) -> list[str]:
-    """The run folders waiting to be merged (taken by a writer that crashed, then pending)."""
-    return _folders(folder / TAKING, folder / folders.PENDING)
-
-
-def take_pending(folder: Path) -> list[str]:
-    """The pending run folders (moved to TAKING until the tables are written)."""
-    from filelock import FileLock
-
-    with FileLock(folder / (folders.PENDING + ".lock")):
-        try:
-            text = (folder / folders.PENDING).read_text()
-        except FileNotFoundError:
-            text = ""
-        if text:
-            with open(folder / TAKING, "a") as f:
-                f.write(text)
-            (folder / folders.PENDING).unlink()
-    return _folders(folder / TAKING)
-
-
-def taken(folder: Path) -> None:
-    """The taken folders are in the tables just written."""
-    (folder / TAKING).unlink(missing_ok=True)
 
 
 def defer(counts: dict[str, int], waiting: int, points: int | None) -> bool:
@@ -119,8 +56,6 @@ def update_after_run(folder: Path, run_dir: Path, points: int | None = None) -> 
     """Add `run_dir` to the pending run folders of `folder`, and merge them all into its tables
     unless they may wait (`defer`; `points`: the sweep's point count, when known)."""
     from filelock import FileLock
-
-    from forgetting.runs.results import collect_locked
 
     add_pending(folder, run_dir)
     with FileLock(folder / folders.TABLE_LOCK):

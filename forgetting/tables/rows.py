@@ -1,7 +1,7 @@
 """One table row per run folder: find the run folders under a root, read each one's
 metrics.json (or, when the run did not finish, its `.hydra/config.yaml` and the group choices in
 `.hydra/hydra.yaml`) into a row of config columns, metric columns and the keys its command line
-set. forgetting/runs/results.py builds the sweep's tables from these rows.
+set. forgetting/tables/results.py builds the sweep's tables from these rows.
 
 Columns: each config key once, under its table name (`width`, never `model.width` beside it);
 a swept key without a declared column under its dotted name; the command line's overrides as
@@ -26,9 +26,9 @@ from forgetting.core.metrics import (
     RUNNING,
     TIMINGS,
 )
-from forgetting.runs import folders
-from forgetting.runs.claims import holder
-from forgetting.runs.survey import natural_key
+from forgetting.rundir import folders
+from forgetting.rundir.claims import holder
+from forgetting.tables.order import natural_key
 
 # config values every table carries (declared `column=` in the schema): column -> dotted key
 CONFIG_COLUMNS = COLUMNS

@@ -4,19 +4,19 @@ last written, so an update re-reads only the run folders that changed.
 `.results.manifest.parquet` (beside results.parquet) holds one record per run folder under the
 sweep folder, by path relative to it: the size, mtime and inode of its metrics.json and
 history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its signature
-(forgetting/runs/survey.py); its status, the keys its command line set, its config hash, whether
+(forgetting/tables/survey.py); its status, the keys its command line set, its config hash, whether
 it finished, the mtime that ranks runs of one config (forgetting/runs/resume.py `latest_runs`),
 and the columns of its row and per-run tables once read. Not its row: an unchanged run's row is
 in `.results.rows.parquet`, and read again from its unchanged folder where that table cannot
 give it. The file's metadata records the sweep folder as it was spelled and the signatures of
 the tables written with it, and the layout of the per-run tables' parts
-(forgetting/runs/parts.py): the results table or the rows removed or replaced since then make
+(forgetting/tables/parts.py): the results table or the rows removed or replaced since then make
 the manifest stale, and the tables are rebuilt from the run folders alone. An update writes the
 records of unchanged run folders back as slices of the manifest it loaded.
 
 A run folder is re-read when it is new, when its row is not finished (a claim may have been
 taken or released since), or when it was looked at and its signature changed: an update looks at
-the folders in the change feed (forgetting/runs/survey.py), a scan at every one. A finished row
+the folders in the change feed (forgetting/tables/survey.py), a scan at every one. A finished row
 is never replaced by the failed row of a damaged metrics.json (truncated, not JSON) unless
 `replace`: the earlier row (and per-run tables) are kept from the tables written last time, and
 one warning line names the file.
@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.files import atomic_path
 from forgetting.core.metrics import FINISHED
-from forgetting.runs import folders
-from forgetting.runs.resume import folder_state
-from forgetting.runs.rows import damaged, read_run
-from forgetting.runs.survey import file_stat, insert_sorted, is_run, scan, signature, survey
+from forgetting.rundir import folders
+from forgetting.rundir.identity import folder_state
+from forgetting.tables.entry import Entry, row_json
+from forgetting.tables.rows import damaged, read_run
+from forgetting.tables.survey import file_stat, insert_sorted, is_run, scan, signature, survey
 
 if TYPE_CHECKING:  # pyarrow is imported where tables are built
     import pyarrow as pa
@@ -43,39 +43,7 @@ if TYPE_CHECKING:  # pyarrow is imported where tables are built
 # the files whose sizes, mtimes and inodes are a run folder's signature (signature())
 SIGNED = (folders.METRICS, folders.HISTORY)
 ROWS = ".results.rows.parquet"  # the rows as read, before Optuna's trials are merged in
-TABLES = (folders.RESULTS, ROWS)  # single files (the per-run tables: forgetting/runs/parts.py)
-
-
-@dataclass(slots=True)
-class Entry:
-    """One run folder as the tables saw it."""
-    rel: str  # the run folder relative to the sweep folder ("." for the folder itself)
-    sig: str  # sizes, mtimes and inodes of its files (signature())
-    row_json: str | None  # forgetting/runs/rows.py's row without run_dir, as JSON; None: not
-    status: str | None    # read yet (an unchanged run from the manifest: read on demand)
-    swept: list[str]
-    key: str | None  # config hash; None: not identifiable (kept as its own row)
-    finished: bool
-    mtime_ns: int
-    columns: dict = field(default_factory=dict)  # table -> [[column, arrow type]] once built
-    root: str | None = None  # the sweep folder, where row_json is read from on demand
-    index: int | None = None  # its record in the manifest as loaded (None: read since)
-    loaded: dict | None = None  # its columns as loaded (changed since: not the same object)
-
-    @property
-    def clean(self) -> bool:
-        """Whether its record in the loaded manifest still says all of it."""
-        return self.index is not None and self.columns is self.loaded
-
-    @property
-    def row(self) -> dict:
-        if self.row_json is None:  # unchanged since the manifest: its folder gives the same row
-            self.row_json = row_json(read_run(Path(self.root) / self.rel)[0])
-        return json.loads(self.row_json)
-
-
-def row_json(row: dict) -> str:
-    return json.dumps({k: v for k, v in row.items() if k != "run_dir"}, default=str)
+TABLES = (folders.RESULTS, ROWS)  # single files (the per-run tables: forgetting/tables/parts.py)
 
 
 def mtime_of(sig: str) -> int:
@@ -210,7 +178,7 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
 
 def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict) -> None:
     """Write the manifest (atomically) with the signatures of the tables just written and the
-    per-run tables' layouts (forgetting/runs/parts.py): the records of entries unchanged since
+    per-run tables' layouts (forgetting/tables/parts.py): the records of entries unchanged since
     load() (`meta`: its metadata) as slices of the manifest loaded, the others new."""
     import pyarrow as pa
     import pyarrow.parquet as pq

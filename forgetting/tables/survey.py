@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.metrics import FINISHED
-from forgetting.runs import folders
+from forgetting.rundir import folders
+from forgetting.tables.order import natural_key
 
 if TYPE_CHECKING:
-    from forgetting.runs.manifest import Entry
+    from forgetting.tables.entry import Entry
 
 TABLE_SUFFIX = ".parquet"  # a sweep's table (a file, or a folder of parts): never a run folder
 
@@ -67,15 +67,6 @@ def walk(root: Path, start: str = ".") -> Iterator[tuple[str, str]]:
             continue
 
 
-def natural_key(rel: str) -> list:
-    """2 < 10 < 10-HASH: digit runs compare as numbers, part by part of a path (a run folder's
-    relative path, or any path: forgetting/runs/rows.py find_runs sorts with it too)."""
-    if rel.isdigit():  # most run folders (Hydra's job numbers): re.split's parts, at once
-        return [["", int(rel), ""]]
-    return [[int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)]
-            for part in rel.split("/") if part != "."]
-
-
 def is_run(sig: str) -> bool:
     return not sig.startswith("-") or not sig.endswith("|-")
 
@@ -85,7 +76,7 @@ def survey(root: Path, old: dict[str, Entry], feed: list[str]
     """(gone, to look at, new: relative path -> signature): the run folders under `root` as
     an update sees them, without a stat of every run folder. A listing of each folder that
     holds run folders finds the new ones (scanned) and those gone; the change feed (`feed`:
-    forgetting/runs/pending.py) and the unfinished ones are looked at (a stat each). A
+    forgetting/tables/feed.py) and the unfinished ones are looked at (a stat each). A
     finished run folder rewritten by other means than a run is seen by a scan only
     (`collect --scan`)."""
     parents = {"."}

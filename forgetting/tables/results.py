@@ -1,26 +1,26 @@
 """Run folders on disk -> one pandas table per sweep.
 
 A run folder is any folder holding `metrics.json` or Hydra's `.hydra/config.yaml`; each gives
-one row (forgetting/runs/rows.py). The table is
+one row (forgetting/tables/rows.py). The table is
 rebuilt from disk, never from memory, so it covers failed and diverged runs and folders written
 by other processes; a run without readable metrics is a row with `status=failed` and its reason.
 Files written into the sweep folder: `results.parquet`, `results.csv` (one row per run),
 `history.parquet` (one row per run and epoch) and `recency.parquet` (the forgetting probe's
-rows of every run that has them), these two as folders of parts (forgetting/runs/parts.py;
+rows of every run that has them), these two as folders of parts (forgetting/tables/parts.py;
 `pandas.read_parquet` reads a folder as one table). Runs of the same config (config hash) in one
 sweep folder give one row, the newest finished (forgetting/runs/resume.py); writers of a folder's
 tables take its `.results.lock` first.
 
 Updates are incremental: beside the tables, `.results.manifest.parquet`
-(forgetting/runs/manifest.py) records what each run folder's files were, so an update re-reads
+(forgetting/tables/manifest.py) records what each run folder's files were, so an update re-reads
 only run folders that changed and takes the other rows from the tables written last time
-(forgetting/runs/gather.py), rewriting only the parts whose runs changed. Which changed: new,
+(forgetting/tables/gather.py), rewriting only the parts whose runs changed. Which changed: new,
 gone and unfinished run folders, and those in the change feed every run writes to
-(forgetting/runs/survey.py, pending.py); `scan=True` (collect --scan) stats every run folder's
+(forgetting/tables/survey.py, feed.py); `scan=True` (collect --scan) stats every run folder's
 files instead, for folders changed by hand; `full=True` (collect --full) re-reads every folder
 and gives the same tables. An array task re-reads only its own folder,
 and writes the tables only once every DEFER_SHARE-th of the table's points has finished
-(`update_after_run`, forgetting/runs/pending.py).
+(`update_after_run`, forgetting/tables/deferred.py).
 """
 
 from __future__ import annotations
@@ -35,18 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra.experimental.callback import Callback
-
 from forgetting.core.errors import UserError
 from forgetting.core.files import atomic_path, atomic_write_csv, atomic_write_parquet
 from forgetting.core.metrics import (
     FAILED,
 )
-from forgetting.runs import folders, manifest, parts, pending, tracking
-from forgetting.runs.gather import PER_RUN_TABLES, gather, read_old
-from forgetting.runs.pivots import pivot, pivot_table  # noqa: F401  (the table's pivots)
-from forgetting.runs.survey import any_run
-from forgetting.runs.trials import merge_trials
+from forgetting.rundir import folders
+from forgetting.tables import feed as change_feed
+from forgetting.tables import manifest, parts
+from forgetting.tables.gather import PER_RUN_TABLES, gather, read_old
+from forgetting.tables.survey import any_run
+from forgetting.tables.trials import merge_trials
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
     import pandas as pd
@@ -78,7 +77,7 @@ def read_root(root: Path, full: bool = False, replace: bool = False,
               only: list[str] | None = None, feed: list[str] | None = None) -> Read:
     """The run folders under `root` and their rows, re-reading only what changed since its
     manifest: every folder when `full`; the folders `only`, or those the change feed `feed`
-    names and an update finds (forgetting/runs/manifest.py survey), when the manifest is
+    names and an update finds (forgetting/tables/manifest.py survey), when the manifest is
     usable; else those a scan finds changed."""
     old, meta = manifest.load(root)
     if not old:
@@ -116,7 +115,7 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
 
     swept, gathered = [], {name: [] for name in ("rows", *PER_RUN_TABLES)}
     for root in roots:
-        read = read_root(root, feed=pending.pending(root))
+        read = read_root(root, feed=change_feed.pending(root))
         swept += [k for k in read.swept if k not in swept]
         for name in gathered:
             table = read.rows if name == "rows" else gather(
@@ -206,7 +205,7 @@ def collect(folder: Path, replace: bool = False, full: bool = False,
     from reading to writing: of concurrent collectors (array tasks, forgetting.collect) the
     last one writes last and has seen every run finished before it started. Only run folders
     that changed since the manifest are read: new, unfinished and gone ones, and those the
-    change feed names (forgetting/runs/pending.py); those whose files a stat of every run
+    change feed names (forgetting/tables/feed.py); those whose files a stat of every run
     folder finds changed when `scan` or `replace`; every one when `full`; only the folders `only`,
     relative to `folder`, for an array task. A folder without run folders gets nothing (an
     empty frame is returned); a table is never replaced by one with fewer rows unless
@@ -241,7 +240,7 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
     among them), so a folder added while this runs stays in it."""
     feed = None
     if only is None:
-        feed = pending.take_pending(folder)
+        feed = change_feed.take_pending(folder)
     read = read_root(folder, full=full, replace=replace, only=only,  # replace: a deliberate
                      feed=None if scan or replace else feed)  # act, every folder looked at
     results = results_frame([read.rows], [folder])
@@ -255,7 +254,7 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
     write_results(folder, results, (folder / manifest.ROWS, read.rows))
     manifest.save(folder, read.entries, layouts, read.meta)
     if only is None:
-        pending.taken(folder)
+        change_feed.taken(folder)
     return results, read.swept
 
 
@@ -265,38 +264,3 @@ def report_failures(results: pd.DataFrame) -> int:
     for reason, group in failed.groupby(failed["error"].fillna("unknown")):
         print(f"error: {len(group)} run(s) failed: {reason}", file=sys.stderr)
     return len(failed)
-
-
-_failed_runs = 0  # failed runs in the table of this process's last sweep
-
-
-def sweep_failures() -> int:
-    """How many runs of this process's last sweep failed (forgetting.run then exits 1)."""
-    return _failed_runs
-
-
-class ResultsTable(Callback):
-    """Hydra callback: at the end of a multirun, build the sweep's table and print the pivot.
-
-    Failed runs are reported (one line per reason) and counted, not raised: the callbacks
-    after this one still run (the sweep's report), and forgetting.run exits with code 1.
-    """
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        global _failed_runs
-
-        if str(config.hydra.launcher.get("_target_", "")).endswith(".ArrayLauncher"):
-            return  # an array task: its launcher rebuilt the table and reports its own point
-        folder = Path(config.hydra.sweep.dir)
-        try:
-            results, swept = collect(folder)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-        counts = results["status"].value_counts().to_dict()
-        print(f"\n{len(results)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
-              f"table: {folder / folders.RESULTS}")
-        table = pivot(results, swept)
-        print(table)
-        tracking.log_sweep(config, folder, results, table)  # the trackers' parent run
-        _failed_runs = report_failures(results)

@@ -21,7 +21,7 @@ import socket
 import time
 from pathlib import Path
 
-from forgetting.runs.folders import CLAIM
+from forgetting.rundir.folders import CLAIM
 
 log = logging.getLogger("forgetting")
 

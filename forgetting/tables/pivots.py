@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from forgetting.core.errors import UserError
 from forgetting.core.metrics import OK
-from forgetting.runs.rows import CONFIG_COLUMNS
+from forgetting.tables.rows import CONFIG_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
