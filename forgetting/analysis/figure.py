@@ -203,15 +203,22 @@ def missing_markers(reasons) -> dict:
     return {r: MISSING_MARKERS[i % len(MISSING_MARKERS)] for i, r in enumerate(distinct)}
 
 
-def mark_missing(ax, xs, colour, reason: str, marker: str = MISSING_MARKERS[0]) -> None:
+def mark_missing(ax, xs, colour, reason: str, marker: str = MISSING_MARKERS[0],
+                 dodge: float = 0.0) -> None:
     """Points with no value drawn as hollow markers on the axes' bottom edge; the reason goes
-    to the legend (one entry per reason, its `marker` from missing_markers)."""
+    to the legend (one entry per reason, its `marker` from missing_markers). `dodge`: a
+    sideways shift in points, so that curves missing at the same x show side by side."""
+    from matplotlib.transforms import offset_copy
+
     xs = list(xs)
     if not xs:
         return
+    where = offset_copy(ax.get_xaxis_transform(), ax.figure, x=dodge, units="points")
     ax.plot(xs, [0.0] * len(xs), linestyle="none", marker=marker, ms=7, mfc="none",
-            color=colour, mew=1.5, transform=ax.get_xaxis_transform(), clip_on=False,
-            label=reason, gid="missing")
+            color=colour, mew=1.5, transform=where, clip_on=False, label=reason,
+            gid="missing", scalex=False, scaley=False)
+    ax.update_datalim([(x, 1.0) for x in xs], updatex=True, updatey=False)  # x: its epochs
+    ax.autoscale_view()
 
 
 def spread(ax, x, frame, colour, label: str, marker: str = "o") -> None:

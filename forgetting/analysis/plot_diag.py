@@ -77,8 +77,11 @@ def _lines(ax, group: pd.DataFrame, value: pd.Series, colour: dict, reason,
     if reason is not None:
         missing = frame.assign(reason=reason)
         missing = missing[missing["value"].isna() & missing["reason"].notna()]
+        order = sorted(colour)  # side by side where several factors miss the same epoch
         for (lr, why), at in missing.groupby(["lr", "reason"]):
-            figure.mark_missing(ax, sorted(at["epoch"].unique()), colour[lr], why, markers[why])
+            dodge = 8.0 * (order.index(lr) - (len(order) - 1) / 2)
+            figure.mark_missing(ax, sorted(at["epoch"].unique()), colour[lr], why, markers[why],
+                                dodge)
     figure.integer_epochs(ax)
     ax.grid(True, alpha=0.3)
     return stats["mean"]
