@@ -45,3 +45,25 @@ def test_the_grid_check_and_its_reason_agree():
                           "augment": [True, False] * 2})
     assert not_a_grid(frame) == ("the runs differ in augment as well as in subset: not a "
                                  "subset-size comparison")
+
+
+def test_analyze_warns_where_one_points_seeds_mix_precisions(tmp_path):
+    """`precision=auto` picks per machine: a point whose seeds trained in bf16 on one and fp32
+    on another is named, and the table shows what each run trained in beside what was asked."""
+    from forgetting.tables import read
+
+    k = 0
+    for lr in (1.0, 4.0):
+        for subset in (0.25, 1.0):
+            for seed in (0, 1, 2):
+                used = "fp32" if (lr, subset, seed) == (4.0, 0.25, 2) else "bf16"
+                write_run(tmp_path / str(k), lr, subset, 128, seed=seed, precision=used,
+                          threads=2)
+                k += 1
+    results, _, _ = read([tmp_path])
+    assert set(results["precision_used"]) == {"bf16", "fp32"}
+    assert set(results["threads_used"]) == {2}
+    report = analyze([tmp_path], Thresholds())
+    assert report["warnings"] == ["lr=4.0 subset=0.25: its runs trained in bf16 (seeds 0, 1) "
+                                  "and fp32 (seed 2); seed and precision are confounded there"]
+    assert "warning: lr=4.0 subset=0.25: its runs trained in bf16" in render(report)

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 from forgetting.analysis.curvature import curvature, measured_grid
 from forgetting.analysis.curvature import render_lines as curvature_lines
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
+from forgetting.analysis.seeds import mixed_precisions, replication
 from forgetting.analysis.seeds import render_lines as replication_lines
-from forgetting.analysis.seeds import replication
 from forgetting.analysis.verdict import decide, render_lines
 from forgetting.core.config import Config
 from forgetting.core.metrics import DIVERGED, OK
@@ -228,6 +228,8 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
         report["no_verdict"] = why
     if measured_grid(done):
         report["curvature"] = curvature(done, th, onset)
+    if mixed := mixed_precisions(done):
+        report["warnings"] = mixed
     seeds = replication(done, report, th, optimum)
     if seeds is not None:
         report["replication"] = seeds
@@ -244,6 +246,7 @@ def render(report: dict) -> str:
     th = report["thresholds"]
     status = ", ".join(f"{v} {k}" for k, v in report["status"].items())
     lines = [f"{', '.join(report['dirs'])}: {report['runs']} runs ({status})"]
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     for entry in report.get("lr_subset", []):
         edge = entry["onset"]
         lines += ["", f"LR factor x subset, batch {entry['batch_size']}: instability from "

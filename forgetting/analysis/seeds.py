@@ -232,3 +232,29 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
     if rep.get("curvature"):
         lines.append("  (* = the run diverged)")
     return lines
+
+
+def mixed_precisions(results: pd.DataFrame, most: int = 5) -> list[str]:
+    """A warning for each point (every config column but the seeds, and the recipe) whose
+    runs trained in more than one precision (`precision_used`, what `precision=auto` chose on
+    each machine): its seeds then differ in precision as well as in seed. At most `most`."""
+    from forgetting.core.config import COLUMNS
+
+    if "precision_used" not in results:
+        return []
+    keys = [c for c in (*COLUMNS, "recipe") if c in results
+            and c not in ("seed", "subset_seed", "precision")]
+    done = results[results["precision_used"].notna()].astype({k: str for k in keys})
+    lines = []
+    for point, group in done.groupby(keys, sort=True, dropna=False):
+        used = group.groupby("precision_used")["seed"].agg(lambda s: sorted(set(s)))
+        if len(used) > 1:
+            where = " ".join(f"{k}={v}" for k, v in zip(keys, point)
+                             if done[k].nunique() > 1) or "the one point"
+            mix = " and ".join(f"{p} (seed{'s' if len(s) > 1 else ''} "
+                               f"{', '.join(map(str, s))})" for p, s in used.items())
+            lines.append(f"{where}: its runs trained in {mix}; seed and precision are "
+                         "confounded there")
+    if len(lines) > most:
+        lines = lines[:most] + [f"... and {len(lines) - most} more points"]
+    return lines

@@ -125,8 +125,9 @@ def prepare(cfg: Config, dataset: Dataset | None, precision: str | None,
     steps_per_epoch = n // cfg.batch_size
     passes = plan_passes(cfg, len(data.train_y), n)
     info = {"device": str(device), "device_name": device_name(device), "precision": precision,
-            "train_size": n, "test_size": len(test_y), "passes": passes,
-            "steps": passes * steps_per_epoch, "source": data.source, "resumes": 0}
+            "threads": torch.get_num_threads(), "train_size": n, "test_size": len(test_y),
+            "passes": passes, "steps": passes * steps_per_epoch, "source": data.source,
+            "resumes": 0}
     start = time.perf_counter()
     compiled = cfg.compile and not fused
     net = compile_and_warm(model, maker, cfg.batch_size, [n, len(test_y)],

@@ -35,6 +35,10 @@ CONFIG_COLUMNS = COLUMNS
 METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
                   "resumes", "config_hash", "steps", *DIAG_FINAL,
                   "launcher", "pack_id", "pack_size"]  # the last three: packed runs only
+# what a run trained in, beside what was asked (the config's `precision`: auto, and `threads`:
+# 0 = all cores): column -> metrics.json's key
+USED_COLUMNS = {"precision_used": "precision", "threads_used": "threads",
+                "device_name": "device_name"}
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 COLUMN_OF = {dotted: column for column, dotted in CONFIG_COLUMNS.items()}  # model.width -> width
 # how a run is executed or shown, not what it computes: never a column (diag.* says what is
@@ -132,6 +136,9 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     for column in METRIC_COLUMNS:
         if column in metrics:
             row[column] = metrics[column]
+    for column, key in USED_COLUMNS.items():
+        if key in metrics:
+            row[column] = metrics[key]
     if "trial" not in row and _lookup(config, "optuna.trial") is not None:  # did not finish
         row["study"], row["trial"] = _lookup(config, "optuna.study"), _lookup(config,
                                                                               "optuna.trial")
