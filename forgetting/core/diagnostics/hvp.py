@@ -20,6 +20,7 @@ Both raise NonFinite on a non-finite chunk loss; neither writes a parameter or .
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -93,8 +94,11 @@ def forward_over_reverse(model: nn.Module, params: list[nn.Parameter], x: torch.
             for m in norms:
                 m.track_running_stats = False
             for start, stop in chunks(n, batch_size):
-                _, hv, loss = jvp(chunk_gradient(start, stop), (primal,), (tuple(v),),
-                                  has_aux=True)
+                with warnings.catch_warnings():  # torch's jvp decompositions, loaded on
+                    warnings.filterwarnings(       # first use, warn of torch.jit.script
+                        "ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+                    _, hv, loss = jvp(chunk_gradient(start, stop), (primal,), (tuple(v),),
+                                      has_aux=True)
                 _check(loss, start, stop)
                 total = [t + h for t, h in zip(total, hv)]
         finally:
