@@ -36,7 +36,7 @@ def test_unfinished_runs_take_their_group_choices_from_hydra_yaml(tmp_path):
     results, _, swept = build_tables([tmp_path])  # run 1 was killed: no metrics.json
     assert results["sweep"].tolist() == ["quick", "quick"]
     assert results["recipe"].tolist() == ["part1", "part1"]
-    assert results["status"].tolist() == ["ok", "failed"]
+    assert results["status"].tolist() == ["ok", "interrupted"]
     text = pivot(results, swept)
     assert "None" not in text and "nan" not in text.lower() and "sweep" not in text
 

@@ -107,10 +107,10 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
         metrics = json.loads(metrics_path.read_text())
         if not isinstance(metrics, dict) or "status" not in metrics:
             raise ValueError("no status field")
-    except FileNotFoundError:
-        metrics = {"status": FAILED, "error": "no metrics.json (the run did not finish)"}
-        if (run_dir / folders.CHECKPOINT).is_file():  # stopped by a signal: a rerun resumes
-            metrics = {"status": INTERRUPTED, "error": None}
+    except FileNotFoundError:  # Hydra's files, no result: stopped (a signal, SIGKILL, a
+        # node lost) before it finished; a rerun resumes it from its checkpoint, or trains
+        # it from the start without one (forgetting/runs/job.py): never a failure
+        metrics = {"status": INTERRUPTED, "error": None}
     except (OSError, ValueError) as e:
         metrics = {"status": FAILED, "error": f"{UNREADABLE} ({e})"}
     if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
