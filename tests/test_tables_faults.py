@@ -46,7 +46,7 @@ def test_a_run_killed_right_after_its_metrics_landed_is_in_the_next_update(tmp_p
 
 
 def test_a_point_killed_without_a_checkpoint_is_interrupted_and_trained_on_rerun(tmp_path,
-                                                                                 tiny_cfg):
+                                                                                 tiny_cfg):  # noqa: F811
     """SIGKILL leaves Hydra's files, no metrics.json, no live claim, no checkpoint: the point
     is `interrupted` (not a failure: a sweep into the folder exits 0), and a rerun trains it."""
     folder = make_sweep(tmp_path / "sweep", 2)
