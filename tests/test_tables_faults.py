@@ -6,13 +6,15 @@ import json
 import signal
 
 import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 from test_claims import tiny_cfg  # noqa: F401  (a fixture)
 from test_tables_incremental import make_sweep
 
 from forgetting import tables
+from forgetting.rundir.schema import wrong_key
 from forgetting.runs.job import run_one
-from helpers import run_cli
+from helpers import one_line_error, run_cli, write_run
 
 # a process that names the run folder in the feed and writes its metrics.json
 # (forgetting.runs.job.write_metrics), SIGKILLed right after metrics.json's rename
@@ -62,3 +64,53 @@ def test_a_point_killed_without_a_checkpoint_is_interrupted_and_trained_on_rerun
     run_one(tiny_cfg, run, {})  # the rerun's job in that folder: trained, not skipped
     results, _ = tables.update(folder)
     assert results.set_index("run_dir").loc[str(run), "status"] == "ok"
+
+
+GARBAGE = [{"status": "ok", "lr": "x"}, {"status": "ok", "test_loss": "abc"},
+           {"status": "ok", "test_loss": 1.0, "config": {"lr": 2.0, "subset_seed": "zero"}},
+           {"status": "fine", "test_loss": 1.0}, {"status": "ok", "config": ["lr", 2]}]
+
+
+def test_the_schema_names_the_first_key_of_a_wrong_type():
+    assert [wrong_key(m) for m in GARBAGE] == [
+        'lr="x": must be float', 'test_loss="abc": must be a number or null',
+        'config.subset_seed="zero": must be int',
+        'status="fine": must be one of ok, diverged, pruned, failed',
+        'config=["lr", 2]: must be a mapping or null']
+    good = {"status": "ok", "test_loss": float("nan"), "noise_note": None, "error": None,
+            "config": {"lr": 2, "subset": 0.5, "seed": 1, "subset_seed": "${seed}",
+                       "model": {"name": "tiny", "width": 1}, "schedule": {"knots": [0, 5]}}}
+    assert wrong_key(good) is None  # ints for floats, NaN, null, an unresolved interpolation
+
+
+@pytest.mark.parametrize("module, word", [("forgetting.analyze", "judge"),
+                                          ("forgetting.report", "report"),
+                                          ("forgetting.plot", "draw")])
+def test_garbage_run_folders_give_one_line_and_write_nothing(tmp_path, module, word):
+    for n, metrics in enumerate(GARBAGE):
+        (tmp_path / str(n)).mkdir()
+        (tmp_path / str(n) / "metrics.json").write_text(json.dumps(metrics))
+    before = sorted(tmp_path.rglob("*"))
+    proc = run_cli(str(tmp_path), module=module)
+    assert one_line_error(proc) == (f"error: DIR={str(tmp_path)!r}: nothing to {word}: none "
+                                    f"of its {len(GARBAGE)} runs finished ({len(GARBAGE)} failed)")
+    assert sorted(tmp_path.rglob("*")) == before  # no verdict, no report, no figures/
+
+
+def test_garbage_next_to_a_last_good_row_keeps_that_row_with_a_warning(tmp_path, capsys):
+    folder = make_sweep(tmp_path / "sweep", 3)
+    write_run(folder / "3", "ok", lr="x")  # a new garbage folder: a failed row
+    garbage = folder / "1" / "metrics.json"
+    garbage.write_text(json.dumps({**json.loads(garbage.read_text()), "test_loss": "abc"}))
+    tables.announce(garbage.parent)
+    capsys.readouterr()
+    results, _ = tables.update(folder)
+    rows = results.set_index("run_dir")
+    assert rows.loc[str(folder / "1"), "status"] == "ok"
+    assert rows.loc[str(folder / "1"), "test_loss"] == 1.0
+    assert rows.loc[str(folder / "3"), "status"] == "failed"
+    assert rows.loc[str(folder / "3"), "error"] == \
+        'unreadable metrics.json (lr="x": must be float)'
+    assert capsys.readouterr().err.splitlines() == [
+        f'warning: {garbage}: unreadable metrics.json (test_loss="abc": must be a number or '
+        "null); its earlier ok row kept (--replace takes the failed row)"]

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgetting.core.config import UNHASHED
 from forgetting.core.metrics import FINISHED
+from forgetting.rundir import schema
 from forgetting.rundir.folders import HYDRA_CONFIG, HYDRA_OVERRIDES, METRICS
 
 
@@ -52,12 +53,12 @@ def _drop(data: dict, path: list[str]) -> None:
 
 
 def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics.json as a dict, or None when absent or unreadable."""
+    """The run's metrics.json as a dict, or None when absent, unreadable or holding a value
+    of the wrong type (forgetting/rundir/schema.py: a damaged run, trained again)."""
     try:
-        metrics = json.loads((run_dir / METRICS).read_text())
-    except (OSError, ValueError):
+        return schema.read(run_dir / METRICS)
+    except (OSError, ValueError):  # absent, unreadable, or damaged (schema.wrong_key)
         return None
-    return metrics if isinstance(metrics, dict) else None
 
 
 def run_key(metrics: dict) -> str | None:

@@ -17,7 +17,8 @@ records of unchanged run folders back as slices of the manifest it loaded.
 A run folder is re-read when it is new, when its row is not finished (a claim may have been
 taken or released since), or when it was looked at and its signature changed: an update looks at
 the folders in the change feed (forgetting/tables/survey.py), a scan at every one. A finished row
-is never replaced by the failed row of a damaged metrics.json (truncated, not JSON) unless
+is never replaced by the failed row of a damaged metrics.json (truncated, not JSON, a key of
+the wrong type: forgetting/rundir/schema.py) unless
 `replace`: the earlier row (and per-run tables) are kept from the tables written last time, and
 one warning line names the file.
 """

@@ -11,7 +11,6 @@ one string (`overrides`); keys that only say how a run is executed or shown (`qu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -26,7 +25,7 @@ from forgetting.core.metrics import (
     RUNNING,
     TIMINGS,
 )
-from forgetting.rundir import folders
+from forgetting.rundir import folders, schema
 from forgetting.rundir.claims import holder
 from forgetting.tables.order import natural_key
 
@@ -95,7 +94,7 @@ def hydra_choices(run_dir: Path) -> dict:
 
 def damaged(row: dict) -> bool:
     """The row of a run folder whose metrics.json exists but cannot be read (truncated,
-    not JSON, no status)."""
+    not JSON, no status) or holds a value of the wrong type (forgetting/rundir/schema.py)."""
     return str(row.get("error") or "").startswith(UNREADABLE)
 
 
@@ -104,9 +103,7 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     row: dict = {}
     metrics_path = run_dir / folders.METRICS
     try:
-        metrics = json.loads(metrics_path.read_text())
-        if not isinstance(metrics, dict) or "status" not in metrics:
-            raise ValueError("no status field")
+        metrics = schema.read(metrics_path)  # the declared keys of their declared types
     except FileNotFoundError:  # Hydra's files, no result: stopped (a signal, SIGKILL, a
         # node lost) before it finished; a rerun resumes it from its checkpoint, or trains
         # it from the start without one (forgetting/runs/job.py): never a failure
