@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from test_claims import tiny_cfg  # noqa: F401  (a fixture)
-from test_tables_incremental import make_sweep
+from test_tables_incremental import assert_update_equals_full, make_sweep
 
 from forgetting import tables
 from forgetting.rundir.schema import wrong_key
 from forgetting.runs.job import run_one
+from forgetting.tables import rows
 from helpers import one_line_error, run_cli, write_run
 
 # a process that names the run folder in the feed and writes its metrics.json
@@ -114,3 +115,39 @@ def test_garbage_next_to_a_last_good_row_keeps_that_row_with_a_warning(tmp_path,
     assert capsys.readouterr().err.splitlines() == [
         f'warning: {garbage}: unreadable metrics.json (test_loss="abc": must be a number or '
         "null); its earlier ok row kept (--replace takes the failed row)"]
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_table_collected_mid_run_takes_the_finished_run_later(tmp_path, monkeypatch, stale):
+    """A run folder with only Hydra's files (`subset_seed: ${seed}`, as Hydra saves it) is
+    collected resolved; once the run finished, an update takes its row without a cast error
+    and no column holds `${`. `stale`: the table was collected by a version that stored the
+    literal `${seed}` (the update casts only the rows it keeps)."""
+    folder = make_sweep(tmp_path / "sweep", 3)
+    run = folder / "3"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "lr: 8\nsubset: 1.0\nseed: 5\nsubset_seed: ${seed}\nbatch_size: 64\n"
+        "data:\n  root: ${hydra:runtime.cwd}/data\nmodel:\n  name: tiny\n  width: 0.5\n")
+    (run / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices:\n      recipe: part1\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- lr=8\n- seed=5\n")
+    if stale:
+        monkeypatch.setattr(rows, "resolved", lambda config: config)
+    results, _ = tables.update(folder)
+    monkeypatch.undo()
+    row = results.set_index("run_dir").loc[str(run)]
+    assert row["status"] == "interrupted" and row["subset_seed"] == ("${seed}" if stale else 5)
+    config = {"lr": 8, "subset": 1.0, "seed": 5, "subset_seed": 5, "batch_size": 64,
+              "model": {"name": "tiny", "width": 0.5}}
+    (run / "metrics.json").write_text(json.dumps(
+        {"status": "ok", "config_hash": "f" * 16, "test_loss": 2.0, "train_loss": 1.0,
+         "config": config, "choices": {"recipe": "part1"}}))
+    tables.announce(run)
+    results, _ = tables.update(folder)
+    row = results.set_index("run_dir").loc[str(run)]
+    assert row["status"] == "ok" and row["subset_seed"] == 5 and row["test_loss"] == 2.0
+    on_disk = pd.read_parquet(folder / "results.parquet")
+    for frame in (results, on_disk):
+        assert not frame.astype(str).apply(lambda c: c.str.contains("${", regex=False)).any().any()
+    assert_update_equals_full(folder)

@@ -6,9 +6,12 @@ An update takes the rows of unchanged runs from the table written last time (sli
 copies) and reads only the runs that changed (forgetting/tables/manifest.py); the per-run tables
 are gathered a part at a time (forgetting/tables/parts.py). Column order and types are a function
 of the runs alone (first appearance in the runs' order; each column's types promoted as pyarrow
-does), so an update and a full rebuild give the same table. Tables too large to gather (a run's
-examples.parquet, one row per training example) are read lazily: `run_files` lists the files for
-`pyarrow.dataset.dataset(...)`.
+does, a column whose types pyarrow cannot unify is text), so an update and a full rebuild give
+the same table. Where the table written last time holds a value the new column type cannot
+take (the row of a run re-read since, e.g. an unfinished run's literal `${seed}` stored by an
+older version), only the rows kept from it are cast: an update never fails on a type. Tables
+too large to gather (a run's examples.parquet, one row per training example) are read lazily:
+`run_files` lists the files for `pyarrow.dataset.dataset(...)`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 PER_RUN_TABLES = ("history", "recency")
 CHUNK = 256  # tables (or rows) joined at a time
 SCALARS = {type(None): "null", bool: "bool", int: "int64", float: "double", str: "string"}
+# pyarrow's ArrowInvalid, ArrowTypeError, ArrowNotImplementedError: a cast that fails
+CAST_ERRORS = (ValueError, TypeError, NotImplementedError)
 
 
 def run_dir_of(root: Path, entry: Entry) -> str:
@@ -123,8 +128,9 @@ def _promote(column: str, typs: list[str]) -> pa.DataType:
         return pa.string()
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with `schema`'s columns in its order and types (missing ones null)."""
+def conform(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table:
+    """`table` with `schema`'s columns in its order and types (missing ones null); `strict`:
+    raise (CAST_ERRORS) where a value is no value of its column's type, else it is null."""
     import pyarrow as pa
 
     if table.schema.equals(schema):
@@ -138,11 +144,31 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         if column.type != f.type:
             try:
                 column = column.cast(f.type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                column = pa.array([None if v is None else str(v) for v in column.to_pylist()],
-                                  pa.string()).cast(f.type)
+            except CAST_ERRORS:
+                column = _cast_values(column, f.type, strict)
         arrays.append(column)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _cast_values(column: pa.ChunkedArray, typ: pa.DataType, strict: bool) -> pa.Array:
+    """`column` as `typ` through its values' text, value by value; a value that is no `typ`
+    (only in a table edited by hand: the schema is promoted from every run's recorded types,
+    gather() casts only the rows it keeps) is null: an update never fails on it."""
+    import pyarrow as pa
+
+    text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+    try:
+        return text.cast(typ)
+    except CAST_ERRORS:
+        if strict:
+            raise
+    values = []
+    for value in text:
+        try:
+            values.append(pa.array([value], pa.string()).cast(typ)[0].as_py())
+        except CAST_ERRORS:
+            values.append(None)
+    return pa.array(values, typ)
 
 
 _SHARED: dict[tuple, list] = {}
@@ -199,7 +225,13 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
     schema = schema if schema is not None else canonical_schema(chosen, name)
     if not cached.any():
         return conform(new, schema) if new is not None else schema.empty_table()
-    tables_ = {1: conform(old, schema), 2: conform(new, schema) if new is not None else None}
+    try:  # the old rows in the runs' schema at once; where some cannot be cast (an
+        # unfinished run's row of another type, re-read since), only the rows kept are cast
+        tables_ = {1: conform(old, schema, strict=True),
+                   2: conform(new, schema, strict=True) if new is not None else None}
+        conformed = True
+    except CAST_ERRORS:
+        tables_, conformed = {1: old, 2: new}, False
     source = np.where(cached, 1, 0).astype(np.int8)
     where = np.where(cached, seg, -1)
     if new is not None:  # the read runs with rows: their segments of `new`
@@ -219,7 +251,8 @@ def gather(root: Path, chosen: list[Entry], reread: set[str], name: str,
     for b, e in zip(starts.tolist(), ends.tolist()):  # O(changed runs) slices
         src = int(source[b])
         first, last = spans[src][0][where[b]], spans[src][1][where[e - 1]]
-        parts.append(tables_[src].slice(first, last - first))
+        part = tables_[src].slice(first, last - first)
+        parts.append(part if conformed else conform(part, schema))
     return pa.concat_tables(parts)
 
 

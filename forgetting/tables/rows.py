@@ -92,6 +92,43 @@ def hydra_choices(run_dir: Path) -> dict:
         if isinstance(choices, dict) else {}
 
 
+def _interpolated(node) -> bool:
+    if isinstance(node, str):
+        return "${" in node
+    if isinstance(node, dict):
+        return any(_interpolated(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_interpolated(v) for v in node)
+    return False
+
+
+def resolved(config: dict) -> dict:
+    """`config` with its interpolations resolved (`subset_seed: ${seed}`, as Hydra saves an
+    unfinished run's config and a failed run records it), as OmegaConf resolves them; one that
+    cannot be resolved (`${hydra:...}` outside Hydra, a missing key) is null, never the
+    literal: a column holds values of its key's type."""
+    if not _interpolated(config):
+        return config
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    def walk(node: DictConfig) -> dict:
+        out = {}
+        for key in node.keys():
+            try:
+                value = node[key]  # resolved here
+                if isinstance(value, ListConfig):
+                    value = OmegaConf.to_container(value, resolve=True)
+            except Exception:  # unresolvable, or missing (???)
+                value = None
+            out[key] = walk(value) if isinstance(value, DictConfig) else value
+        return out
+
+    try:
+        return walk(OmegaConf.create(config))
+    except Exception:  # not a config OmegaConf takes: interpolations dropped
+        return {k: v for k, v in config.items() if not _interpolated(v)}
+
+
 def damaged(row: dict) -> bool:
     """The row of a run folder whose metrics.json exists but cannot be read (truncated,
     not JSON, no status) or holds a value of the wrong type (forgetting/rundir/schema.py)."""
@@ -113,9 +150,10 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     if metrics.get("status") not in FINISHED and holder(run_dir) is not None:
         metrics = {**metrics, "status": RUNNING, "error": None}  # claimed by a live process
     config = metrics.get("config")
-    if not isinstance(config, dict):
+    if not isinstance(config, dict):  # did not finish: the config Hydra saved
         config = _load_yaml(run_dir / folders.HYDRA_CONFIG)
         config = config if isinstance(config, dict) else {}
+    config = resolved(config)
     for column, dotted in CONFIG_COLUMNS.items():
         row[column] = _lookup(config, dotted)
     choices = metrics.get("choices")
