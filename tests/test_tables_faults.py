@@ -3,13 +3,21 @@ sweep folder copied or moved, a killed collect's temporaries, metrics.json of th
 a point killed without a checkpoint, a table collected while a run was unfinished."""
 
 import json
+import shutil
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from test_claims import tiny_cfg  # noqa: F401  (a fixture)
-from test_tables_incremental import assert_update_equals_full, make_sweep
+from test_tables_incremental import (
+    assert_same,
+    assert_update_equals_full,
+    make_sweep,
+    read_tables,
+    write_atomic,
+)
 
 from forgetting import tables
 from forgetting.rundir.schema import wrong_key
@@ -151,3 +159,31 @@ def test_a_table_collected_mid_run_takes_the_finished_run_later(tmp_path, monkey
     for frame in (results, on_disk):
         assert not frame.astype(str).apply(lambda c: c.str.contains("${", regex=False)).any().any()
     assert_update_equals_full(folder)
+
+
+def test_a_copied_or_moved_sweep_keeps_its_last_good_row_as_in_place(tmp_path, capsys):
+    """Keys are relative to the sweep folder: in a copy (new inodes) or a moved folder, a
+    truncated metrics.json keeps the earlier ok row with one warning, as in place; run_dir
+    names the folder where it is now."""
+    place = make_sweep(tmp_path / "place", 4)
+    origin = make_sweep(tmp_path / "origin", 4)
+    copy = Path(shutil.copytree(origin, tmp_path / "copy"))
+    moved = origin.rename(tmp_path / "moved")
+    tables_of = {}
+    for folder in (place, copy, moved):
+        metrics = folder / "1" / "metrics.json"
+        write_atomic(metrics, metrics.read_bytes()[:40])
+        tables.announce(metrics.parent)
+        capsys.readouterr()
+        results, _ = tables.update(folder)
+        assert results.set_index("run_dir").loc[str(folder / "1"), "status"] == "ok"
+        [warning] = capsys.readouterr().err.splitlines()
+        assert warning.startswith(f"warning: {metrics}: unreadable metrics.json")
+        found = read_tables(folder)
+        for table in found.values():
+            if table is not None:
+                assert table["run_dir"].str.startswith(f"{folder}/").all()
+                table["run_dir"] = table["run_dir"].str.replace(str(folder), "", regex=False)
+        tables_of[folder] = found
+    assert_same(tables_of[place], tables_of[copy])
+    assert_same(tables_of[place], tables_of[moved])

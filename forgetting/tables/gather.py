@@ -296,9 +296,9 @@ def read_old(root: Path, meta: dict) -> pa.Table | None:
     moved)."""
     import pyarrow.parquet as pq
 
-    from forgetting.tables.manifest import table_signatures
+    from forgetting.tables.manifest import unchanged
 
-    if meta.get("tables", {}).get(ROWS) != table_signatures(root).get(ROWS):
+    if not unchanged(root, meta, (ROWS,)):
         return None
     try:
         table = pq.read_table(root / ROWS).replace_schema_metadata(None)

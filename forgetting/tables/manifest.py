@@ -8,11 +8,15 @@ history.parquet (and of `.hydra/config.yaml` while it has no metrics.json): its 
 it finished, the mtime that ranks runs of one config (forgetting/runs/resume.py `latest_runs`),
 and the columns of its row and per-run tables once read. Not its row: an unchanged run's row is
 in `.results.rows.parquet`, and read again from its unchanged folder where that table cannot
-give it. The file's metadata records the sweep folder as it was spelled and the signatures of
-the tables written with it, and the layout of the per-run tables' parts
-(forgetting/tables/parts.py): the results table or the rows removed or replaced since then make
-the manifest stale, and the tables are rebuilt from the run folders alone. An update writes the
-records of unchanged run folders back as slices of the manifest it loaded.
+give it. The file's metadata records the sweep folder as it was spelled, the signatures of the
+tables written with it and that write's stamp (also in those parquet files' metadata), and the
+layout of the per-run tables' parts (forgetting/tables/parts.py): the results table or the rows
+removed or replaced since then make the manifest stale, and the tables are rebuilt from the run
+folders alone. Everything is keyed by the run folder relative to the sweep folder (the tables'
+run_dir values are read relative to the sweep folder as recorded, forgetting/tables/spans.py
+respell), and a copy's tables (new inodes and mtimes) are known by their stamp: a copied, moved
+or renamed sweep folder keeps its manifest, its last good rows and its parts as in place. An
+update writes the records of unchanged run folders back as slices of the manifest it loaded.
 
 A run folder is re-read when it is new, when its row is not finished (a claim may have been
 taken or released since), or when it was looked at and its signature changed: an update looks at
@@ -140,6 +144,38 @@ def table_signatures(root: Path) -> dict[str, str]:
     return {name: file_stat(str(root / name)) for name in TABLES}
 
 
+STAMP = b"forgetting.write"  # a parquet file's metadata key: the write it belongs to
+
+
+def stamped(table: pa.Table, stamp: str | None) -> pa.Table:
+    """`table` marked (in its schema's metadata) as written by the write `stamp`."""
+    if stamp is None:
+        return table
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), STAMP: stamp})
+
+
+def stamp_of(path: Path) -> str | None:
+    """The write a parquet file belongs to (its footer only), None without."""
+    import pyarrow.parquet as pq
+
+    try:
+        value = (pq.read_schema(path).metadata or {}).get(STAMP)
+    except Exception:
+        return None
+    return value.decode() if value is not None else None
+
+
+def unchanged(root: Path, meta: dict, names: tuple[str, ...] = (folders.RESULTS, ROWS),
+              now: dict[str, str] | None = None) -> bool:
+    """Whether the tables `names` in `root` are those written with the manifest (`meta`):
+    the same signatures (in place), or the same write's stamp (a copy: new inodes and mtimes)."""
+    now = now if now is not None else table_signatures(root)
+    if all(meta.get("tables", {}).get(name) == now[name] for name in names):
+        return True
+    stamp = meta.get("stamp")
+    return stamp is not None and all(stamp_of(root / name) == stamp for name in names)
+
+
 SHARED = ("swept", "columns")  # JSON shared by most entries: dictionary-encoded, decoded once
 LOADED = "loaded"  # load()'s metadata: the manifest's table as loaded (not written)
 
@@ -154,8 +190,7 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
         meta = json.loads(table.schema.metadata[b"forgetting"])
     except Exception:
         return {}, {}
-    now = table_signatures(root)
-    if any(meta.get("tables", {}).get(name) != now[name] for name in (folders.RESULTS, ROWS)):
+    if not unchanged(root, meta):
         return {}, {}
     try:
         c = [table[name].to_pylist() for name in ("rel", "sig", "status", "key", "finished",
@@ -177,7 +212,8 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
     return entries, meta
 
 
-def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict) -> None:
+def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict,
+         stamp: str | None = None) -> None:
     """Write the manifest (atomically) with the signatures of the tables just written and the
     per-run tables' layouts (forgetting/tables/parts.py): the records of entries unchanged since
     load() (`meta`: its metadata) as slices of the manifest loaded, the others new."""
@@ -200,7 +236,8 @@ def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict) -> No
     pieces = [loaded.slice(p.start, len(p)) if isinstance(p, range) else records(p)
               for p in pieces] or [records([])]
     table = pa.concat_tables([p.replace_schema_metadata(None) for p in pieces])
-    meta = {"root": str(root), "tables": table_signatures(root), "parts": layouts}
+    meta = {"root": str(root), "tables": table_signatures(root), "parts": layouts,
+            "stamp": stamp}
     table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
     with atomic_path(root / folders.MANIFEST) as tmp:
         pq.write_table(table.unify_dictionaries(), tmp)

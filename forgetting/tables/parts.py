@@ -14,8 +14,9 @@ its position, the first run it covers, a digest of its runs and its file's signa
 table's schema. An update assigns the chosen runs to the parts by those first runs; a part is
 rewritten when a run of it was re-read or its runs are not those it holds (added, removed,
 another run of a config chosen). Anything else (no layout, a part changed or added by someone
-else, a new column or type, the folder moved) lays the table out again from scratch, with the
-unchanged runs' rows taken from the parts as they were.
+else, a new column or type, the folder moved or copied) lays the table out again from scratch,
+with the unchanged runs' rows taken from the parts as they were (each part known by its
+signature, or in a copy by the stamp in its metadata).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import bisect
 import hashlib
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.files import atomic_path
 from forgetting.tables.entry import Entry
 from forgetting.tables.gather import canonical_schema, conform, gather, read_table, run_dir_of
+from forgetting.tables.manifest import stamp_of, stamped
 from forgetting.tables.order import natural_key
 from forgetting.tables.spans import read_files, respell, segments
 from forgetting.tables.survey import file_stat
@@ -151,13 +154,15 @@ def split_runs(runs: list[Entry], part: list, limit: int | None
 
 def write_part(folder: Path, position: int, runs: list[Entry], table: pa.Table,
                schema: pa.Schema, first: str | None) -> list:
-    """Write one part; its layout record [position, first run, digest, signature, rows]."""
+    """Write one part; its layout record [position, first run, digest, signature, rows,
+    stamp] (the stamp in its metadata: the part found again in a copy of the folder)."""
     import pyarrow.parquet as pq
 
     path = folder / part_name(position)
+    stamp = uuid.uuid4().hex
     with atomic_path(path) as tmp:
-        pq.write_table(conform(table, schema), tmp)
-    return [position, first, digest(runs), file_stat(str(path)), table.num_rows]
+        pq.write_table(stamped(conform(table, schema), stamp), tmp)
+    return [position, first, digest(runs), file_stat(str(path)), table.num_rows, stamp]
 
 
 def lay_out(folder: Path, chosen: list[Entry], table: pa.Table) -> dict:
@@ -227,7 +232,8 @@ def cached(root: Path, name: str, layout: dict | None, old_root: str | None
         return None
     if not layout["parts"]:  # no run had rows: only the re-read runs can have them now
         return None if folder.exists() else pa.table({"run_dir": pa.array([], pa.string())})
-    files = [str(folder / part_name(p[0])) for p in layout["parts"]
-             if file_stat(str(folder / part_name(p[0]))) == p[3]]
+    files = [str(folder / part_name(p[0])) for p in layout["parts"]  # in place, or copied
+             if file_stat(str(folder / part_name(p[0]))) == p[3]
+             or len(p) > 5 and stamp_of(folder / part_name(p[0])) == p[5]]
     table = read_files(files) if files else None
     return respell(table, old_root, str(root)) if table is not None else None

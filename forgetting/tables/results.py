@@ -29,6 +29,7 @@ import gc
 import logging
 import math
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,11 +142,13 @@ def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataF
                               pa.Table.from_pandas(table, preserve_index=False))
 
 
-def write_results(folder: Path, results: pd.DataFrame, *more: tuple[Path, pa.Table]) -> None:
+def write_results(folder: Path, results: pd.DataFrame, *more: tuple[Path, pa.Table],
+                  stamp: str | None = None) -> None:
     """results.parquet and results.csv from one conversion to arrow (pyarrow's CSV writer is
     ten times pandas' at 100,000 rows), and the `more` (path, table), each file in a thread
     of its own (pyarrow's writers release the GIL); pandas' writers for a table pyarrow cannot
-    convert (a column of mixed types)."""
+    convert (a column of mixed types). `stamp`: this write's mark in the parquet files'
+    metadata (manifest.stamped)."""
     import pyarrow as pa
 
     try:
@@ -154,9 +157,9 @@ def write_results(folder: Path, results: pd.DataFrame, *more: tuple[Path, pa.Tab
         atomic_write_parquet(folder / folders.RESULTS, results)
         atomic_write_csv(folder / folders.RESULTS_CSV, results)
         table = None
-    writes = [(write_arrow, path, t) for path, t in more]
+    writes = [(write_arrow, path, manifest.stamped(t, stamp)) for path, t in more]
     if table is not None:  # as pandas' to_parquet writes it
-        writes += [(write_arrow, folder / folders.RESULTS, table),
+        writes += [(write_arrow, folder / folders.RESULTS, manifest.stamped(table, stamp)),
                    (write_csv, folder / folders.RESULTS_CSV, table)]
     with ThreadPoolExecutor(len(writes)) as pool:
         for done in [pool.submit(*write) for write in writes]:
@@ -251,8 +254,9 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
         layout, old_root = read.cache(name)  # files are its tables; else the changed parts
         layouts[name], _ = parts.update(folder, name, read.chosen, read.reread, layout,
                                         old_root, keep_empty=name == "history")
-    write_results(folder, results, (folder / manifest.ROWS, read.rows))
-    manifest.save(folder, read.entries, layouts, read.meta)
+    stamp = uuid.uuid4().hex  # the tables of this write, wherever they are copied
+    write_results(folder, results, (folder / manifest.ROWS, read.rows), stamp=stamp)
+    manifest.save(folder, read.entries, layouts, read.meta, stamp)
     if only is None:
         change_feed.taken(folder)
     return results, read.swept
