@@ -3,8 +3,10 @@ sweep folder copied or moved, a killed collect's temporaries, metrics.json of th
 a point killed without a checkpoint, a table collected while a run was unfinished."""
 
 import json
+import os
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -187,3 +189,37 @@ def test_a_copied_or_moved_sweep_keeps_its_last_good_row_as_in_place(tmp_path, c
         tables_of[folder] = found
     assert_same(tables_of[place], tables_of[copy])
     assert_same(tables_of[place], tables_of[moved])
+
+
+def killed_writers_temporary(path: Path) -> Path:
+    """The temporary atomic_path makes beside `path`, as a writer SIGKILLed mid-write leaves
+    it (tempfile.mkstemp with atomic_path's prefix and suffix)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.write(fd, b"half a table")
+    os.close(fd)
+    return Path(tmp)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_collect_removes_a_killed_collects_temporaries_and_nothing_else(tmp_path, full):
+    folder = make_sweep(tmp_path / "sweep", 3)
+    stale = [killed_writers_temporary(folder / name) for name in (
+        "results.csv", "results.parquet", ".results.rows.parquet", ".results.manifest.parquet")]
+    [part] = (folder / "history.parquet").iterdir()
+    stale.append(killed_writers_temporary(part))
+    for staging in (".history.parquet.new", ".history.parquet.old", ".recency.parquet.new"):
+        (folder / staging).mkdir()
+        stale.append(killed_writers_temporary(folder / staging / part.name))
+        stale.append(folder / staging)
+    (folder / ".configs").mkdir()
+    others = [killed_writers_temporary(folder / "0" / "metrics.json"),  # a run's: its claim's
+              killed_writers_temporary(folder / ".configs" / "abc"),  # the runner's
+              killed_writers_temporary(folder / ".configs"),
+              folder / ".results.csv.mine.tmp", folder / ".results.parquet.keep",
+              folder / "notes.results.csv.abcdefgh.tmp"]
+    for path in others[3:]:
+        path.write_text("someone else's")
+    tables.update(folder, full=full)
+    assert [p for p in stale if p.exists()] == []
+    assert [p for p in others if not p.exists()] == []
+    assert len(pd.read_parquet(folder / "results.parquet")) == 3

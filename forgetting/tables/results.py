@@ -46,6 +46,7 @@ from forgetting.tables import feed as change_feed
 from forgetting.tables import manifest, parts
 from forgetting.tables.gather import PER_RUN_TABLES, gather, read_old
 from forgetting.tables.survey import any_run
+from forgetting.tables.temporaries import remove_temporaries
 from forgetting.tables.trials import merge_trials
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: it costs start-up time
@@ -239,10 +240,12 @@ def collect_locked(folder: Path, replace: bool = False, full: bool = False,
                    only: list[str] | None = None, scan: bool = False
                    ) -> tuple[pd.DataFrame, list[str]]:
     """collect() for a caller that holds the folder's table lock. An update of every run
-    folder (`only` None) takes the change feed first (the folders array tasks left pending
+    folder (`only` None) removes a killed writer's temporaries (forgetting/tables/
+    temporaries.py) and takes the change feed first (the folders array tasks left pending
     among them), so a folder added while this runs stays in it."""
     feed = None
-    if only is None:
+    if only is None:  # a collect lists the sweep folder anyway; an array task lists nothing
+        remove_temporaries(folder)
         feed = change_feed.take_pending(folder)
     read = read_root(folder, full=full, replace=replace, only=only,  # replace: a deliberate
                      feed=None if scan or replace else feed)  # act, every folder looked at
