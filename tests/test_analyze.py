@@ -218,7 +218,7 @@ def test_cli_writes_verdict_and_figures_with_diverged_and_failed_runs(tmp_path):
     assert main([str(tmp_path)]) == 0
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["lr_subset"][0]["verdict"] == "forgetting-limited"
-    assert verdict["status"] == {"ok": 24, "diverged": 8, "failed": 2}  # 2 seeds
+    assert verdict["status"] == {"ok": 24, "diverged": 8, "failed": 1, "interrupted": 1}
     text = (tmp_path / "verdict.txt").read_text()
     assert "forgetting-limited" in text and "thresholds:" in text and "within 10%" in text
     r = run_cli(str(tmp_path), module="forgetting.plot")

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.core.files import atomic_path
+from forgetting.tables.columns import canonical_schema, conform
 from forgetting.tables.entry import Entry
-from forgetting.tables.gather import canonical_schema, conform, gather, read_table, run_dir_of
+from forgetting.tables.gather import gather, read_table, run_dir_of
 from forgetting.tables.manifest import stamp_of, stamped
 from forgetting.tables.order import natural_key
 from forgetting.tables.spans import read_files, respell, segments
