@@ -21,10 +21,10 @@ outside forgetting/tables/ imports its inner modules (tests/test_layout.py).
   for benchmarks that build a sweep's state by hand.
 
 Inside: rows.py (a run folder as a row), entry.py, survey.py, manifest.py (what each folder
-was), feed.py (the change feed), gather.py, spans.py, parts.py (the per-run tables in parts),
-results.py (reading and writing the tables), deferred.py (array tasks), pivots.py, trials.py
-(Optuna's trials merged in), order.py (the run folders' order), temporaries.py (a killed
-writer's temporaries removed).
+was), feed.py (the change feed), gather.py, columns.py (the columns and their types),
+spans.py, parts.py (the per-run tables in parts), results.py (reading and writing the
+tables), deferred.py (array tasks), pivots.py, trials.py (Optuna's trials merged in),
+order.py (the run folders' order), temporaries.py (a killed writer's temporaries removed).
 """
 
 from forgetting.tables.deferred import DEFER_MIN, DEFER_SHARE, Update, update_after_run
