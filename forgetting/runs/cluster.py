@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from forgetting.core.errors import ConfigError, UserError
+from forgetting.core.errors import UserError
+from forgetting.runs.overrides import choice_error
 
 INSTALLED_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "array",
                        "packed")
@@ -53,7 +54,7 @@ def launcher_options(config_dir: Path) -> list[str]:
 def check_launcher(name: str, config_dir: Path) -> None:
     options = launcher_options(config_dir)
     if name not in options:
-        raise ConfigError("hydra/launcher", name, f"choose one of {', '.join(options)}")
+        raise choice_error("hydra/launcher", name, options)
     if name in SLURM_LAUNCHERS and shutil.which("sbatch") is None:
         raise UserError(f"hydra/launcher={name}: SLURM's sbatch is not on the PATH (load "
                         "SLURM's module, or run on a login node); on a machine without SLURM "
