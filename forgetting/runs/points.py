@@ -8,7 +8,9 @@ what spans keys or needs the data, so that bad input stops with one line and no 
 - the data: where it is (forgetting/core/source.py) and whether a batch (and the sharpness
   sample) fits in the training subset (forgetting/core/setup.py's `check_fits`);
 - `hydra.launcher.*` and `hydra.sweeper.*` keys against the selected plugin's config (one line
-  with the nearest key instead of Hydra's report).
+  with the nearest key instead of Hydra's report), and the plugins' settings: an array task's
+  index among the points, joblib's settings, a search's params
+  (forgetting/runs/plugin_settings.py).
 
 Which points: a single run's one; the basic sweeper's grid (a preset's `hydra.sweeper.params`,
 then the command line, each key's last value winning, as Hydra does), all of it up to
@@ -39,10 +41,13 @@ from forgetting.core.source import (
     subset_size,
 )
 from forgetting.runs.configs import CONFIG_DIR, register_configs
+from forgetting.runs.hydra_keys import check_node_value
+from forgetting.runs.plugin_settings import check_array, check_joblib, check_search_space
 
 MAX_POINTS = 64  # a larger grid: every swept value at least once
 RUN_FLAGS = ("-m", "--multirun")  # any other flag (--cfg, --help, -cn, ...) is Hydra's to handle
 PLUGIN_NODES = ("hydra.launcher.", "hydra.sweeper.")
+PARAMS = "hydra.sweeper.params"  # a sweeper's search space; null unless a preset gives it
 
 
 def check_points(argv: list[str]) -> None:
@@ -69,7 +74,9 @@ def check_points(argv: list[str]) -> None:
         except HydraException:
             return  # Hydra's own report follows; preflight names what it can foresee
         for ov in plugin_keys:
-            check_plugin_key(hydra_cfg, ov.key_or_group)
+            check_plugin_key(hydra_cfg, ov.key_or_group, sweep=ov.is_sweep_override())
+            check_node_value(hydra_cfg, ov)  # hydra.launcher.n_jobs=abc
+        check_search_space(hydra_cfg, overrides)  # hydra.sweeper.params of a search
         if plugin_keys:  # with them (hydra.sweeper.params.lr=...: the grid is theirs)
             try:
                 hydra_cfg = compose("config", return_hydra_config=True,
@@ -79,6 +86,9 @@ def check_points(argv: list[str]) -> None:
         multirun = any(a in RUN_FLAGS for a in argv) or \
             OmegaConf.select(hydra_cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
         points = sweep_points(hydra_cfg, args, parser) if multirun else None
+        if multirun:  # an array task's index among the points; joblib's settings
+            check_array(hydra_cfg, None if points is None else len(points))
+            check_joblib(hydra_cfg)
         if points is None:
             points = [plain]
         launcher = str(OmegaConf.select(hydra_cfg, "hydra.launcher._target_", default=""))
@@ -220,13 +230,21 @@ def data_sizes(data) -> list[int]:
                        data.num_classes, str(data.cache_dir)))
 
 
-def check_plugin_key(hydra_cfg: DictConfig, key: str) -> None:
+def check_plugin_key(hydra_cfg: DictConfig, key: str, sweep: bool = False) -> None:
     """UserError naming the nearest key when `key` (hydra.launcher.X or hydra.sweeper.X) is
-    not a key of the selected plugin's config."""
+    not a key of the selected plugin's config, or lies under a null node (optuna_study's
+    params), where Hydra can set no key (OmegaConf fails with a traceback; a `sweep` value
+    Hydra refuses in its own words)."""
     parts = key.split(".")
-    for end in range(2, len(parts)):  # a null node (optuna_study's params): anything goes
-        if OmegaConf.select(hydra_cfg, ".".join(parts[:end]), default="") is None:
-            return
+    for end in range(2, len(parts)):
+        node = ".".join(parts[:end])
+        if OmegaConf.select(hydra_cfg, node, default="") is None:
+            if sweep:
+                return
+            inner = ".".join(parts[end:])
+            hint = f"; give {inner}=... on the command line" if node == PARAMS else ""
+            raise UserError(f"{key}: {node} is null here, so it has no key {inner!r} to "
+                            f"set{hint}")
     probe = OmegaConf.masked_copy(hydra_cfg, ["hydra"])
     OmegaConf.set_struct(probe, True)
     try:

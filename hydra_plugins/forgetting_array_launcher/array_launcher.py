@@ -36,7 +36,6 @@ after the run saved its checkpoint.
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -57,10 +56,16 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from forgetting.core.errors import UserError
 from forgetting.core.metrics import FAILED
+from forgetting.runs.plugin_settings import (
+    ARRAY_LOCAL_SWEEP_DIR,
+    array_point,
+    check_array_folder,
+)
 
 log = logging.getLogger(__name__)
-LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM array
+LOCAL_SWEEP_DIR = ARRAY_LOCAL_SWEEP_DIR  # the default outside a SLURM array
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_STUDY_SWEEPER = "hydra_plugins.forgetting_optuna_sweeper.sweeper.OptunaStudySweeper"
 _EXIT_CODE: list[int] = []  # the outcome of this process's array task (forgetting's app)
@@ -169,22 +174,10 @@ class ArrayLauncher(Launcher):
         return everything if everything[:len(jobs)] == jobs else jobs
 
     def point(self, n: int) -> int:
-        """The point this task runs, in 0..n-1; ValueError (one line) for a bad index."""
-        if self.index is not None:
-            name, raw = "hydra.launcher.index", str(self.index)
-        else:
-            name, raw = self.index_env, os.environ.get(self.index_env)
-            if raw is None:
-                raise ValueError(f"hydra/launcher=array: {name} is not set; run inside a job "
-                                 "array, or set hydra.launcher.index=I (or "
-                                 "hydra.launcher.index_env=VARIABLE)")
-        if not re.fullmatch(r"\s*[-+]?\d+\s*", raw):
-            raise ValueError(f"{name}={raw!r}: not an integer")
-        point = int(raw) - self.first_index
-        if not 0 <= point < n:
-            raise ValueError(f"{name}={raw}: outside the sweep's {n} points (indices "
-                             f"{self.first_index}..{self.first_index + n - 1})")
-        return point
+        """The point this task runs, in 0..n-1; UserError (one line) for a bad index
+        (forgetting.run's preflight has checked it, with the same function, before Hydra
+        started)."""
+        return array_point(self.index, self.index_env, self.first_index, n)
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
@@ -199,11 +192,9 @@ class ArrayLauncher(Launcher):
             _drop_if_only_multirun_yaml(sweep_dir)
             raise SystemExit(0)
         try:
-            if "SLURM_ARRAY_JOB_ID" not in os.environ and sweep_dir == Path(LOCAL_SWEEP_DIR):
-                raise ValueError("hydra/launcher=array outside a SLURM array: set "
-                                 "hydra.sweep.dir=PATH, the same folder for every task")
+            check_array_folder(sweep_dir)
             point = self.point(len(jobs))
-        except ValueError as e:  # nothing ran: leave no folder behind
+        except UserError as e:  # nothing ran: leave no folder behind
             _drop_if_only_multirun_yaml(sweep_dir)
             fail(str(e))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -236,7 +227,6 @@ class ArrayLauncher(Launcher):
         enough have finished or the sweep's `points` are done, then merged under their lock,
         re-reading no other run folder: forgetting/tables/deferred.py), print one line, return
         the exit code."""
-        from forgetting.core.errors import UserError
         from forgetting.rundir.identity import read_metrics
         from forgetting.tables import update_after_run
 
