@@ -1,8 +1,9 @@
 """Helpers shared by the tests: paths, the tiny config, subprocess runs, one-line error checks,
-constructed run folders."""
+constructed run folders, a folder's files hashed (to show a command left it as it was)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -52,3 +53,12 @@ def write_run(folder: Path, status: str = "ok", config: dict | None = None,
         record["config"] = config
     (folder / "metrics.json").write_text(json.dumps(record))
     return folder
+
+
+def tree_hash(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder` by relative path, sorted: a file's sha256 of its
+    bytes, a folder `dir`. Equal before and after a command: it changed, added and removed
+    nothing there."""
+    return {str(p.relative_to(folder)): "dir" if p.is_dir()
+            else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*"))}
