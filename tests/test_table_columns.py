@@ -101,3 +101,26 @@ def test_collect_cli_full_and_damaged_file(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"warning: {damaged}: unreadable")
     assert (pd.read_parquet(tmp_path / "results.parquet")["status"] == "ok").all()
+
+
+def test_a_manifest_of_another_row_format_is_read_again_once(tmp_path, monkeypatch):
+    """Tables written before a column existed (here: what a run trained in) get it on the
+    next plain update: a manifest of another row format is not used, every folder is read
+    once, and the update after that reads none again."""
+    from forgetting import tables
+    from forgetting.tables import manifest, rows
+
+    sweep = tmp_path / "sweep"
+    for k in range(4):
+        finished(sweep / str(k), [f"lr={k + 1}"], {}, {"lr": k + 1}, precision="bf16",
+                 threads=2)
+    with monkeypatch.context() as older:  # the version before: no such columns, format 1
+        older.setattr(rows, "USED_COLUMNS", {})
+        older.setattr(manifest, "ROW_FORMAT", 1)
+        results, _ = tables.update(sweep)
+    assert "precision_used" not in results
+    results, _ = tables.update(sweep)
+    assert list(results["precision_used"]) == ["bf16"] * 4
+    assert results.attrs["folders_read"] == 4
+    results, _ = tables.update(sweep)
+    assert results.attrs["folders_read"] == 0 and list(results["threads_used"]) == [2] * 4

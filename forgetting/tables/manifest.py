@@ -39,7 +39,7 @@ from forgetting.core.metrics import FINISHED
 from forgetting.rundir import folders
 from forgetting.rundir.identity import folder_state
 from forgetting.tables.entry import Entry, row_json
-from forgetting.tables.rows import damaged, read_run
+from forgetting.tables.rows import ROW_FORMAT, damaged, read_run
 from forgetting.tables.survey import file_stat, insert_sorted, is_run, scan, signature, survey
 
 if TYPE_CHECKING:  # pyarrow is imported where tables are built
@@ -190,8 +190,8 @@ def load(root: Path) -> tuple[dict[str, Entry], dict]:
         meta = json.loads(table.schema.metadata[b"forgetting"])
     except Exception:
         return {}, {}
-    if not unchanged(root, meta):
-        return {}, {}
+    if meta.get("rows") != ROW_FORMAT or not unchanged(root, meta):
+        return {}, {}  # rows of another format, or tables changed since: every folder read
     try:
         c = [table[name].to_pylist() for name in ("rel", "sig", "status", "key", "finished",
                                                    "mtime_ns")]
@@ -237,7 +237,7 @@ def save(root: Path, entries: dict[str, Entry], layouts: dict, meta: dict,
               for p in pieces] or [records([])]
     table = pa.concat_tables([p.replace_schema_metadata(None) for p in pieces])
     meta = {"root": str(root), "tables": table_signatures(root), "parts": layouts,
-            "stamp": stamp}
+            "stamp": stamp, "rows": ROW_FORMAT}
     table = table.replace_schema_metadata({"forgetting": json.dumps(meta)})
     with atomic_path(root / folders.MANIFEST) as tmp:
         pq.write_table(table.unify_dictionaries(), tmp)
