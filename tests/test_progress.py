@@ -327,3 +327,20 @@ def test_a_log_line_ends_the_in_place_line_first(monkeypatch):
         logger.warning("a warning")
         assert stream.getvalue() == \
             f"\r  epoch 1 of 2, step 3/10, 31 s in{run_line.CLEAR_TO_END}\na warning\n"
+
+
+def test_the_callback_pickles_while_a_run_shows_its_line():
+    """submitit pickles a job with its callbacks when it starts it and again when it requeues
+    a preempted one: the run's line (a stream, a generator's context) is left out."""
+    import pickle
+    from contextlib import ExitStack
+
+    callback = progress.Progress()
+    callback.swept = ["lr"]
+    callback.stack = ExitStack()
+    callback.stack.enter_context(run_line.listening(run_line.RunLine(io.StringIO(), "#0")))
+    try:
+        copy = pickle.loads(pickle.dumps(callback))
+    finally:
+        callback.stack.close()
+    assert copy.stack is None and copy.swept == ["lr"]

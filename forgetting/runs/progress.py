@@ -61,6 +61,11 @@ class Progress(Callback):
         self.initial: dict = {}  # the counts file's first contents
         self.job_start: float | None = None  # when this process's current point started
 
+    def __getstate__(self) -> dict:
+        """Pickled without the run's line or bar (open streams, a generator's context): a
+        job is pickled to a SLURM task, and again when submitit requeues it."""
+        return {**self.__dict__, "stack": None}
+
     # --- a sweep -------------------------------------------------------------------------
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
