@@ -4,7 +4,7 @@ whether it is part of the config hash and whether it is a column of the sweep ta
 How a key is declared: forgetting/core/keys.py. Everything else is derived from these
 declarations (`KEYS`): the checks of a composed config
 (`validate`) and of command-line overrides (forgetting/runs/preflight.py), the keys left out of
-the config hash (forgetting/runs/identity.py), the table's config columns
+the config hash (forgetting/rundir/identity.py), the table's config columns
 (forgetting/tables/results.py) and the README's key table (`python -m forgetting.core.config`
 prints it; a test compares).
 
