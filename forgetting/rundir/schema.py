@@ -60,13 +60,18 @@ def _config_value_fits(kind: type | None, value: object) -> bool:
     return isinstance(value, str)
 
 
-def _lookup(config: dict, dotted: str) -> tuple[bool, object]:
-    node: object = config
+MISSING = object()  # value_at's answer for a key that is not there, when asked to tell
+
+
+def value_at(config: object, dotted: str, missing: object = None) -> object:
+    """The value at a dotted key of a nested mapping (`model.width`), or `missing` when a
+    part of the path is not there (the run-folder readers' one lookup)."""
+    node = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False, None
+            return missing
         node = node[part]
-    return True, node
+    return node
 
 
 def _shown(value: object) -> str:
@@ -92,8 +97,8 @@ def wrong_key(metrics: object) -> str | None:
     config = metrics.get("config")
     if isinstance(config, dict):
         for name, declared in KEYS.items():
-            found, value = _lookup(config, name)
-            if found and not _config_value_fits(declared.scalar, value):
+            value = value_at(config, name, MISSING)
+            if value is not MISSING and not _config_value_fits(declared.scalar, value):
                 return (f"config.{name}={_shown(value)}: must be "
                         f"{declared.scalar.__name__}")
     return None

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from forgetting.core.errors import ConfigError, UserError
 
 ARRAY_LOCAL_SWEEP_DIR = "outputs/multirun/array-local"  # the default outside a SLURM array
-PARAMS = "hydra.sweeper.params."
+PARAMS = "hydra.sweeper.params"  # a search sweeper's space; null unless a preset gives it
 
 
 def _target(hydra_cfg: DictConfig, node: str) -> str:
@@ -124,15 +124,16 @@ def check_search_space(hydra_cfg: DictConfig, overrides: list) -> None:
 
     from forgetting.runs.overrides import check_override  # the schema: not for a plugin scan
 
-    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params", default=None) or {}
+    params = OmegaConf.select(hydra_cfg, PARAMS, default=None) or {}
     lines = {str(k): f"{k}={v}" for k, v in params.items()}
     for ov in overrides:  # hydra.sweeper.params.KEY='...' (replaces the preset's)
         key = ov.key_or_group
-        if key.startswith(PARAMS) and not ov.is_delete():
+        if key.startswith(PARAMS + ".") and not ov.is_delete():
             value = ov.get_value_string() if ov.is_sweep_override() else ov.value()
             if not isinstance(value, str):
                 value = ov.get_value_element_as_str()
-            lines[key[len(PARAMS):]] = f"{key[len(PARAMS):]}={value}"
+            name = key[len(PARAMS) + 1:]
+            lines[name] = f"{name}={value}"
     given = {ov.key_or_group for ov in overrides}
     parser = OverridesParser.create()
     for key, line in lines.items():

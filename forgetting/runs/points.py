@@ -42,12 +42,16 @@ from forgetting.core.source import (
 )
 from forgetting.runs.configs import CONFIG_DIR, register_configs
 from forgetting.runs.hydra_keys import check_node_value
-from forgetting.runs.plugin_settings import check_array, check_joblib, check_search_space
+from forgetting.runs.plugin_settings import (
+    PARAMS,
+    check_array,
+    check_joblib,
+    check_search_space,
+)
 
 MAX_POINTS = 64  # a larger grid: every swept value at least once
 RUN_FLAGS = ("-m", "--multirun")  # any other flag (--cfg, --help, -cn, ...) is Hydra's to handle
 PLUGIN_NODES = ("hydra.launcher.", "hydra.sweeper.")
-PARAMS = "hydra.sweeper.params"  # a sweeper's search space; null unless a preset gives it
 
 
 def check_points(argv: list[str]) -> None:

@@ -27,6 +27,7 @@ from forgetting.core.metrics import (
 )
 from forgetting.rundir import folders, schema
 from forgetting.rundir.claims import holder
+from forgetting.rundir.schema import value_at
 from forgetting.tables.order import natural_key
 
 # config values every table carries (declared `column=` in the schema): column -> dotted key
@@ -57,15 +58,6 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(found, key=lambda path: natural_key(str(path)))
 
 
-def _lookup(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _load_yaml(path: Path):
     try:
         return yaml.load(path.read_text(), Loader=_LOADER)
@@ -91,7 +83,7 @@ def swept_keys(overrides: list[str]) -> list[str]:
 def hydra_choices(run_dir: Path) -> dict:
     """The group choices Hydra recorded for the run (`hydra.runtime.choices`), {} without."""
     saved = _load_yaml(run_dir / folders.HYDRA_YAML)
-    choices = _lookup(saved, "hydra.runtime.choices") if isinstance(saved, dict) else None
+    choices = value_at(saved, "hydra.runtime.choices") if isinstance(saved, dict) else None
     return {k: v for k, v in choices.items() if not k.startswith("hydra/")} \
         if isinstance(choices, dict) else {}
 
@@ -159,7 +151,7 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
         config = config if isinstance(config, dict) else {}
     config = resolved(config)
     for column, dotted in CONFIG_COLUMNS.items():
-        row[column] = _lookup(config, dotted)
+        row[column] = value_at(config, dotted)
     choices = metrics.get("choices")
     if not isinstance(choices, dict) or not choices:  # did not finish: Hydra's record
         choices = hydra_choices(run_dir)
@@ -169,7 +161,7 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     swept = swept_keys(overrides)
     for key in swept:
         if key not in row:  # a config value, or a group choice (+sweep=..., +trainset=...)
-            value = _lookup(config, key)
+            value = value_at(config, key)
             # a group choice whose section is a mapping (logger=all): the choice's name
             row[key] = choices.get(key) if value is None or isinstance(value, dict) else value
     for column in METRIC_COLUMNS:
@@ -178,8 +170,8 @@ def read_run(run_dir: Path) -> tuple[dict, list[str]]:
     for column, key in USED_COLUMNS.items():
         if key in metrics:
             row[column] = metrics[key]
-    if "trial" not in row and _lookup(config, "optuna.trial") is not None:  # did not finish
-        row["study"], row["trial"] = _lookup(config, "optuna.study"), _lookup(config,
+    if "trial" not in row and value_at(config, "optuna.trial") is not None:  # did not finish
+        row["study"], row["trial"] = value_at(config, "optuna.study"), value_at(config,
                                                                               "optuna.trial")
     row["run_dir"] = str(run_dir)
     return row, swept
