@@ -182,6 +182,7 @@ def test_a_copied_or_moved_sweep_keeps_its_last_good_row_as_in_place(tmp_path, c
         [warning] = capsys.readouterr().err.splitlines()
         assert warning.startswith(f"warning: {metrics}: unreadable metrics.json")
         found = read_tables(folder)
+        assert found["results.parquet"] is not None and found["history.parquet"] is not None
         for table in found.values():
             if table is not None:
                 assert table["run_dir"].str.startswith(f"{folder}/").all()
