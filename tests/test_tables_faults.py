@@ -58,6 +58,58 @@ def test_a_run_killed_right_after_its_metrics_landed_is_in_the_next_update(tmp_p
         str(run), "test_loss"] == 9.0
 
 
+# an update of the sweep folder argv[1] that SIGKILLs itself right after its argv[2]-th rename
+# (os.replace: every atomic write; os.rename: the parts' folders); argv[2] = 0: prints the
+# number of renames an update makes
+KILLED_COLLECT = """
+import os, signal, sys
+from pathlib import Path
+from forgetting import tables
+
+at, done = int(sys.argv[2]), []
+for name in ("replace", "rename"):
+    real = getattr(os, name)
+    def renamed(src, dst, *a, _real=real, **k):
+        _real(src, dst, *a, **k)
+        done.append(dst)
+        if len(done) == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    setattr(os, name, renamed)
+tables.update(Path(sys.argv[1]))
+print(len(done))
+"""
+
+
+@pytest.mark.slow
+def test_a_collect_killed_after_any_rename_leaves_tables_the_next_update_mends(tmp_path):
+    """The tables, the rows, the parts and the manifest are each renamed into place: a
+    collect killed right after any one of them leaves a state from which a plain update
+    gives the new rows and the same tables as --full."""
+    folder = make_sweep(tmp_path / "sweep", 6)
+
+    def change(loss: float) -> None:  # two runs rewrite their history and metrics, as runs do
+        for run in (folder / "1", folder / "4"):
+            history = pd.read_parquet(run / "history.parquet").assign(test_loss=loss)
+            history.to_parquet(run / "history.parquet")
+            metrics = json.loads((run / "metrics.json").read_text())
+            tables.announce(run)
+            write_atomic(run / "metrics.json", json.dumps({**metrics, "test_loss": loss}).encode())
+
+    change(7.0)
+    proc = run_cli("-c", KILLED_COLLECT, str(folder), "0", module=None)
+    renames = int(proc.stdout.split()[-1])
+    assert proc.returncode == 0 and renames >= 5, proc.stderr  # a part, 3 files, manifest
+    for k in range(1, renames + 1):
+        change(10.0 + k)
+        proc = run_cli("-c", KILLED_COLLECT, str(folder), str(k), module=None)
+        assert proc.returncode == -signal.SIGKILL, (k, proc.stderr)
+        results, _ = tables.update(folder)
+        losses = results.set_index("run_dir")["test_loss"]
+        assert losses[str(folder / "1")] == losses[str(folder / "4")] == 10.0 + k, k
+        history = assert_update_equals_full(folder)["history.parquet"]
+        assert set(history[history["run_dir"] == str(folder / "1")]["test_loss"]) == {10.0 + k}
+
+
 def test_a_point_killed_without_a_checkpoint_is_interrupted_and_trained_on_rerun(tmp_path,
                                                                                  tiny_cfg):  # noqa: F811
     """SIGKILL leaves Hydra's files, no metrics.json, no live claim, no checkpoint: the point
