@@ -54,6 +54,7 @@ class Progress:
     correct: torch.Tensor | None = None
     epoch_s: float = 0.0
     diag: dict = field(default_factory=dict)  # the diagnostics' state (core/diagnostics/)
+    target: dict = field(default_factory=dict)  # the target's watch (core/target.py)
 
     def next_epoch(self) -> None:
         self.epoch, self.batch = self.epoch + 1, 0

@@ -117,6 +117,24 @@ class ProbeConfig:
 
 
 @dataclass
+class TargetConfig:
+    """Steps to a target loss (forgetting/core/target.py), what the critical batch size is
+    measured with (forgetting/analysis/critical.py). Off (0) by default."""
+    train_loss: float = key(0.0, "record the step at which the running training loss (mean over "
+                            "the last `target.window` examples) first falls to this; 0 = off",
+                            rule=Rule(ge=0, note="0 = off"))
+    test_loss: float = key(0.0, "record the examples at which the test loss, evaluated every "
+                           "`target.test_every` examples, first falls to this; 0 = off",
+                           rule=Rule(ge=0, note="0 = off"))
+    window: int = key(4096, "examples the running training loss is the mean over (whole steps, "
+                      "at least one)", rule=POSITIVE_INT)
+    test_every: int = key(10000, "examples between two test evaluations while "
+                          "`target.test_loss` is not reached (whole steps, at least one)",
+                          rule=POSITIVE_INT)
+    stop: bool = key(False, "end the run (status ok) once every target that is set is reached")
+
+
+@dataclass
 class DiagConfig:
     """Measurements of curvature, gradient noise and forgetting during training
     (forgetting/core/diagnostics/). They never change what a run computes: not in the hash."""
@@ -204,6 +222,7 @@ class Config:
     optimizer: OptimizerConfig = section(OptimizerConfig)
     probe: ProbeConfig = section(ProbeConfig)
     diag: DiagConfig = section(DiagConfig)
+    target: TargetConfig = section(TargetConfig)
     eval_batch_size: int = key(1024, "images per evaluation batch", rule=POSITIVE_INT)
     eval_every: int = key(1, "test-set evaluation every N epochs and after the last (other "
                           "rows have test_loss NaN); 0 = only after the last",

@@ -47,6 +47,8 @@ DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_
               "trace_sigma_lo", "trace_sigma_hi", "noise_note",
               "noise_measurements", "share_never_forgotten", "mean_forgetting_events",
               "share_never_learned", "n_presented", "n_learned")
+# with `target.*` (core/target.py): steps and examples to a target loss; null when not reached
+TARGET_FINAL = ("steps_to_train_target", "examples_to_train_target", "examples_to_test_target")
 # what a sweeper may optimise (a number per run); the first is the entry point's return value
 OBJECTIVES = ("test_loss", "test_acc", "train_loss", "clean_train_loss", "train_acc",
               "clean_train_acc", "train_s", "wall_s")

@@ -71,7 +71,12 @@ def pack_key(cfg: Config) -> tuple:
 
 
 def check_pack(cfgs: list[Config]) -> None:
-    """ConfigError naming the first key in which the configs cannot share one fused step."""
+    """ConfigError naming the first key in which the configs cannot share one fused step, or
+    a target loss (core/target.py: single runs measure it)."""
+    for key in ("target.train_loss", "target.test_loss"):
+        if lookup(cfgs[0], key):
+            raise ConfigError(key, lookup(cfgs[0], key), "must be 0 in a pack (steps to a "
+                              "target are measured by single runs)")
     first = dict(pack_key(cfgs[0]))
     for cfg in cfgs[1:]:
         for k, v in pack_key(cfg):
@@ -188,6 +193,7 @@ def _after_step(m: Member, i: int, pack: Pack, batch, loss, count, hits,
         m.state.diag.after_step(m.epoch.order[lo:lo + cfg.batch_size], hits, progress.step)
     m.epoch.loss_sum += loss
     m.epoch.correct += count
+    m.epoch.steps += 1
     progress.step += 1
     progress.batch += 1
     if progress.batch < run.steps_per_epoch:

@@ -29,6 +29,7 @@ from forgetting.core.diagnostics.monitor import Diagnostics
 from forgetting.core.metrics import DIVERGED, OK, PRUNED, blown_up
 from forgetting.core.probe import BatchLog, replay
 from forgetting.core.setup import Setup, prepare, step_lr
+from forgetting.core.target import Target
 
 log = logging.getLogger("forgetting")
 PROGRESS_LOG = logging.getLogger("forgetting.progress")
@@ -58,6 +59,7 @@ class RunState:
     batch_log: BatchLog
     diag: Diagnostics
     progress: Progress
+    target: Target
 
     def astuple(self):
         return self.run, self.gen, self.batch_log, self.diag, self.progress
@@ -71,12 +73,13 @@ def begin(cfg: Config, dataset: Dataset | None, checkpoint: Checkpoint | None,
     run = prepare(cfg, dataset, saved.precision if saved else None, fused=fused)
     state = RunState(run, torch.Generator().manual_seed(cfg.seed),
                      BatchLog(cfg.probe.epochs, cfg.probe.verify), Diagnostics(cfg, run),
-                     Progress())
+                     Progress(), Target(cfg))
     if saved is not None:
         saved.restore(run.model, run.optimizer, state.gen, run.device)
         state.batch_log.load(saved.batch_log, run.device)
         state.progress = saved.progress
         state.diag.load(state.progress.diag)
+        state.target.load(state.progress.target)
         state.progress.resumes += 1
         log.info("resumed from %s at epoch %d, batch %d", checkpoint.path,
                  state.progress.epoch, state.progress.batch)
@@ -104,17 +107,19 @@ def train(cfg: Config, dataset: Dataset | None = None,
     status = None
     while status is None and progress.epoch <= run.passes:
         row = train_epoch(state, cfg, checkpoint, start)
-        status = end_epoch(run, cfg, batch_log, progress, row, on_epoch)
-    return finish(run, cfg, batch_log, diag, progress, status or OK)
+        status = end_epoch(run, cfg, batch_log, progress, row, on_epoch, done=state.target.done)
+    return finish(run, cfg, batch_log, diag, progress, status or OK, state.target)
 
 
 def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, row: dict,
-              on_epoch: Callable[[dict], bool] | None = None, tag: str = "") -> str | None:
+              on_epoch: Callable[[dict], bool] | None = None, tag: str = "",
+              done: bool = False) -> str | None:
     """Record a finished epoch's row: its progress line, then `diverged` (a training loss not
     finite or above DIVERGED_LOSS: metrics.blown_up) or `pruned` (`on_epoch` says stop) ends
-    the run; else the probe runs when `probe.every` says so and `progress` moves to the next
-    epoch. Returns the status that ends the run, else None. `tag` starts the progress line (a
-    pack's member, core/packed.py)."""
+    the run, as does `ok` when `done` (its targets reached, core/target.py); else the probe
+    runs when `probe.every` says so and `progress` moves to the next epoch. Returns the status
+    that ends the run, else None. `tag` starts the progress line (a pack's member,
+    core/packed.py)."""
     progress.history.append(row)
     log.log(logging.DEBUG if cfg.quiet else logging.INFO,
             tag + epoch_marker(row["epoch"]) + "%d  lr %.3g  train_loss %.4f  train_acc %.4f  "
@@ -127,6 +132,8 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
         return DIVERGED
     if on_epoch is not None and on_epoch(row):
         return PRUNED
+    if done:
+        return OK
     if batch_log and cfg.probe.every and row["epoch"] % cfg.probe.every == 0 \
             and row["epoch"] < run.passes:
         progress.recency += probe(run, batch_log, cfg, row, progress.step)
@@ -135,9 +142,9 @@ def end_epoch(run: Setup, cfg: Config, batch_log: BatchLog, progress: Progress, 
 
 
 def finish(run: Setup, cfg: Config, batch_log: BatchLog, diag: Diagnostics,
-           progress: Progress, status: str) -> RunResult:
+           progress: Progress, status: str, target: Target | None = None) -> RunResult:
     """The run's result once its loop ended with `status`: the clean training-set loss and
-    the probe (unless it diverged), final metrics."""
+    the probe (unless it diverged), final metrics (with the steps to `target`'s losses)."""
     last = progress.history[-1]
     clean_loss, clean_acc = math.nan, math.nan
     if status != DIVERGED:
@@ -148,7 +155,7 @@ def finish(run: Setup, cfg: Config, batch_log: BatchLog, diag: Diagnostics,
              "clean_train_loss": clean_loss, "clean_train_acc": clean_acc,
              "test_loss": last["test_loss"], "test_acc": last["test_acc"],
              "epochs_run": len(progress.history), "train_s": last["wall_s"],
-             **diag.final(progress.history)}
+             **diag.final(progress.history), **(target.final() if target else {})}
     run.info["resumes"] = progress.resumes
     return RunResult(status, progress.history, final, run.info, progress.recency,
                      diag.examples(run))
@@ -164,6 +171,7 @@ class Epoch:
     params: object
     loss_sum: torch.Tensor
     correct: torch.Tensor
+    steps: int = 0  # steps taken in it so far (the sums' count)
 
 
 def open_epoch(state: RunState) -> Epoch:
@@ -178,7 +186,7 @@ def open_epoch(state: RunState) -> Epoch:
         return Epoch(t0, rng, order, params, torch.zeros((), device=run.device),
                      torch.zeros((), device=run.device, dtype=torch.int64))
     return Epoch(t0, rng, order, params, progress.loss_sum.to(run.device),
-                 progress.correct.to(run.device))
+                 progress.correct.to(run.device), progress.batch)
 
 
 def save_checkpoint(state: RunState, checkpoint: Checkpoint, epoch: Epoch,
@@ -189,6 +197,7 @@ def save_checkpoint(state: RunState, checkpoint: Checkpoint, epoch: Epoch,
     progress.epoch_s = time.perf_counter() - epoch.t0
     progress.wall_s = time.perf_counter() - start
     progress.diag = state.diag.state()
+    progress.target = state.target.state()
     checkpoint.save(progress, run.model, run.optimizer, run.precision, epoch.rng,
                     state.batch_log.state())
 
@@ -196,9 +205,11 @@ def save_checkpoint(state: RunState, checkpoint: Checkpoint, epoch: Epoch,
 def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
                 start: float) -> dict:
     """Take the steps left in `progress.epoch`, evaluate, measure what `diag` asks, and return
-    the epoch's history row. Before each step, a stop request saves the checkpoint and raises
-    `Preempted`."""
+    the epoch's history row (of the steps taken: fewer when the run's targets are reached
+    and `target.stop` ends it there). Before each step, a stop request saves the checkpoint
+    and raises `Preempted`."""
     run, _, batch_log, diag, progress = state.astuple()
+    target = state.target
     epoch = open_epoch(state)
     beat = time.perf_counter()  # the last sign of life: the epoch's (re)start or a heartbeat
     for i in range(progress.batch, run.steps_per_epoch):
@@ -217,11 +228,17 @@ def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
                             progress.step)
         epoch.loss_sum += loss
         epoch.correct += count
+        epoch.steps += 1
         progress.step += 1
+        if target:
+            target.after_step(loss, progress.step,
+                              lambda: run.evaluate_test(cfg.eval_batch_size))
+            if target.done:
+                break
         if time.perf_counter() - beat >= HEARTBEAT_S and i + 1 < run.steps_per_epoch:
             beat = time.perf_counter()
             heartbeat(progress.epoch, run.passes, i + 1, run.steps_per_epoch, beat - epoch.t0)
-    return epoch_row(run, cfg, diag, progress.epoch, lr, epoch, start)
+    return epoch_row(run, cfg, diag, progress.epoch, lr, epoch, start, last=target.done)
 
 
 def heartbeat(epoch: int, epochs: int, done: int, steps: int, seconds: float) -> None:
@@ -232,19 +249,20 @@ def heartbeat(epoch: int, epochs: int, done: int, steps: int, seconds: float) ->
 
 
 def epoch_row(run: Setup, cfg: Config, diag: Diagnostics, number: int, lr: float,
-              epoch: Epoch, start: float) -> dict:
+              epoch: Epoch, start: float, last: bool = False) -> dict:
     """Epoch `number`'s history row from `epoch`'s running sums: the test set evaluated when
-    `eval_every` says so (and after the last epoch), what `diag` measures, the clocks (the
-    epoch's, and the run's from `start`)."""
-    seen = run.steps_per_epoch * cfg.batch_size
+    `eval_every` says so (and after the last epoch, or the epoch the run ends in when `last`),
+    what `diag` measures, the clocks (the epoch's, and the run's from `start`)."""
+    last = last or number == run.passes
+    seen = epoch.steps * cfg.batch_size
     row = {"epoch": number, "step_lr": lr, "train_loss": epoch.loss_sum.item() / seen,
            "train_acc": epoch.correct.item() / seen, "test_loss": math.nan,
            "test_acc": math.nan}
     if not blown_up(row["train_loss"]) and (
-            number == run.passes or (cfg.eval_every and number % cfg.eval_every == 0)):
+            last or (cfg.eval_every and number % cfg.eval_every == 0)):
         row["test_loss"], row["test_acc"] = run.evaluate_test(cfg.eval_batch_size)
     if diag:
-        row.update(diag.after_epoch(run, row, last=number == run.passes))
+        row.update(diag.after_epoch(run, row, last=last))
     sync(run.device)
     now = time.perf_counter()
     row.update(epoch_s=now - epoch.t0, wall_s=now - start)

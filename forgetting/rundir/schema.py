@@ -20,13 +20,13 @@ import math
 from pathlib import Path
 
 from forgetting.core.config import KEYS
-from forgetting.core.metrics import DIAG_FINAL, FINAL, STATUSES, TIMINGS
+from forgetting.core.metrics import DIAG_FINAL, FINAL, STATUSES, TARGET_FINAL, TIMINGS
 
 NUMBER, TEXT, MAPPING = "a number", "text", "a mapping"
 TEXT_KEYS = ("error", "config_hash", "device", "device_name", "precision", "study", "storage",
              "launcher", "noise_note")
-NUMBER_KEYS = (*FINAL, *TIMINGS, *(k for k in DIAG_FINAL if k not in TEXT_KEYS), "threads",
-               "resumes", "steps", "trial", "pack_size")
+NUMBER_KEYS = (*FINAL, *TIMINGS, *(k for k in DIAG_FINAL if k not in TEXT_KEYS), *TARGET_FINAL,
+               "threads", "resumes", "steps", "trial", "pack_size")
 # metrics.json's declared keys -> what each holds (null allowed, `status` apart)
 FIELDS = {**dict.fromkeys(NUMBER_KEYS, NUMBER), **dict.fromkeys(TEXT_KEYS, TEXT),
           "config": MAPPING, "choices": MAPPING}

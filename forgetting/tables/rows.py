@@ -23,6 +23,7 @@ from forgetting.core.metrics import (
     FINISHED,
     INTERRUPTED,
     RUNNING,
+    TARGET_FINAL,
     TIMINGS,
 )
 from forgetting.rundir import folders, schema
@@ -33,7 +34,7 @@ from forgetting.tables.order import natural_key
 # config values every table carries (declared `column=` in the schema): column -> dotted key
 CONFIG_COLUMNS = COLUMNS
 METRIC_COLUMNS = ["status", *FINAL, *TIMINGS, "device", "error", "study", "storage", "trial",
-                  "resumes", "config_hash", "steps", *DIAG_FINAL,
+                  "resumes", "config_hash", "steps", *DIAG_FINAL, *TARGET_FINAL,
                   "launcher", "pack_id", "pack_size"]  # the last three: packed runs only
 # what a run trained in, beside what was asked (the config's `precision`: auto, and `threads`:
 # 0 = all cores): column -> metrics.json's key
