@@ -321,6 +321,10 @@ def test_replication_gives_each_seeds_optimum_and_counts_the_seeds_a_claim_holds
     half = 4.303 * math.sqrt(7 / 3) / math.sqrt(3)
     assert small["lo"] == pytest.approx(2 ** (2 / 3 - half), rel=1e-3)
     assert small["hi"] == pytest.approx(2 ** (2 / 3 + half), rel=1e-3)
+    # where a new seed's optimum is expected: t sd sqrt(1 + 1/n), wider by sqrt(n + 1)
+    pred = 4.303 * math.sqrt(7 / 3) * math.sqrt(4 / 3)
+    assert small["pred_lo"] == pytest.approx(2 ** (2 / 3 - pred), rel=1e-3)
+    assert small["pred_hi"] == pytest.approx(2 ** (2 / 3 + pred), rel=1e-3)
     assert large["lo"] == pytest.approx(0.5)
     claim = entry["claim"]
     assert claim["shifts"] == pytest.approx({0: 8, 1: 4, 2: 1})
@@ -328,6 +332,7 @@ def test_replication_gives_each_seeds_optimum_and_counts_the_seeds_a_claim_holds
     text = render(report)
     assert "replication over 3 seeds (0, 1, 2)" in text
     assert "holds on 2/3 seeds (x8, x4, x1): not resolved" in text
+    assert f"{{{2 ** (2 / 3 - pred):.3g}, {2 ** (2 / 3 + pred):.3g}}}" in text
     # one seed: no replication section
     single = tmp_path / "single"
     make_sweep(single, 128, best[0], edge=1e9, seeds=(0,))

@@ -20,6 +20,8 @@ Reads the run folders under each DIR (forgetting/tables/results.py), prints a sh
   on k of n seeds, per-seed sharpness ratios and noise scales with their intervals.
 - **Probe** (recency.parquet): per run, how many steps ago a batch must have been seen for its
   loss (averaged over bins of `--bin` of an epoch) to be within `--within` of the test loss.
+- **Premises** (premises.py): forgetting against batch size and dataset size in examples, and
+  the critical batch size against B_simple, each with its interval and on how many seeds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis.curvature import curvature, measured_grid
 from forgetting.analysis.curvature import render_lines as curvature_lines
+from forgetting.analysis.premises import premises
+from forgetting.analysis.premises import render_lines as premises_lines
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
 from forgetting.analysis.seeds import mixed_precisions, replication
 from forgetting.analysis.seeds import render_lines as replication_lines
@@ -238,6 +242,8 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
     recency = finished_probes(results, tables.get("recency"))
     if not recency.empty:
         report["probe"] = summarize(recency, th.within, th.bin)
+    if measured := premises(results, recency, th.within):
+        report["premises"] = measured
     return report
 
 
@@ -282,6 +288,8 @@ def render(report: dict) -> str:
             lines.append(f"  {r['recipe']} (batch {r['batch_size']}): {r['reached']}/{r['runs']}"
                          f" runs reached {r['target_acc']:.2%}; median test acc {acc}, "
                          f"median time per run {secs}")
+    if report.get("premises"):
+        lines += premises_lines(report["premises"], th["within"])
     if report.get("probe"):
         lines += ["", f"forgetting probe (loss of recently seen batches, bins of {th['bin']:g} "
                       f"epoch; 'test level' = within {th['within']:.0%} of the test loss):"]

@@ -11,8 +11,10 @@ Reads the run folders under each DIR (forgetting/tables/results.py) and writes i
   title, none dropped silently.
 - `test_loss_per_epoch.png`: test loss per epoch, one panel per LR factor, one colour per
   dataset (subset, augmentation, batch size: what the sweep varies), mean over seeds with a band.
-- `recency.png`, `recency_evolution.png`: the forgetting probe
+- `recency.png`, `recency_evolution.png`, `recency_examples.png`: the forgetting probe
   (forgetting/analysis/plot_recency.py).
+- `critical_batch.png`: steps to a target loss against batch size with the fit, B_crit and
+  B_simple (forgetting/analysis/plot_critical.py).
 - `recipes.png`: test accuracy of each run per recipe, with the target accuracy, and each run's
   wall time.
 - `sharpness.png`, `noise_scale.png`, `equal_eta.png`: the diagnostics
@@ -30,8 +32,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgetting.analysis import figure, plot_diag, plot_recency
+from forgetting.analysis import figure, plot_critical, plot_diag, plot_recency
 from forgetting.analysis.analyze import Thresholds, not_a_grid
+from forgetting.analysis.premises import critical_batch
 from forgetting.analysis.recency import finished_probes
 from forgetting.core.metrics import DIVERGED, FAILED, OK
 
@@ -228,6 +231,9 @@ def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.
         drawn["recency.png"] = plot_recency.recency(table, bin_epochs)
         if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
             drawn["recency_evolution.png"] = plot_recency.recency_evolution(table, bin_epochs)
+        if results["batch_size"].nunique() > 1:
+            drawn["recency_examples.png"] = plot_recency.in_examples(table, results)
+    drawn["critical_batch.png"] = plot_critical.critical_batch(critical_batch(results))
     if "lr_subset.png" not in drawn and results["recipe"].nunique() > 1:
         drawn["recipes.png"] = recipes(results, target_acc)
     return {name: fig for name, fig in drawn.items() if fig is not None}, skipped

@@ -88,3 +88,48 @@ def recency_evolution(table: pd.DataFrame, bin_epochs: float) -> Figure:
     labels = [labels[i] for i in order] + ["test loss (dashed, the epoch's colour)"]
     figure.legend_outside(panels[min(3, len(panels)) - 1][0], handles, labels)
     return fig
+
+
+def in_examples(table: pd.DataFrame, results: pd.DataFrame) -> Figure:
+    """`recency_examples.png`: the final probe's loss against *examples* since the batch was fed
+    (steps ago x batch size), binned as premises.py bins it, the mean over seeds per batch size
+    (one colour each, the test loss dashed in it), one panel per LR factor and subset."""
+    from matplotlib.lines import Line2D
+
+    from forgetting.analysis.premises import BIN_EXAMPLES
+
+    keys = results.set_index("run_dir")[["lr", "subset", "batch_size", "seed"]]
+    last = table.groupby("run_dir")["probe_epoch"].transform("max")
+    rows = table[table["probe_epoch"] == last].drop(
+        columns=[c for c in keys.columns if c in table]).join(keys, on="run_dir")
+    rows = rows.assign(examples=rows["steps_ago"] * rows["batch_size"])
+    rows = rows.assign(bin=(rows["examples"] // BIN_EXAMPLES + 0.5) * BIN_EXAMPLES)
+    per_run = rows.groupby(["lr", "subset", "batch_size", "seed", "bin"])[
+        ["loss", "test_loss"]].mean().reset_index()
+    curves = per_run.groupby(["lr", "subset", "batch_size", "bin"])[["loss", "test_loss"]].agg(
+        ["mean", "count"]).reset_index()
+    points = sorted({(lr, s) for lr, s in zip(curves["lr"], curves["subset"])})
+    colour = figure.colours(curves["batch_size"].unique())
+    cols = min(3, len(points))
+    nrows = math.ceil(len(points) / cols)
+    fig, axes = figure.plt().subplots(nrows, cols, figsize=(4.6 * cols + 2.2, 3.6 * nrows),
+                                      squeeze=False, sharey=True)
+    for ax in list(axes.flat)[len(points):]:
+        ax.set_visible(False)
+    for ax, (lr, subset) in zip(axes.flat, points):
+        here = curves[(curves["lr"] == lr) & (curves["subset"] == subset)]
+        for batch, c in here.groupby("batch_size"):
+            seeds = int(c[("loss", "count")].max())
+            ax.plot(c["bin"], c[("loss", "mean")], color=colour[batch],
+                    label=f"batch {batch} (mean of {seeds} seed{'s' * (seeds > 1)})")
+            ax.axhline(c[("test_loss", "mean")].mean(), color=colour[batch], ls="--", lw=0.8)
+        ax.set_title(figure.label_of(["lr", "subset"], [lr, subset]), fontsize=9)
+        ax.set_xlabel("examples since the batch was fed (count)")
+        ax.set_ylabel(PROBE_LOSS)
+        ax.grid(True, alpha=0.3)
+    handles, labels = figure.legend_entries([ax for ax in axes.flat if ax.get_visible()])
+    figure.legend_outside(axes.flat[min(3, len(points)) - 1], handles + [
+        Line2D([], [], color="black", ls="--", lw=0.8)],
+        labels + ["test loss (dashed, the batch's colour)"])
+    figure.layout(fig)
+    return fig

@@ -41,16 +41,20 @@ def t975(df: int) -> float:
 
 
 def log2_interval(values: list[float]) -> dict:
-    """Geometric mean of positive `values` with a 95% t-interval on log2, and the range."""
+    """Geometric mean of positive `values` with a 95% t-interval on log2 (`lo`, `hi`), the 95%
+    prediction interval for one more value (`pred_lo`, `pred_hi`: t sd sqrt(1 + 1/n) on log2;
+    what a new seed is expected in), and the range."""
     logs = [math.log2(v) for v in values]
     n = len(logs)
     mean = sum(logs) / n
     out = {"n": n, "geomean": 2 ** mean, "min": min(values), "max": max(values),
-           "lo": math.nan, "hi": math.nan}
+           "lo": math.nan, "hi": math.nan, "pred_lo": math.nan, "pred_hi": math.nan}
     if n > 1:
         sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (n - 1))
         half = t975(n - 1) * sd / math.sqrt(n)
-        out.update(lo=2 ** (mean - half), hi=2 ** (mean + half))
+        pred = t975(n - 1) * sd * math.sqrt(1 + 1 / n)
+        out.update(lo=2 ** (mean - half), hi=2 ** (mean + half),
+                   pred_lo=2 ** (mean - pred), pred_hi=2 ** (mean + pred))
     return out
 
 
@@ -192,12 +196,14 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
                  f"that holds on fewer than all seeds is not resolved"]
     for e in rep.get("lr_subset", []):
         lines.append(f"  LR factor x subset, batch {e['batch_size']}: optimum per seed; "
-                     "geometric mean [95% t-interval over seeds] (range)")
+                     "geometric mean [95% t-interval over seeds] (range) {95% prediction "
+                     "interval for a new seed}")
         for s in e["subsets"]:
             each = ", ".join(_factor(v) for _, v in sorted(s["optima"].items()))
             lines.append(f"    subset {s['subset']:g}: {each}; {_factor(s['geomean'])} "
                          f"[{_factor(s['lo'])}, {_factor(s['hi'])}] "
-                         f"({_factor(s['min'])}-{_factor(s['max'])})")
+                         f"({_factor(s['min'])}-{_factor(s['max'])}) "
+                         f"{{{_factor(s['pred_lo'])}, {_factor(s['pred_hi'])}}}")
         c = e["claim"]
         if c is not None:
             shifts = ", ".join(f"x{v:.2g}" for v in c["shifts"].values())
