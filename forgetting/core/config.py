@@ -163,6 +163,11 @@ class DiagConfig:
     forgetting_events: bool = key(False, "record every training example's correctness when fed "
                                   "and count its forgetting events (correct -> incorrect); "
                                   "writes examples.parquet", hashed=False)
+    step_loss_every: int = key(0, "every N steps, the loss on one fixed training batch after "
+                               "the step, its LR and the step's update along the last "
+                               "sharpness measurement's top Hessian eigenvector; writes "
+                               "steps.parquet (single runs only, not in a pack); 0 = off",
+                               rule=Rule(ge=0, note="0 = off"), hashed=False)
 
 
 @dataclass

@@ -39,7 +39,7 @@ DIAG_HISTORY = ("eta_eff", "sharpness", "sharpness_rel_change", "sharpness_iters
                 "sharpness_ratio", "sharpness_note", "noise_scale", "noise_scale_lo",
                 "noise_scale_hi", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
                 "trace_sigma_lo", "trace_sigma_hi", "noise_measurements", "noise_note",
-                "forgetting_events")
+                "forgetting_events", "weight_norm", "effective_lr")
 # noise_*: the run's estimate from every measurement (noise_scale_run: the same, older name)
 DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_edge",
               "sharpness_examples", "noise_scale", "noise_scale_lo", "noise_scale_hi",

@@ -154,6 +154,24 @@ class Tiny(nn.Module):
         return self.linear(x) * self.scale
 
 
+def scale_invariant_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weights whose output goes only into a BatchNorm, so that the loss does not change
+    when one of them is scaled: a conv or linear layer directly followed by a BatchNorm in an
+    nn.Sequential (the conv of every ConvBN: all of ResNet9's and Tiny's convs), and a
+    PreActBlock's conv1 (into its bn2). In module order; each once."""
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            layers = list(module)
+            for layer, after in zip(layers, layers[1:]):
+                if isinstance(layer, (nn.Conv2d, nn.Linear)) and \
+                        isinstance(after, nn.modules.batchnorm._BatchNorm):
+                    found.setdefault(id(layer.weight), layer.weight)
+        elif isinstance(module, PreActBlock):
+            found.setdefault(id(module.conv1.weight), module.conv1.weight)
+    return list(found.values())
+
+
 def build_model(name: str, width: float = 1.0, num_classes: int = 10) -> nn.Module:
     """The network called name, with channel counts scaled by width."""
     if name not in MODELS:

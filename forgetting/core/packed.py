@@ -13,7 +13,8 @@ Which configs can share a pack (`pack_key`): those equal in every key except `PE
   `probe.*` and `diag.*` act on the member's own weights, copied out of the pack at its epoch
   ends (test loss, probe, sharpness) and at its noise measurements' steps (|G_b|^2 of a quarter
   batch, as a single run measures it), or on its step's predictions (forgetting events) and
-  its share of the fused gradient (|G_B|^2).
+  its share of the fused gradient (|G_B|^2). `diag.step_loss_every` (the weights just before
+  and after a step) is refused: `check_pack`.
 - Shared, because they shape the one fused step: the model (`model.*`), `batch_size` (one
   stacked batch), the data (`data.*`: one dataset in memory), `optimizer.momentum` and
   `optimizer.nesterov` (one update rule), `device`, `precision`, `compile`, `cuda_graphs`,
@@ -71,12 +72,17 @@ def pack_key(cfg: Config) -> tuple:
 
 
 def check_pack(cfgs: list[Config]) -> None:
-    """ConfigError naming the first key in which the configs cannot share one fused step, or
-    a target loss (core/target.py: single runs measure it)."""
+    """ConfigError naming the first key in which the configs cannot share one fused step, a
+    target loss (core/target.py: single runs measure it) or a step loss (the weights before
+    and after a step live in the fused model: single runs measure it)."""
     for key in ("target.train_loss", "target.test_loss"):
         if lookup(cfgs[0], key):
             raise ConfigError(key, lookup(cfgs[0], key), "must be 0 in a pack (steps to a "
                               "target are measured by single runs)")
+    for cfg in cfgs:
+        if cfg.diag.step_loss_every:
+            raise ConfigError("diag.step_loss_every", cfg.diag.step_loss_every, "must be 0 in "
+                              "a pack (the step loss is measured by single runs)")
     first = dict(pack_key(cfgs[0]))
     for cfg in cfgs[1:]:
         for k, v in pack_key(cfg):
@@ -190,7 +196,8 @@ def _after_step(m: Member, i: int, pack: Pack, batch, loss, count, hits,
     m.state.batch_log.record(loss, x, y)
     if m.state.diag:
         lo = progress.batch * cfg.batch_size
-        m.state.diag.after_step(m.epoch.order[lo:lo + cfg.batch_size], hits, progress.step)
+        m.state.diag.after_step(run, m.epoch.order[lo:lo + cfg.batch_size], hits,
+                                progress.step, m.lr)
     m.epoch.loss_sum += loss
     m.epoch.correct += count
     m.epoch.steps += 1

@@ -44,6 +44,7 @@ class RunResult:
     info: dict = field(default_factory=dict)  # device, precision, sizes, steps
     recency: list[dict] = field(default_factory=list)  # the probe's rows (core/probe.py)
     examples: list[dict] = field(default_factory=list)  # per example (diag.forgetting_events)
+    steps: list[dict] = field(default_factory=list)  # diag.step_loss_every's rows
 
 
 def epoch_marker(epoch: int) -> str:
@@ -158,7 +159,7 @@ def finish(run: Setup, cfg: Config, batch_log: BatchLog, diag: Diagnostics,
              **diag.final(progress.history), **(target.final() if target else {})}
     run.info["resumes"] = progress.resumes
     return RunResult(status, progress.history, final, run.info, progress.recency,
-                     diag.examples(run))
+                     diag.examples(run), diag.step_rows())
 
 
 @dataclass
@@ -224,8 +225,8 @@ def train_epoch(state: RunState, cfg: Config, checkpoint: Checkpoint | None,
             run.step(x, y, lr, on_grad=hook)
         batch_log.record(loss, x, y)
         if diag:
-            diag.after_step(epoch.order[i * cfg.batch_size:(i + 1) * cfg.batch_size], hits,
-                            progress.step)
+            diag.after_step(run, epoch.order[i * cfg.batch_size:(i + 1) * cfg.batch_size],
+                            hits, progress.step, lr)
         epoch.loss_sum += loss
         epoch.correct += count
         epoch.steps += 1

@@ -1,8 +1,9 @@
 """What a run folder and a sweep folder hold: the name of every file, in one place.
 
-Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), ERROR_LOG
-(traceback of a crash), CHECKPOINT (only while a pre-empted run waits to resume), CLAIM (held
-while a process trains it, forgetting/rundir/claims.py), Hydra's `.hydra/config.yaml`.
+Run folder (Hydra's run or sweep sub-folder): METRICS, HISTORY, RECENCY (probe), EXAMPLES and
+STEPS (diagnostics), ERROR_LOG (traceback of a crash), CHECKPOINT (only while a pre-empted
+run waits to resume), CLAIM (held while a process trains it, forgetting/rundir/claims.py),
+Hydra's `.hydra/config.yaml`.
 Sweep folder: RESULTS (+ RESULTS_CSV), HISTORY and RECENCY gathered over its runs (these two
 folders of parts, forgetting/tables/parts.py),
 OPTUNA_TRIALS (the optuna_study sweeper's trials), TABLE_LOCK (writers take it), CONFIG_INDEX
@@ -13,6 +14,7 @@ METRICS = "metrics.json"
 HISTORY = "history.parquet"
 RECENCY = "recency.parquet"
 EXAMPLES = "examples.parquet"  # per training example, with diag.forgetting_events
+STEPS = "steps.parquet"  # every diag.step_loss_every steps: the fixed batch's loss
 ERROR_LOG = "error.log"
 CHECKPOINT = "checkpoint.pt"
 CLAIM = ".claim"

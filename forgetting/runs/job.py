@@ -1,5 +1,6 @@
 """One job of a run or sweep, as files: skip it when it already finished, train it, write its
-run folder (metrics.json, history.parquet, recency.parquet), or record why it failed.
+run folder (metrics.json, history.parquet, recency.parquet, and with diagnostics
+examples.parquet, steps.parquet), or record why it failed.
 
 A run folder holding a finished run of another config is never overwritten (`RunFolderTaken`);
 a failure never replaces a finished run; a folder another live process is training is skipped.
@@ -135,6 +136,8 @@ def write_result(cfg: DictConfig, run_dir: Path, choices: dict, key: str, start:
         atomic_write_rows(run_dir / folders.RECENCY, result.recency)
     if result.examples:
         atomic_write_rows(run_dir / folders.EXAMPLES, result.examples)
+    if result.steps:
+        atomic_write_rows(run_dir / folders.STEPS, result.steps)
     write_metrics(run_dir, metrics)
     checkpoint.remove()
     tracking.log_run(run_dir, metrics, result.history)  # logger=mlflow|tensorboard

@@ -29,6 +29,15 @@
 - `diag.forgetting_events`: every example's correctness each time it is fed, taken from the
   step's own predictions (no extra forward pass), and its forgetting events (events.py;
   Toneva et al. 2019); the per-example table goes to examples.parquet.
+- `diag.step_loss_every=K`: every K steps, the loss on one fixed training batch after the
+  step's update, the step's mean-loss LR and the step's update along the last sharpness
+  measurement's top Ritz vector (steps.py; BatchNorm in train mode over that batch, running
+  statistics restored); the rows go to steps.parquet.
+- With any of them, every epoch's row also has `weight_norm`: |w|, the L2 norm of the weights
+  that feed a BatchNorm (model.scale_invariant_weights: the loss does not change when they are
+  scaled; fp32 weights, squares summed in float64), and `effective_lr` = eta / |w|^2, eta the
+  mean-loss LR of the epoch's last step (as `eta_eff`): the LR at which such weights turn in
+  angle (Li & Arora 2020; Lobacheva et al. 2021).
 
 Measurements run in fp32 on the uncompiled model, whatever the run's precision and `compile`.
 None of them changes a trained weight, a BatchNorm statistic or a random stream: a run with
@@ -46,8 +55,10 @@ from forgetting.core.diagnostics.events import ForgettingEvents
 from forgetting.core.diagnostics.noise import NoiseScale, grad_sq_norm, mean_grad_sq
 from forgetting.core.diagnostics.sharpness import top_eigenvalue
 from forgetting.core.diagnostics.stability import edge, mean_loss_lr, sharpness_ratio
+from forgetting.core.diagnostics.steps import StepLoss
 from forgetting.core.errors import ConfigError
 from forgetting.core.metrics import DIVERGED_LOSS, blown_up
+from forgetting.core.model import scale_invariant_weights
 
 NOT_MEASURED = f"not measured: the training loss diverged (not finite or > {DIVERGED_LOSS:g})"
 
@@ -70,6 +81,15 @@ def sharpness_examples(requested: int, batch_size: int, n: int) -> int:
     return used
 
 
+def weight_norm(model: torch.nn.Module) -> float:
+    """|w| of the weights that feed a BatchNorm (model.scale_invariant_weights), in float64."""
+    weights = scale_invariant_weights(model)
+    if not weights:
+        return math.nan
+    return math.sqrt(float(torch.stack([w.detach().double().square().sum()
+                                        for w in weights]).sum()))
+
+
 class Diagnostics:
     def __init__(self, cfg: Config, run):
         d = cfg.diag
@@ -88,14 +108,19 @@ class Diagnostics:
             used = sharpness_examples(d.sharpness_examples, cfg.batch_size, n)
             self.fixed = torch.randperm(n, generator=gen)[:used].sort().values
         self.start = None  # the last top Ritz vector: the next measurement's warm start
+        self.steps = (StepLoss(d.step_loss_every, cfg.batch_size, len(run.train_y))
+                      if d.step_loss_every else None)
 
     def __bool__(self) -> bool:
         return bool(self.events is not None or self.noise_run is not None
-                    or self.fixed is not None)
+                    or self.fixed is not None or self.steps is not None)
 
     def before_step(self, run, x: torch.Tensor, y: torch.Tensor, step: int):
         """Every noise_every steps, measure |G_b|^2 on the batch about to be stepped on and
-        return the step's `on_grad` hook that reads |G_B|^2 and adds both; else None."""
+        return the step's `on_grad` hook that reads |G_B|^2 and adds both; else None. Keeps
+        the weights before a step-loss step."""
+        if self.steps is not None:
+            self.steps.before_step(run.model, step)
         add = self.noise_probe(run, x, y, step)
         if add is None:
             return None
@@ -121,20 +146,26 @@ class Diagnostics:
 
         return add
 
-    def after_step(self, idx: torch.Tensor, hits: torch.Tensor, step: int) -> None:
-        """The fed examples' correctness (subset-local indices) from the step's predictions."""
+    def after_step(self, run, idx: torch.Tensor, hits: torch.Tensor, step: int,
+                   lr: float) -> None:
+        """After step `step` (0-based) at per-example LR `lr`: the fed examples' correctness
+        (subset-local indices) from the step's predictions; the fixed batch's loss."""
         if self.events is not None:
             self.events.record(idx.to(hits.device), hits, step)
+        if self.steps is not None:
+            self.steps.after_step(run, step, lr, self.start)
 
     def after_epoch(self, run, row: dict, last: bool) -> dict:
         """The epoch's columns for its history row (NaN where nothing was measured)."""
         out: dict = {}
         diverged = blown_up(row["train_loss"])  # the run ends after this epoch
+        eta = mean_loss_lr(row["step_lr"], self.cfg.batch_size)
+        norm = weight_norm(run.model)
+        out.update(weight_norm=norm, effective_lr=eta / norm ** 2 if norm > 0 else math.nan)
         if self.noise_run is not None:
             out.update(self.noise_epoch.summary())
             self.noise_epoch.reset()
         if self.fixed is not None:
-            eta = mean_loss_lr(row["step_lr"], self.cfg.batch_size)
             out.update(eta_eff=eta, sharpness=math.nan, sharpness_rel_change=math.nan,
                        sharpness_iters=0, sharpness_ratio=math.nan, sharpness_note=None)
             if diverged:
@@ -189,9 +220,14 @@ class Diagnostics:
             row["example"] = subset[row["example"]]
         return rows
 
+    def step_rows(self) -> list[dict]:
+        """The step-loss rows (steps.parquet); [] without diag.step_loss_every."""
+        return list(self.steps.rows) if self.steps is not None else []
+
     def state(self) -> dict:
         """Everything a resumed run needs to go on measuring as if never stopped."""
         return {"events": self.events.state() if self.events is not None else None,
+                "steps": self.steps.state() if self.steps is not None else None,
                 "noise_epoch": self.noise_epoch.state() if self.noise_run is not None else None,
                 "noise_run": self.noise_run.state() if self.noise_run is not None else None,
                 "start": [t.cpu() for t in self.start] if self.start is not None else None}
@@ -204,5 +240,7 @@ class Diagnostics:
         if self.noise_run is not None and state.get("noise_run") is not None:
             self.noise_epoch.load(state["noise_epoch"])
             self.noise_run.load(state["noise_run"])
+        if self.steps is not None and state.get("steps") is not None:
+            self.steps.load(state["steps"])
         if state.get("start") is not None:
             self.start = [t.to(self.device) for t in state["start"]]
