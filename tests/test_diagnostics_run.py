@@ -146,7 +146,10 @@ def test_an_epoch_that_diverged_is_not_measured(make_cfg, monkeypatch, loss):
 
     monkeypatch.setattr(monitor, "top_eigenvalue", never)
     cfg = make_cfg("diag.sharpness=true", "diag.sharpness_examples=64")
-    run = SimpleNamespace(device=torch.device("cpu"), train_y=torch.zeros(640, dtype=torch.long))
+    from forgetting.core.model import build_model
+
+    run = SimpleNamespace(device=torch.device("cpu"), train_y=torch.zeros(640, dtype=torch.long),
+                          model=build_model("tiny"))
     out = monitor.Diagnostics(cfg, run).after_epoch(
         run, {"epoch": 1, "train_loss": loss, "step_lr": 0.1}, last=True)
     assert math.isnan(out["sharpness"]) and out["sharpness_note"] == monitor.NOT_MEASURED
