@@ -100,6 +100,8 @@ def test_analyze_prints_the_premises_block():
     (batch,) = block["batch"]
     assert (batch["small"], batch["large"], batch["holds"]) == (128, 512, 3)
     assert batch["events_per_pass"][128]["mean"] == pytest.approx(0.1)
+    over = batch["over_seeds"]  # the seeds' ratios, pooled: near 1, its interval around 1
+    assert over["n"] == 3 and over["lo"] <= 1 <= over["hi"] and over["hi"] / over["lo"] < 1.5
     (subset,) = block["subset"]
     assert subset["holds"] == 3  # 1/32 beyond its 6 passes; the full set within one
     crit = block["critical"]["train"]
@@ -108,6 +110,7 @@ def test_analyze_prints_the_premises_block():
     assert low <= 256 <= high and high / low < 2
     text = render(report)
     assert "ratio contains 1 on 3/3 seeds" in text
+    assert "(geometric mean, 95% t-interval, n=3): contains 1" in text
     assert "the smallest subset's horizon in passes is the longer on 3/3 seeds" in text
     assert "critical batch size, train loss target 1 (3 seeds" in text
     assert "B_simple on the same runs: 320 [" in text

@@ -6,7 +6,8 @@ holds what it needs:
   examples (horizon.py, 95% bootstrap over its batches: the half rise, and the test level) and,
   per seed, the ratio of the largest batch's half-rise horizon to the smallest's. The premise
   holds on a seed where the ratio's interval contains 1; "not resolved" where a horizon is
-  unbounded in more than 2.5% of its draws. Beside it, forgetting
+  unbounded in more than 2.5% of its draws. Over the seeds: the ratios' geometric mean with a
+  95% t-interval (log2_interval), which may resolve a shift that no single seed does. Beside it, forgetting
   events per example per pass (the run's mean count over its passes), mean over seeds with a
   95% t-interval.
 - **Forgetting depends on the dataset size** (runs probed at two or more subsets, the same LR
@@ -111,8 +112,10 @@ def batch_premise(runs: list[dict], results: pd.DataFrame) -> list[dict]:
                           "ratio": r, "verdict": verdict})
         events = {b: _mean_interval([r["events_per_pass"] for r in here if r["batch_size"] == b])
                   for b in sizes}
+        ratios = [s["ratio"][0] for s in seeds if s["ratio"] is not None]
         out.append({"lr": lr, "subset": subset, "small": small, "large": large,
                     "seeds": seeds, "holds": sum(s["verdict"] == "holds" for s in seeds),
+                    "over_seeds": log2_interval(ratios) if ratios else None,
                     "events_per_pass": events})
     return out
 
@@ -212,6 +215,11 @@ def render_lines(block: dict, within: float) -> list[str]:
                          f"{_horizon(s['large'], half=True)}; ratio {shown}: {s['verdict']} "
                          f"(test level within {within:.0%}: {_horizon(s['small'])} and "
                          f"{_horizon(s['large'])})")
+        over = entry["over_seeds"]
+        if over and over["n"] > 1:
+            lines.append(f"    over seeds: ratio {over['geomean']:.2f} [{over['lo']:.2f}, "
+                         f"{over['hi']:.2f}] (geometric mean, 95% t-interval, n={over['n']}): "
+                         + ("contains 1" if over["lo"] <= 1 <= over["hi"] else "excludes 1"))
         events = "; ".join(f"batch {b} {e['mean']:.4f} [{e['lo']:.4f}, {e['hi']:.4f}] (n={e['n']})"
                            for b, e in entry["events_per_pass"].items() if e["n"])
         if events:
