@@ -69,10 +69,22 @@ def test_every_measurement_lands_in_history_and_metrics(make_cfg):
             if f["grad_sq"] > 0 else math.isnan(f["noise_scale"]))
     assert f["noise_scale_run"] == f["noise_scale"] or math.isnan(f["noise_scale"])
     assert f["noise_scale_lo"] <= f["noise_scale_hi"]
+    epochs = history["noise_scale"].dropna()
+    assert len(epochs) > 0 and f["noise_scale_median"] == epochs.median()
     assert 0 <= f["share_never_forgotten"] <= 1 and f["mean_forgetting_events"] >= 0
     examples = pd.DataFrame(result.examples)
     assert len(examples) == 640 and examples["presentations"].eq(3).all()  # 3 passes
     assert examples["forgetting_events"].sum() == history["forgetting_events"].iloc[-1]
+
+
+def test_the_median_of_the_epochs_is_nan_when_no_epoch_has_a_value(make_cfg):
+    """5 measurements an epoch: no epoch reaches the 10 a value needs, the run's 10 do."""
+    result = train(make_cfg("epochs=2", "threads=1", "diag.noise=true", "diag.noise_every=2"))
+    assert [r["noise_measurements"] for r in result.history] == [5, 5]
+    assert all(math.isnan(r["noise_scale"]) for r in result.history)
+    assert math.isnan(result.final["noise_scale_median"])
+    assert result.final["noise_measurements"] == 10
+    assert not (result.final["noise_note"] or "").startswith("not measured")
 
 
 def test_sharpness_every_n_epochs_and_after_the_last(make_cfg):

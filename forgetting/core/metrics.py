@@ -40,11 +40,12 @@ DIAG_HISTORY = ("eta_eff", "sharpness", "sharpness_rel_change", "sharpness_iters
                 "noise_scale_hi", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
                 "trace_sigma_lo", "trace_sigma_hi", "noise_measurements", "noise_note",
                 "forgetting_events", "weight_norm", "effective_lr")
-# noise_*: the run's estimate from every measurement (noise_scale_run: the same, older name)
+# noise_*: the run's estimate from every measurement (noise_scale_run: the same, older name);
+# noise_scale_median: the median of the epochs' noise_scale (NaN when no epoch has one)
 DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_edge",
               "sharpness_examples", "noise_scale", "noise_scale_lo", "noise_scale_hi",
-              "noise_scale_run", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
-              "trace_sigma_lo", "trace_sigma_hi", "noise_note",
+              "noise_scale_run", "noise_scale_median", "grad_sq", "grad_sq_lo", "grad_sq_hi",
+              "trace_sigma", "trace_sigma_lo", "trace_sigma_hi", "noise_note",
               "noise_measurements", "share_never_forgotten", "mean_forgetting_events",
               "share_never_learned", "n_presented", "n_learned")
 # with `target.*` (core/target.py): steps and examples to a target loss; null when not reached

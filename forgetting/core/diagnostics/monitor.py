@@ -19,13 +19,15 @@
   batch B and of its first quarter b at the current weights, under the run's autocast, both in
   train mode (BatchNorm over the batch given: the optimiser's statistics for B). Every
   measurement is kept per epoch and over the run; B_simple = tr(Sigma)/|G|^2 is the ratio of
-  the means, with 95% bootstrap intervals of it, of |G|^2 and of tr(Sigma) (McCandlish et al.
-  2018, appendix A; noise.py). An epoch's row has values only when the epoch holds at least 10
-  measurements (else NaN and `noise_note` says why); metrics.json has the run's estimate from
-  every measurement. |G_B|^2 is read from the step's own gradient (between backward and update:
-  an eager step's `on_grad`); |G_b|^2 costs one forward and backward of the quarter batch before
-  the step (BatchNorm statistics restored): about 1/4 of a step per measurement. A CUDA-graph
-  step cannot be entered, so there B is measured by an extra pass as well.
+  the means, with 95% intervals (Fieller's for it, Student t for |G|^2 and tr(Sigma);
+  McCandlish et al. 2018, appendix A; noise.py). An epoch's row has values only when the epoch
+  holds at least 10 measurements (else NaN and `noise_note` says why); metrics.json has the
+  run's ratio of means over every measurement (`noise_scale`) and the median of the epochs'
+  values (`noise_scale_median`). |G_B|^2 is read from the step's own gradient (between
+  backward and update: an eager step's `on_grad`); |G_b|^2 costs one forward and backward of
+  the quarter batch before the step (BatchNorm statistics restored): about 1/4 of a step per
+  measurement. A CUDA-graph step cannot be entered, so there B is measured by an extra pass
+  as well.
 - `diag.forgetting_events`: every example's correctness each time it is fed, taken from the
   step's own predictions (no extra forward pass), and its forgetting events (events.py;
   Toneva et al. 2019); the per-example table goes to examples.parquet.
@@ -47,6 +49,7 @@ diagnostics trains exactly as one without (tests/test_diagnostics_run.py).
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 
@@ -203,8 +206,12 @@ class Diagnostics:
                        max_sharpness_ratio=max(ratios) if ratios else math.nan,
                        stability_edge=self.edge, sharpness_examples=len(self.fixed))
         if self.noise_run is not None:
-            out.update(self.noise_run.summary())  # from every measurement of the run
+            # mean tr(Sigma) / mean |G|^2 over every measurement of the run (weights drifting)
+            out.update(self.noise_run.summary())
             out["noise_scale_run"] = out["noise_scale"]  # the name tables used before
+            epochs = [r["noise_scale"] for r in history
+                      if math.isfinite(r.get("noise_scale", math.nan))]
+            out["noise_scale_median"] = statistics.median(epochs) if epochs else math.nan
         if self.events is not None:
             out.update(self.events.summary())
         return out
