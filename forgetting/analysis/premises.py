@@ -7,9 +7,9 @@ holds what it needs:
   per seed, the ratio of the largest batch's half-rise horizon to the smallest's. The premise
   holds on a seed where the ratio's interval contains 1; "not resolved" where a horizon is
   unbounded in more than 2.5% of its draws. Over the seeds: the ratios' geometric mean with a
-  95% t-interval (log2_interval), which may resolve a shift that no single seed does. Beside it, forgetting
-  events per example per pass (the run's mean count over its passes), mean over seeds with a
-  95% t-interval.
+  95% t-interval (log2_interval), which may resolve a shift that no single seed does. Beside
+  it, forgetting events per example per pass (the run's mean count over its passes), mean over
+  seeds with a 95% t-interval.
 - **Forgetting depends on the dataset size** (runs probed at two or more subsets, the same LR
   factor and batch size): each subset's test-level horizon in examples and in passes of it. The
   seed's reading holds on a seed where the smallest subset's horizon, in passes, is longer than

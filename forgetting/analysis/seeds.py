@@ -7,7 +7,7 @@ Only for sweeps where some point has at least 2 seeds.
   claim "the smallest subset's optimum is >= `shift` x the largest subset's", per seed: holds on
   k of n seeds.
 - **Measured curvature** (per batch size, the largest subset): per LR factor each seed's largest
-  sharpness ratio over training and its run-level B_simple with the 95% bootstrap interval;
+  sharpness ratio over training and its run-level B_simple with its 95% interval;
   on how many seeds the ratio reached the edge (>= `edge_ratio`) and exceeded 1 while the run
   did not diverge; B_simple against every batch size of the sweep: above it (the interval's low
   end is above), below it (the high end is below), or not resolved.
