@@ -20,6 +20,8 @@ Reads the run folders under each DIR (forgetting/tables/results.py), prints a sh
   on k of n seeds, per-seed sharpness ratios and noise scales with their intervals.
 - **Probe** (recency.parquet): per run, how many steps ago a batch must have been seen for its
   loss (averaged over bins of `--bin` of an epoch) to be within `--within` of the test loss.
+- **Onset against width** (onset.py; >= 2 widths with sharpness measured): per width and seed
+  the onset's bracket, a power law in width and its prediction at width 1.
 - **Premises** (premises.py): forgetting against batch size and dataset size in examples, and
   the critical batch size against B_simple, each with its interval and on how many seeds.
 """
@@ -33,6 +35,8 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis.curvature import curvature, measured_grid
 from forgetting.analysis.curvature import render_lines as curvature_lines
+from forgetting.analysis.onset import measured_widths, onset_width
+from forgetting.analysis.onset import render_lines as onset_lines
 from forgetting.analysis.premises import premises
 from forgetting.analysis.premises import render_lines as premises_lines
 from forgetting.analysis.recency import PROBE_KEYS, finished_probes, summarize
@@ -232,6 +236,8 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
         report["no_verdict"] = why
     if measured_grid(done):
         report["curvature"] = curvature(done, th, onset)
+    if measured_widths(done):
+        report["onset_width"] = onset_width(done, th, onset)
     if mixed := mixed_precisions(done):
         report["warnings"] = mixed
     seeds = replication(done, report, th, optimum)
@@ -278,6 +284,8 @@ def render(report: dict) -> str:
         lines += ["", f"verdict: none ({report['no_verdict']})"]
     if report.get("curvature"):
         lines += curvature_lines(report["curvature"], th["edge_ratio"])
+    if report.get("onset_width"):
+        lines += onset_lines(report["onset_width"])
     if report.get("replication"):
         lines += replication_lines(report["replication"], th["edge_ratio"])
     if report.get("recipes"):
