@@ -34,6 +34,7 @@ from forgetting.core.keys import Key, Rule, declared_keys, key, number_text, sec
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "auto")
+HVP_PRECISIONS = ("fp32", "bf16")  # diag.hvp_precision
 BUDGETS = ("epochs", "steps")
 DATASETS = ("cifar10", "imagefolder", "synthetic")
 MODELS = ("resnet9", "dawn18", "tiny")
@@ -152,8 +153,17 @@ class DiagConfig:
                                   rule=Rule(ge=0, note="0 = the larger of 256 and one batch"),
                                   hashed=False)
     iters: int = key(20, "Lanczos steps (Hessian-vector products) per sharpness measurement, "
-                     "fewer when it changes by < 1e-3; each starts from the last one's vector",
-                     rule=Rule(ge=1), hashed=False)
+                     "fewer when it changes by < `diag.tol`; each starts from the last one's "
+                     "vector", rule=Rule(ge=1), hashed=False)
+    tol: float = key(1e-3, "Lanczos stops once lambda_max's estimate changes by less than this "
+                     "(relative) between two products", rule=Rule(gt=0, lt=1), hashed=False)
+    hvp_precision: str = key("fp32", "the sharpness's Hessian-vector products: `fp32`, or `bf16` "
+                             "(convolutions and linear layers in bf16 as under autocast; "
+                             "weights and Lanczos vectors stay fp32)",
+                             rule=Rule(choices=HVP_PRECISIONS), hashed=False)
+    sharpness_se: bool = key(False, "also `sharpness_se` in the history: lambda_max's standard "
+                             "error over the fixed examples' batches (NaN with one batch; no "
+                             "extra product)", hashed=False)
     noise: bool = key(False, "measure the gradient noise scale B_simple = tr(Sigma)/|G|^2 from "
                       "gradient norms at the batch size and a quarter of it", hashed=False)
     noise_every: int = key(4, "steps between two noise measurements (each costs a forward "

@@ -36,10 +36,10 @@ FINAL = ("train_loss", "clean_train_loss", "test_loss", "test_acc", "train_acc",
 TIMINGS = ("wall_s", "train_s")  # process seconds for the run; training seconds
 # what `diag.*` adds (core/diagnostics/monitor.py): per epoch in the history, final in metrics
 DIAG_HISTORY = ("eta_eff", "sharpness", "sharpness_rel_change", "sharpness_iters",
-                "sharpness_ratio", "sharpness_note", "noise_scale", "noise_scale_lo",
-                "noise_scale_hi", "grad_sq", "grad_sq_lo", "grad_sq_hi", "trace_sigma",
-                "trace_sigma_lo", "trace_sigma_hi", "noise_measurements", "noise_note",
-                "forgetting_events", "weight_norm", "effective_lr")
+                "sharpness_ratio", "sharpness_note", "sharpness_se", "noise_scale",
+                "noise_scale_lo", "noise_scale_hi", "grad_sq", "grad_sq_lo", "grad_sq_hi",
+                "trace_sigma", "trace_sigma_lo", "trace_sigma_hi", "noise_measurements",
+                "noise_note", "forgetting_events", "weight_norm", "effective_lr")
 # noise_*: the run's estimate from every measurement (noise_scale_run: the same, older name);
 # noise_scale_median: the median of the epochs' noise_scale (NaN when no epoch has one)
 DIAG_FINAL = ("sharpness", "sharpness_ratio", "max_sharpness_ratio", "stability_edge",

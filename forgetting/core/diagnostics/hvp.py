@@ -15,16 +15,29 @@ statistics) and the caller restores its buffers.
   duration (the same batch statistics, no in-place update of a running statistic, which a
   function transform refuses).
 
-Both raise NonFinite on a non-finite chunk loss; neither writes a parameter or .grad.
+Both raise NonFinite on a non-finite chunk loss; neither writes a parameter or .grad. With
+`split` a route returns the products of each chunk's weighted loss, (n_c/n) H_c v, one per chunk
+(their sum is H v), instead of their sum.
+
+Precision. `fp32`: the model and inputs' own dtype. `bf16`: the loss is computed under
+`Bf16Autocast`, torch.autocast's bf16 casts for the ops these models use, done at the Python level
+(torch.func does not see through torch.autocast on a CPU: torch 2.14 raises "Input type
+(torch.FloatTensor) and weight type (CPUBFloat16Type) should be the same"). Parameters, products
+and the vectors they act on stay fp32: the casts sit inside the differentiated function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from forgetting.core.config import HVP_PRECISIONS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Vector = list[torch.Tensor]  # one tensor per parameter
@@ -34,6 +47,47 @@ METHODS = ("double_backward", "forward_over_reverse")
 
 class NonFinite(Exception):
     """A loss or Hessian-vector product that is inf or NaN."""
+
+
+def _bf16(a):
+    return a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+
+
+class Bf16Autocast(TorchFunctionMode):
+    """Convolutions, linear layers and matrix products run on bf16 copies of their floating
+    arguments, weights included (torch.autocast's bf16 list, for the ops these models use); a
+    normalisation runs in fp32 and returns its input's dtype (autocast: bf16 in, bf16 out).
+    Computing it in fp32 keeps each forward-mode tangent in its primal's dtype, which
+    torch.func's mixed-dtype batch norm does not (a bf16 output with an fp32 tangent). Outside
+    torch.func the loss is autocast's bit for bit on the tiny net and within 4e-5 (relative) on
+    a ResNet-9 at width 1/8 (tests/test_diagnostics_sharpness_accuracy.py)."""
+
+    LOW = (F.conv1d, F.conv2d, F.conv3d, F.linear, torch.matmul, torch.mm, torch.bmm)
+    NORMS = (F.batch_norm, F.layer_norm, F.group_norm)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.LOW:
+            return func(*(_bf16(a) for a in args), **{k: _bf16(a) for k, a in kwargs.items()})
+        if func in self.NORMS and args[0].is_floating_point():
+            return func(args[0].float(), *args[1:], **kwargs).to(args[0].dtype)
+        return func(*args, **kwargs)
+
+
+def autocast(precision: str):
+    """The context a chunk's loss is computed in: nothing for fp32, Bf16Autocast for bf16."""
+    if precision not in HVP_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(HVP_PRECISIONS)}, "
+                         f"got {precision!r}")
+    return Bf16Autocast() if precision == "bf16" else contextlib.nullcontext()
+
+
+def summed(parts, like: list[torch.Tensor]) -> Vector:
+    """The sum of the chunks' products `parts` (an iterable of Vectors shaped like `like`)."""
+    total = [torch.zeros_like(p) for p in like]
+    for part in parts:
+        total = [t + h for t, h in zip(total, part)]
+    return total
 
 
 def chunks(n: int, batch_size: int | None) -> list[tuple[int, int]]:
@@ -48,29 +102,39 @@ def _check(loss: torch.Tensor, start: int, stop: int) -> None:
 
 
 def double_backward(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor,
-                    y: torch.Tensor, loss_fn: LossFn, batch_size: int | None) -> Hvp:
+                    y: torch.Tensor, loss_fn: LossFn, batch_size: int | None,
+                    precision: str = "fp32", split: bool = False) -> Hvp:
     """v -> H v by reverse over reverse, every chunk's first-order graph built once here."""
     n = len(x)
-    grads = []
+    grads = []  # per chunk: [(gradient of parameter k, k)]
     for start, stop in chunks(n, batch_size):
-        loss = loss_fn(model(x[start:stop]), y[start:stop]) * ((stop - start) / n)
+        with autocast(precision):
+            out = model(x[start:stop])
+        loss = loss_fn(out.float(), y[start:stop]) * ((stop - start) / n)
         _check(loss, start, stop)
         g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        grads += [(gi, k) for k, gi in enumerate(g) if gi is not None and gi.requires_grad]
+        grads.append([(gi, k) for k, gi in enumerate(g) if gi is not None and gi.requires_grad])
 
-    def hvp(v: Vector) -> Vector:
-        if not grads:
+    def product(kept: list, v: Vector) -> Vector:
+        if not kept:
             return [torch.zeros_like(p) for p in params]
-        hv = torch.autograd.grad([g for g, _ in grads], params,
-                                 grad_outputs=[v[k] for _, k in grads], retain_graph=True,
+        hv = torch.autograd.grad([g for g, _ in kept], params,
+                                 grad_outputs=[v[k] for _, k in kept], retain_graph=True,
                                  allow_unused=True)
         return [torch.zeros_like(p) if h is None else h for h, p in zip(hv, params)]
 
-    return hvp
+    def hvp(v: Vector) -> Vector:
+        return product([g for chunk in grads for g in chunk], v)
+
+    def parts(v: Vector) -> list[Vector]:
+        return [product(chunk, v) for chunk in grads]
+
+    return parts if split else hvp
 
 
 def forward_over_reverse(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor,
-                         y: torch.Tensor, loss_fn: LossFn, batch_size: int | None) -> Hvp:
+                         y: torch.Tensor, loss_fn: LossFn, batch_size: int | None,
+                         precision: str = "fp32", split: bool = False) -> Hvp:
     """v -> H v by `torch.func.jvp` of `torch.func.grad` (nothing kept between products)."""
     from torch.func import functional_call, grad, jvp
 
@@ -81,14 +145,15 @@ def forward_over_reverse(model: nn.Module, params: list[nn.Parameter], x: torch.
 
     def chunk_gradient(start: int, stop: int):
         def chunk_loss(weights: tuple):
-            out = functional_call(model, dict(zip(names, weights)), (x[start:stop],))
-            loss = loss_fn(out, y[start:stop]) * ((stop - start) / n)
+            with autocast(precision):
+                out = functional_call(model, dict(zip(names, weights)), (x[start:stop],))
+            loss = loss_fn(out.float(), y[start:stop]) * ((stop - start) / n)
             return loss, loss.detach()
 
         return grad(chunk_loss, has_aux=True)
 
-    def hvp(v: Vector) -> Vector:
-        total = [torch.zeros_like(p) for p in params]
+    def each(v: Vector):
+        """Every chunk's product in turn."""
         tracking = [m.track_running_stats for m in norms]
         try:
             for m in norms:
@@ -100,21 +165,29 @@ def forward_over_reverse(model: nn.Module, params: list[nn.Parameter], x: torch.
                     _, hv, loss = jvp(chunk_gradient(start, stop), (primal,), (tuple(v),),
                                       has_aux=True)
                 _check(loss, start, stop)
-                total = [t + h for t, h in zip(total, hv)]
+                yield list(hv)
         finally:
             for m, flag in zip(norms, tracking):
                 m.track_running_stats = flag
-        return total
 
-    return hvp
+    def hvp(v: Vector) -> Vector:
+        return summed(each(v), params)  # one chunk's product held at a time
+
+    def parts(v: Vector) -> list[Vector]:
+        return list(each(v))
+
+    return parts if split else hvp
 
 
 def hvp_function(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor,
                  y: torch.Tensor, loss_fn: LossFn, batch_size: int | None,
-                 method: str = "double_backward") -> Hvp:
-    """v -> H v for the chunked mean loss (module docstring) by `method`, one of METHODS."""
+                 method: str = "double_backward", precision: str = "fp32",
+                 split: bool = False) -> Hvp:
+    """v -> H v for the chunked mean loss (module docstring) by `method`, one of METHODS, in
+    `precision` (HVP_PRECISIONS); with `split`, v -> [(n_c/n) H_c v for each chunk c]."""
+    autocast(precision)  # refuses an unknown precision before any work
     if method == "double_backward":
-        return double_backward(model, params, x, y, loss_fn, batch_size)
+        return double_backward(model, params, x, y, loss_fn, batch_size, precision, split)
     if method == "forward_over_reverse":
-        return forward_over_reverse(model, params, x, y, loss_fn, batch_size)
+        return forward_over_reverse(model, params, x, y, loss_fn, batch_size, precision, split)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

@@ -9,7 +9,9 @@
   chunks of exactly `batch_size` examples, each with BatchNorm in train mode over its own chunk:
   the statistics of a batch the size the optimiser steps on. Running statistics are left as
   they were. Lanczos (sharpness.py), warm-started from the previous measurement's top Ritz
-  vector (checkpointed with the rest) and stopped when the estimate changes by < 1e-3.
+  vector (checkpointed with the rest) and stopped when the estimate changes by < `diag.tol`
+  (1e-3), its products in `diag.hvp_precision` (fp32; bf16: convolutions and linear layers in
+  bf16); with `diag.sharpness_se`, `sharpness_se`, its standard error over the batches.
   Beside it the LR the step took, expressed for the mean loss (`eta_eff` = per-example LR x
   batch size), and
   `sharpness_ratio` = eta_eff (lambda_max + weight decay) / the running optimiser's stability
@@ -41,7 +43,8 @@
   mean-loss LR of the epoch's last step (as `eta_eff`): the LR at which such weights turn in
   angle (Li & Arora 2020; Lobacheva et al. 2021).
 
-Measurements run in fp32 on the uncompiled model, whatever the run's precision and `compile`.
+Measurements run in fp32 on the uncompiled model, whatever the run's precision and `compile`
+(the sharpness's products in bf16 with `diag.hvp_precision=bf16`).
 None of them changes a trained weight, a BatchNorm statistic or a random stream: a run with
 diagnostics trains exactly as one without (tests/test_diagnostics_run.py).
 """
@@ -171,6 +174,8 @@ class Diagnostics:
         if self.fixed is not None:
             out.update(eta_eff=eta, sharpness=math.nan, sharpness_rel_change=math.nan,
                        sharpness_iters=0, sharpness_ratio=math.nan, sharpness_note=None)
+            if self.cfg.diag.sharpness_se:
+                out["sharpness_se"] = math.nan
             if diverged:
                 out["sharpness_note"] = NOT_MEASURED
             elif last or row["epoch"] % self.cfg.diag.every == 0:
@@ -182,16 +187,21 @@ class Diagnostics:
     def sharpness(self, run, eta: float) -> dict:
         idx = self.fixed.to(run.train_y.device)
         x = run.maker.batch(idx).float()
-        m = top_eigenvalue(run.model, x, run.train_y[idx], self.cfg.diag.iters,
-                           batch_size=self.cfg.batch_size, start=self.start)
+        d = self.cfg.diag
+        m = top_eigenvalue(run.model, x, run.train_y[idx], d.iters, tol=d.tol,
+                           batch_size=self.cfg.batch_size, start=self.start,
+                           precision=d.hvp_precision, spread=d.sharpness_se)
         if m["vector"] is not None:
             self.start = m["vector"]
         lam = m["sharpness"]
         ratio = sharpness_ratio(lam, eta, self.cfg.optimizer.weight_decay,
                                 self.cfg.optimizer.momentum, self.cfg.optimizer.nesterov)
-        return {"sharpness": lam, "sharpness_rel_change": m["sharpness_rel_change"],
-                "sharpness_iters": m["sharpness_iters"], "sharpness_ratio": ratio,
-                "sharpness_note": m["sharpness_error"]}
+        out = {"sharpness": lam, "sharpness_rel_change": m["sharpness_rel_change"],
+               "sharpness_iters": m["sharpness_iters"], "sharpness_ratio": ratio,
+               "sharpness_note": m["sharpness_error"]}
+        if d.sharpness_se:
+            out["sharpness_se"] = m.get("sharpness_se", math.nan)
+        return out
 
     def final(self, history: list[dict]) -> dict:
         """The run's final figures for metrics.json and the sweep table."""

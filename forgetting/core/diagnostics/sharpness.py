@@ -26,7 +26,9 @@ exactly one batch the size the optimiser steps on. The running statistics (runni
 running_var, num_batches_tracked: every buffer) that these forward passes may update are copied
 back afterwards, bit-identical and in the same tensors, as is every module's `training` flag.
 Parameters are never written, and their .grad are left as they were (torch.autograd.grad does
-not accumulate into .grad). No autocast: the HVP runs in the dtype of the model and inputs.
+not accumulate into .grad). Precision: `fp32` (default) runs the products in the dtype of the
+model and inputs; `bf16` runs the loss's convolutions and linear layers in bf16 as autocast would
+(hvp.Bf16Autocast), the weights, products and Lanczos vectors staying fp32.
 
 Lanczos. From a fixed start vector (standard normal from a CPU generator seeded with `seed`,
 or the previous measurement's top Ritz vector, `start`), k Hessian-vector products build an
@@ -37,6 +39,14 @@ It converges much faster than power iteration for the same number of products (a
 a well separated top eigenvalue); it stops when the estimate changes by less than `tol`
 (relative) between two products, or after `iters` products. Memory: `iters` parameter-sized
 vectors. `power_iteration` stays for reference and tests.
+
+Sampling error (`spread`). Each product is taken per chunk c, (n_c/n) H_c v, and dotted
+with every Lanczos vector: the chunks' matrices Q^T H_c Q in the Krylov basis Q, at the cost of
+dots, no product. Along the top Ritz vector u, r_c = u^T H_c u is chunk c's own curvature and
+lambda_max = sum_c (n_c/n) r_c; "sharpness_se" is the standard error of that weighted mean over
+the k chunks (k - 1 degrees of freedom; NaN for one chunk): how far lambda_max would move along
+u had other batches been drawn. It leaves out the upward bias of fitting u to the same examples
+(a sample's lambda_max tends to exceed the whole set's).
 
 Failure. A non-finite loss or Hessian-vector product (or running out of GPU memory) gives
 sharpness NaN and a one-line reason in "sharpness_error"; nothing is raised. Not converging
@@ -52,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetting.core.diagnostics.hvp import LossFn, NonFinite, Vector, hvp_function
+from forgetting.core.diagnostics.hvp import LossFn, NonFinite, Vector, chunks, hvp_function, summed
 
 METHOD = "forward_over_reverse"  # the faster route on the measured models (module docstring)
 
@@ -144,10 +154,48 @@ def lanczos(hvp: Callable[[Vector], Vector], v: Vector, iters: int, tol: float
     return estimate, rel, k, [vi / norm for vi in vector]
 
 
+class ChunkCurvature:
+    """v -> H v from the per-chunk products (hvp.py's `split`), keeping q_j^T H_c v for every
+    vector q_j it was given before (the Lanczos basis, in order): each chunk's matrix in that
+    basis, for the curvature of each chunk along a vector of their span (module docstring)."""
+
+    def __init__(self, parts: Callable[[Vector], list[Vector]], weights: list[float]):
+        self.parts, self.weights = parts, weights
+        self.basis: list[Vector] = []
+        self.gram: list[dict[tuple[int, int], float]] = [{} for _ in weights]
+
+    def __call__(self, v: Vector) -> Vector:
+        parts = self.parts(v)
+        self.basis.append(v)
+        last = len(self.basis) - 1
+        for gram, part in zip(self.gram, parts):
+            for j, q in enumerate(self.basis):  # symmetric: q_j^T H_c q_last = q_last^T H_c q_j
+                gram[j, last] = gram[last, j] = _dot(q, part)
+        return summed(parts, v)
+
+    def spread(self, u: Vector) -> tuple[list[float], float]:
+        """(each chunk's curvature u^T H_c u, the standard error of their weighted mean) for a
+        unit u in the span of the basis."""
+        k = len(self.basis)
+        a = torch.tensor([_dot(q, u) for q in self.basis], dtype=torch.float64)
+        curvatures = []
+        for gram, w in zip(self.gram, self.weights):
+            g = torch.tensor([[gram[i, j] for j in range(k)] for i in range(k)],
+                             dtype=torch.float64)
+            curvatures.append(float(a @ g @ a) / w)
+        mean = sum(w * r for w, r in zip(self.weights, curvatures))
+        n = len(curvatures)
+        if n < 2:
+            return curvatures, math.nan
+        var = n / (n - 1) * sum((w * (r - mean)) ** 2 for w, r in zip(self.weights, curvatures))
+        return curvatures, math.sqrt(var)
+
+
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int,
                    seed: int = 0, tol: float = 1e-3, batch_size: int | None = None,
                    loss_fn: LossFn | None = None, start: Vector | None = None,
-                   method: str = METHOD) -> dict:
+                   method: str = METHOD, precision: str = "fp32",
+                   spread: bool = False) -> dict:
     """The largest Hessian eigenvalue of the mean loss over (x, y) at the current weights.
 
     Returns {"sharpness": lambda_max (float, NaN on failure), "sharpness_rel_change": last
@@ -157,8 +205,9 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
     is the relative change that stops them; `batch_size` chunks the examples
     (BatchNorm statistics per chunk, see the module docstring); `loss_fn(out, y)` must be a
     mean over its examples (default cross-entropy); `method` is the Hessian-vector product's
-    route (hvp.METHODS). The model's buffers, modes, parameters and .grad are left as they
-    were.
+    route (hvp.METHODS) and `precision` its precision (`fp32` or `bf16`). With `spread`, also
+    "sharpness_se" (module docstring) and "sharpness_chunks", the chunks' curvatures along the
+    top Ritz vector. The model's buffers, modes, parameters and .grad are left as they were.
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
@@ -171,11 +220,18 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
     try:
         model.train()
         with torch.enable_grad():
-            hvp = hvp_function(model, params, x, y, loss_fn, batch_size, method)
+            hvp = hvp_function(model, params, x, y, loss_fn, batch_size, method, precision,
+                               split=spread)
+            if spread:
+                hvp = ChunkCurvature(hvp, [(b - a) / len(x) for a, b in chunks(len(x),
+                                                                                 batch_size)])
             v = _start_vector(params, seed) if start is None else _unit(start)
             lam, rel, done, vector = lanczos(hvp, v, iters, tol)
-        return {"sharpness": lam, "sharpness_rel_change": rel, "sharpness_iters": done,
-                "sharpness_error": None, "vector": [t.detach() for t in vector]}
+        out = {"sharpness": lam, "sharpness_rel_change": rel, "sharpness_iters": done,
+               "sharpness_error": None, "vector": [t.detach() for t in vector]}
+        if spread:
+            out["sharpness_chunks"], out["sharpness_se"] = hvp.spread(vector)
+        return out
     except NonFinite as exc:
         return _failed(str(exc), done)
     except torch.cuda.OutOfMemoryError:
