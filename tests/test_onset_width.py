@@ -158,3 +158,30 @@ def test_the_preset_end_to_end_on_synthetic_data(tmp_path):
     assert "onset against width, batch 64 (subset 0.5)" in r.stdout
     assert "fit: not resolved (2 onsets: 0 degrees of freedom" in r.stdout or (
         "fit: none (" in r.stdout), r.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_script_s_width_1_check_runs_tiny_on_a_cpu(tmp_path):
+    """scripts/gpu_packed.sh --tiny onset1: the preset at width 1 (the tiny model) at the factors
+    in ONSET_LRS, packed, then analyzed and plotted. One torch thread: ~30 s beside other work."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "ONSET_LRS": "1,4",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "scripts/gpu_packed.sh", str(tmp_path), "--tiny", "onset1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    times = (tmp_path / "times.txt").read_text()
+    assert "quick_onset_width_w1: ok" in times and "4 points" in times
+    assert "quick_onset_width_w1-analyze: ok" in times
+    assert "quick_onset_width_w1-plot: ok" in times
+    folder = tmp_path / "multirun" / "quick_onset_width_w1"
+    table = pd.read_parquet(folder / "results.parquet")
+    assert len(table) == 4 and (table["status"] == "ok").all() and (table["width"] == 1).all()
+    assert sorted(table["lr"].unique()) == [1, 4] and sorted(table["batch_size"].unique()) == [
+        32, 64]
+    assert table["max_sharpness_ratio"].notna().all() and (table["launcher"] == "packed").all()
+    assert "measured curvature, batch 64" in (folder / "verdict.txt").read_text()
