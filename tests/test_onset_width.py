@@ -120,7 +120,7 @@ def test_analyze_prints_the_block_and_writes_it_to_verdict_json(tmp_path, capsys
     assert "onset against width, batch 128 (subset 0.125)" in text
     assert "    width 0.125: (32, 64], (8, 32]; onsets 32-64, every one in (8, 64]" in text
     assert "    width 0.5: <= 2, <= 2; onset 2, every one <= 2" in text
-    assert "fit: none (closed brackets at 0 widths: a fit needs 2) (6 open below left out)" in text
+    assert "fit: none (closed brackets at 0 widths: a fit needs 2; 6 open below left out)" in text
     assert "95% prediction interval" in text and "ONSET_LRS=" in text
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert len(verdict["onset_width"]["batches"]) == 2

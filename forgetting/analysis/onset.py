@@ -174,15 +174,15 @@ def _bracket(b: dict) -> str:
 
 
 def _fit_line(f: dict, left: str) -> str:
-    if "k" not in f:
-        return f"    fit: none ({f['why']}){left}"
+    """The fit as one line; `left`: what was left out ("" for nothing)."""
     if not f["resolved"]:
-        return f"    fit: not resolved ({f['why']}){left}"
+        what = "none" if "k" not in f else "not resolved"
+        return f"    fit: {what} ({f['why']}{'; ' + left if left else ''})"
     return (f"    fit: onset = {f['at_width_1']:.3g} x width^{f['k']:.2f} (k 95% "
             f"[{f['k_lo']:.2f}, {f['k_hi']:.2f}]) on {f['n']} onsets at {len(f['widths'])} "
-            f"widths{left}; width 1: {f['at_width_1']:.3g}, 95% prediction interval "
-            f"[{f['pred_lo']:.3g}, {f['pred_hi']:.3g}] (residual sd {f['sd']:.2f} on log2, "
-            f"brackets' own {f['bracket_sd']:.2f}; {f['dof']} d.o.f.)")
+            f"widths{f' ({left})' if left else ''}; width 1: {f['at_width_1']:.3g}, 95% "
+            f"prediction interval [{f['pred_lo']:.3g}, {f['pred_hi']:.3g}] (residual sd "
+            f"{f['sd']:.2f} on log2, brackets' own {f['bracket_sd']:.2f}; {f['dof']} d.o.f.)")
 
 
 def render_lines(report: dict) -> list[str]:
@@ -207,7 +207,7 @@ def render_lines(report: dict) -> list[str]:
                 lines.append(f"    width {r['width']:g}: {each}; {span}")
             left = [f"{w[k]} {name}" for k, name in (("open_below", "open below"),
                                                      ("beyond", "beyond the grid")) if w[k]]
-            lines.append(_fit_line(w["fit"], f" ({', '.join(left)} left out)" if left else ""))
+            lines.append(_fit_line(w["fit"], f"{', '.join(left)} left out" if left else ""))
     check = report["check_lrs"]
     lines.append("  (fit: least squares of log2(onset) on log2(width), one point per seed and "
                  "width at its bracket's geometric midpoint; width-1 check: "
