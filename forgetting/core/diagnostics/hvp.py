@@ -82,6 +82,12 @@ def autocast(precision: str):
     return Bf16Autocast() if precision == "bf16" else contextlib.nullcontext()
 
 
+def _output(out: torch.Tensor, precision: str) -> torch.Tensor:
+    """The model's output for the loss: in fp32 after bf16 casts (as the training step takes
+    it), else as it is (a float64 model stays float64)."""
+    return out.float() if precision == "bf16" else out
+
+
 def summed(parts, like: list[torch.Tensor]) -> Vector:
     """The sum of the chunks' products `parts` (an iterable of Vectors shaped like `like`)."""
     total = [torch.zeros_like(p) for p in like]
@@ -109,8 +115,8 @@ def double_backward(model: nn.Module, params: list[nn.Parameter], x: torch.Tenso
     grads = []  # per chunk: [(gradient of parameter k, k)]
     for start, stop in chunks(n, batch_size):
         with autocast(precision):
-            out = model(x[start:stop])
-        loss = loss_fn(out.float(), y[start:stop]) * ((stop - start) / n)
+            out = _output(model(x[start:stop]), precision)
+        loss = loss_fn(out, y[start:stop]) * ((stop - start) / n)
         _check(loss, start, stop)
         g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         grads.append([(gi, k) for k, gi in enumerate(g) if gi is not None and gi.requires_grad])
@@ -146,8 +152,9 @@ def forward_over_reverse(model: nn.Module, params: list[nn.Parameter], x: torch.
     def chunk_gradient(start: int, stop: int):
         def chunk_loss(weights: tuple):
             with autocast(precision):
-                out = functional_call(model, dict(zip(names, weights)), (x[start:stop],))
-            loss = loss_fn(out.float(), y[start:stop]) * ((stop - start) / n)
+                out = _output(functional_call(model, dict(zip(names, weights)),
+                                              (x[start:stop],)), precision)
+            loss = loss_fn(out, y[start:stop]) * ((stop - start) / n)
             return loss, loss.detach()
 
         return grad(chunk_loss, has_aux=True)
