@@ -85,3 +85,26 @@ def test_bench_packed_times_every_way_and_writes_its_table(tmp_path, capsys):
         assert row["sequential"] == pytest.approx(
             row["k"] * 3600 / statistics.median(data["seconds"][f"sequential|0.125|{row['k']}"]))
     assert "packed/seq" in capsys.readouterr().out
+
+
+def test_bench_diag_reports_each_sharpness_option_against_the_default(tmp_path, capsys):
+    """`bench --diag` with the cheaper sharpness options, tiny: every option has its cost per
+    measurement and lambda_max's difference from the default's at the same weights."""
+    from forgetting.bench import diag
+
+    out = tmp_path / "diag.json"
+    result = diag.main(["--train-size", "64", "--test-size", "32", "--epochs", "2",
+                        "--rounds", "1", "--width", "0.0625", "--batch-size", "32",
+                        "--threads", "1", "--only", ",".join(diag.OPTIONS),
+                        "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert set(data["overhead"]) == {"sharpness", *diag.OPTIONS}  # the reference added
+    for name, row in data["sharpness"].items():
+        assert row["products"] >= 1
+        assert row["steps_per_measurement"] == pytest.approx(row["epochs_per_measurement"] * 2)
+        if name != "sharpness":
+            assert row["same_weights"] is True
+            assert 0 <= row["rel_diff_median"] <= row["rel_diff_max"] < 1
+    assert data["sharpness_products"] == data["sharpness"]["sharpness"]["products"]
+    assert "training steps per measurement" in capsys.readouterr().out

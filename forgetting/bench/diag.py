@@ -14,6 +14,14 @@ round; each overhead is the median over rounds of (training seconds with / witho
 training seconds being the run's own `train_s` (start-up and data loading excluded). For
 sharpness also the cost of one measurement: Hessian-vector products (Lanczos steps, from the
 runs' history) and epoch-equivalents (extra seconds per measurement / plain seconds per epoch).
+The cheaper sharpness options are contenders too (`--only sharpness,sharpness_bf16,
+sharpness_tol,sharpness_bf16_tol`): `diag.hvp_precision=bf16`, `diag.tol=--tol` (1e-2) and both.
+For each sharpness contender: products, and epoch- and step-equivalents per measurement (its
+extra seconds over the plain run's seconds per epoch, per step); for an option, lambda_max's
+relative difference from the default's (`sharpness`, added when an option is asked for) at the
+same epoch of the same round: the runs train identically, so both measure the same weights
+(checked: `same_weights`, every epoch's training loss equal). The reference is itself a
+measurement (tol 1e-3, warm-started), not the converged value.
 Prints figures, asserts nothing.
 
     python -m forgetting.bench --diag --hvp   # the HVP routes and warm Lanczos (bench/hvp.py)
@@ -40,7 +48,12 @@ CONTENDERS = {
     "sharpness": {"sharpness": True, "every": 1},
     "noise": {"noise": True},
     "forgetting_events": {"forgetting_events": True},
+    "sharpness_bf16": {"sharpness": True, "every": 1, "hvp_precision": "bf16"},
+    "sharpness_tol": {"sharpness": True, "every": 1},  # diag.tol=--tol
+    "sharpness_bf16_tol": {"sharpness": True, "every": 1, "hvp_precision": "bf16"},
 }
+DEFAULT = ("sharpness", "noise", "forgetting_events")  # --only's default
+OPTIONS = ("sharpness_bf16", "sharpness_tol", "sharpness_bf16_tol")  # against `sharpness`
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,23 +68,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--sharpness-examples", type=int, default=0,
                    help="diag.sharpness_examples of the sharpness run (0: its default)")
-    p.add_argument("--only", default=",".join(list(CONTENDERS)[1:]),
-                   help="diagnostics to time against the plain run, comma-separated")
+    p.add_argument("--tol", type=float, default=1e-2,
+                   help="diag.tol of sharpness_tol and sharpness_bf16_tol")
+    p.add_argument("--test-size", type=int, default=1000, help="test images (evaluated once)")
+    p.add_argument("--only", default=",".join(DEFAULT),
+                   help="diagnostics to time against the plain run, comma-separated, from "
+                   f"{', '.join(list(CONTENDERS)[1:])}")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args(argv)
-    for name in ("train_size", "epochs", "rounds", "batch_size"):
+    for name in ("train_size", "epochs", "rounds", "batch_size", "test_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.sharpness_examples < 0:
         p.error("--sharpness-examples must be >= 0")
+    if not 0 < args.tol < 1:
+        p.error("--tol must be in (0, 1)")
     args.only = [n for n in args.only.split(",") if n]
     if not args.only or any(n not in CONTENDERS or n == "plain" for n in args.only):
         p.error(f"--only: choose from {', '.join(list(CONTENDERS)[1:])}")
+    if any(n in OPTIONS for n in args.only) and "sharpness" not in args.only:
+        args.only.insert(0, "sharpness")  # the options' reference
     return args
 
 
 def config(args, diag: dict) -> Config:
-    data = DataConfig(name="synthetic", train_size=args.train_size, test_size=1000,
+    data = DataConfig(name="synthetic", train_size=args.train_size, test_size=args.test_size,
                       cache_dir="/nonexistent")
     cfg = Config(model=ModelConfig("resnet9", args.width), data=data,
                  batch_size=args.batch_size, epochs=args.epochs, device="cpu",
@@ -82,6 +103,41 @@ def config(args, diag: dict) -> Config:
     return cfg
 
 
+def contender(args, name: str) -> dict:
+    """The diag keys of contender `name` under the command line's settings."""
+    diag = dict(CONTENDERS[name])
+    if name.startswith("sharpness"):
+        diag["sharpness_examples"] = args.sharpness_examples
+    if name.endswith("_tol"):
+        diag["tol"] = args.tol
+    return diag
+
+
+def sharpness_figures(args, ratios: dict[str, list[float]], runs: dict[str, list]) -> dict:
+    """Per sharpness contender: products, epoch- and step-equivalents per measurement (medians
+    over rounds), and for an option lambda_max's |relative difference| from `sharpness`'s at the
+    same epoch of the same round (median and largest over every measurement)."""
+    figures = {}
+    for name in (n for n in ratios if n.startswith("sharpness")):
+        histories = [[r for r in h if r.get("sharpness_iters")] for h in runs[name]]
+        epochs = statistics.median(ratio * args.epochs / max(len(h), 1)
+                                   for ratio, h in zip(ratios[name], histories))
+        products = [r["sharpness_iters"] for h in histories for r in h]
+        row = {"products": statistics.median(products) if products else None,
+               "epochs_per_measurement": epochs,
+               "steps_per_measurement": epochs * (args.train_size // args.batch_size)}
+        if name != "sharpness":
+            diffs, same = [], True
+            for mine, ref in zip(runs[name], runs["sharpness"]):
+                same &= [r["train_loss"] for r in mine] == [r["train_loss"] for r in ref]
+                diffs += [abs(a["sharpness"] / b["sharpness"] - 1) for a, b in zip(mine, ref)
+                          if a.get("sharpness_iters") and b.get("sharpness_iters")]
+            row.update(rel_diff_median=statistics.median(diffs) if diffs else None,
+                       rel_diff_max=max(diffs) if diffs else None, same_weights=same)
+        figures[name] = row
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if "--hvp" in argv:
@@ -90,26 +146,22 @@ def main(argv: list[str] | None = None) -> dict:
         return hvp_main([a for a in argv if a not in ("--hvp", "--diag")])
     args = parse_args(argv)
     d = DataConfig()
-    dataset = synthetic(10, args.train_size, 1000, 32, d.noise, 0)
+    dataset = synthetic(10, args.train_size, args.test_size, 32, d.noise, 0)
     names = ["plain", *args.only]
     seconds: dict[str, list[float]] = {n: [] for n in names}
-    products: list[int] = []  # Hessian-vector products per sharpness measurement
+    runs: dict[str, list] = {n: [] for n in names}  # each round's history
     train(config(args, {}), dataset)  # warm-up: allocator, kernels
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            diag = dict(CONTENDERS[name])
-            if name == "sharpness":
-                diag["sharpness_examples"] = args.sharpness_examples
-            result = train(config(args, diag), dataset)
+            result = train(config(args, contender(args, name)), dataset)
             seconds[name].append(result.final["train_s"])
-            products += [r["sharpness_iters"] for r in result.history
-                         if r.get("sharpness_iters")]
+            runs[name].append(result.history)
             print(f"round {r + 1}: {name:<18} {result.final['train_s']:.2f} s", flush=True)
     plain = seconds["plain"]
     out = {"device": "cpu", "threads": torch.get_num_threads(), "train_size": args.train_size,
            "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
-           "precision": args.precision, "seconds": seconds,
+           "precision": args.precision, "tol": args.tol, "seconds": seconds,
            "plain_s": statistics.median(plain), "overhead": {}}
     ratios = {n: [t / p - 1 for t, p in zip(seconds[n], plain)] for n in names[1:]}
     out["overhead"] = {n: statistics.median(r) for n, r in ratios.items()}
@@ -119,13 +171,20 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in ratios.items():
         print(f"  {name:<18} {100 * statistics.median(r):+.1f}% (median of per-round ratios; "
               f"range {100 * min(r):+.1f}% .. {100 * max(r):+.1f}%)")
-    if "sharpness" in ratios:  # one measurement per epoch (diag.every=1): the extra seconds
-        # per measurement over the plain seconds per epoch is the overhead itself
-        epochs = statistics.median(ratios["sharpness"])
-        out["sharpness_products"] = statistics.median(products) if products else None
-        out["sharpness_epochs_per_measurement"] = epochs
-        print(f"  sharpness: {out['sharpness_products']} Hessian-vector products per "
-              f"measurement (median), {epochs:.3f} epoch-equivalents per measurement")
+    out["sharpness"] = sharpness_figures(args, ratios, runs)
+    if "sharpness" in out["sharpness"]:  # the names earlier versions wrote
+        out["sharpness_products"] = out["sharpness"]["sharpness"]["products"]
+        out["sharpness_epochs_per_measurement"] = out["sharpness"]["sharpness"][
+            "epochs_per_measurement"]
+    for name, f in out["sharpness"].items():
+        text = (f"  {name}: {f['products']} products per measurement (median), "
+                f"{f['epochs_per_measurement']:.3f} epoch-equivalents = "
+                f"{f['steps_per_measurement']:.1f} training steps per measurement")
+        if "rel_diff_max" in f and f["rel_diff_max"] is not None:
+            text += (f"; lambda_max vs sharpness: median {100 * f['rel_diff_median']:.2f}%, "
+                     f"largest {100 * f['rel_diff_max']:.2f}%")
+            text += "" if f["same_weights"] else " (NOT the same weights: training differed)"
+        print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out
