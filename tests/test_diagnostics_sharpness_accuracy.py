@@ -122,8 +122,8 @@ def test_the_standard_error_against_other_draws_and_one_batch_against_four():
     the reported standard error is of the order of the spread of lambda_max over the sets
     (measured: its rms 0.82-2.7x their standard deviation: 2 seeds x 30, 100 steps, 8
     sets; 0.82 here),
-    and one batch reads higher than its set's 4 (measured +28% to +43% on average; per set -2%
-    to +113%): the direction fitted to fewer examples finds more curvature, a bias that
+    and one batch reads higher than its set's 4 (measured +28% to +43% on average; per set 2%
+    to 113% apart): the direction fitted to fewer examples finds more curvature, a bias that
     sharpness_se does not include."""
     model, x, y = trained("tiny", 1.0, 16)
     lams, ses, ones = [], [], []
