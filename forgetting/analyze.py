@@ -7,7 +7,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from forgetting.analysis.analyze import Thresholds, analyze, render
+from forgetting.analysis.analyze import Thresholds, analyze
+from forgetting.analysis.text import render
 from forgetting.core.files import atomic_write_json, atomic_write_text
 from forgetting.runs.cli import NO_RUNS, ArgumentParser, missing_folder, nothing_finished
 

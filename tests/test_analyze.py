@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 import helpers
-from forgetting.analysis.analyze import Thresholds, analyze, optimum, render
+from forgetting.analysis.analyze import Thresholds, analyze, optimum
+from forgetting.analysis.text import render
 from forgetting.analyze import main
 from helpers import run_cli
 
@@ -266,7 +267,8 @@ def test_plot_and_analyze_a_real_tiny_sweep_with_diverged_and_failed_runs(tmp_pa
     r = run_cli(str(sweep), module="forgetting.plot")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (sweep / "figures").glob("*.png")) == [
-        "lr_subset.png", "recency.png", "recency_evolution.png", "test_loss_per_epoch.png"]
+        "lr_subset.png", "recency.png", "recency_evolution.png", "recency_examples.png",
+        "test_loss_per_epoch.png"]
 
 
 def test_datasets_that_differ_in_augmentation_are_not_a_subset_grid(tmp_path):

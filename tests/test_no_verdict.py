@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from test_analyze import write_run
 
-from forgetting.analysis.analyze import Thresholds, analyze, not_a_grid, render
+from forgetting.analysis.analyze import Thresholds, analyze, not_a_grid
+from forgetting.analysis.text import render
 from helpers import run_cli
 
 

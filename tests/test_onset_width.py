@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 import helpers
-from forgetting.analysis.analyze import Thresholds, analyze, render
+from forgetting.analysis.analyze import Thresholds, analyze
 from forgetting.analysis.onset import fit
+from forgetting.analysis.text import render
 from forgetting.analyze import main
 from helpers import run_cli
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forgetting.analysis.analyze import Thresholds, analyze_tables, render
+from forgetting.analysis.analyze import Thresholds, analyze_tables
 from forgetting.analysis.horizon import HALF, horizon, ratio, run_horizon
+from forgetting.analysis.text import render
 
 TEST_LOSS = 1.5
 

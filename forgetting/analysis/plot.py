@@ -231,8 +231,14 @@ def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.
         drawn["recency.png"] = plot_recency.recency(table, bin_epochs)
         if table.groupby("run_dir")["probe_epoch"].nunique().max() > 1:
             drawn["recency_evolution.png"] = plot_recency.recency_evolution(table, bin_epochs)
-        if results["batch_size"].nunique() > 1:
-            drawn["recency_examples.png"] = plot_recency.in_examples(table, results)
+        probed = results[results["run_dir"].isin(set(table["run_dir"]))]
+        panels = len(probed[["lr", "subset"]].drop_duplicates())
+        if probed["batch_size"].nunique() > 1 or probed["subset"].nunique() > 1:
+            if panels <= plot_recency.MAX_RUNS:
+                drawn["recency_examples.png"] = plot_recency.in_examples(table, results)
+            else:
+                skipped.append(f"recency_examples.png: not drawn ({panels} LR factor x subset "
+                               f"panels; at most {plot_recency.MAX_RUNS})")
     drawn["critical_batch.png"] = plot_critical.critical_batch(critical_batch(results))
     if "lr_subset.png" not in drawn and results["recipe"].nunique() > 1:
         drawn["recipes.png"] = recipes(results, target_acc)

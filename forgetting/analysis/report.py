@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis import figure
 from forgetting.analysis import report_html as h
-from forgetting.analysis.analyze import Thresholds, analyze_tables, render
+from forgetting.analysis.analyze import Thresholds, analyze_tables
 from forgetting.analysis.plot import plot_tables
+from forgetting.analysis.text import render
 from forgetting.core.config import COLUMNS
 from forgetting.core.metrics import OK
 
@@ -46,6 +47,10 @@ ALT = {
     "recency.png": "Forgetting probe: the loss of the final model on each recently seen batch "
                    "against steps ago, with the test loss",
     "recency_evolution.png": "Forgetting probe at each probed epoch, one colour per epoch",
+    "recency_examples.png": "Forgetting probe against examples since the batch was fed, a "
+                            "colour per batch size, mean over seeds",
+    "critical_batch.png": "Steps to the target loss against batch size, the fit, B_crit and "
+                          "B_simple",
     "recipes.png": "Final test accuracy of each run per recipe, with the target accuracy",
 }
 # what metrics.json records about where and how a run ran
