@@ -2,21 +2,26 @@
 2018, eq. 2.11; Shallue et al. 2019).
 
 With S optimiser steps and E = S B examples to reach a fixed target at batch size B (each B
-with its best LR), S = S_min (1 + B_noise / B) and E = E_min (1 + B / B_noise): S is linear in
-1/B (intercept S_min, slope S_min B_noise) and E is linear in B (intercept E_min, slope
-E_min / B_noise). `fit` fits both by least squares and gives B_crit = E_min / S_min (equal to
-B_noise when both lines hold exactly); `bootstrap` resamples the seeds (with replacement, the
-same draw for every batch size) and refits, for 95% percentile intervals of each. These are
-what a sweep over batch sizes is read with; the sweep itself (LR tuned per batch size, the step
-at which the loss first crosses the target) is the preset's.
+with its best LR), S = S_min (1 + B_noise / B) and E = E_min (1 + B / B_noise), so that
+B_crit = E_min / S_min = B_noise. `fit` fits S(B) by least squares on log S: run-to-run noise
+in steps is multiplicative (a few percent at every batch size), and a fit on S itself would let
+the smallest batch's thousands of steps outweigh the largest batch's tens (on the quick sweep
+such a fit put S_min at 17 steps where the largest batch took 78). For a given B_noise the best
+log S_min is the mean of log S - log(1 + B_noise/B); B_noise is found by a search on a log
+grid refined by golden section. `bootstrap` resamples the seeds (with replacement, the same
+draw for every batch size) and refits, for 95% percentile intervals. These are what a sweep
+over batch sizes is read with; the sweep itself (LR tuned per batch size, the step at which the
+loss first crosses the target) is the preset's.
 
 With 3 seeds the percentile bootstrap is short of its 95%: on simulated sweeps (batch 32 ...
 1024, 5% noise on each run's steps, 40 sweeps, tests/test_critical.py) it covered the true
-B_crit in 30 and S_min in 34 of 40. Read an interval from 3 seeds as narrower than it should be.
+B_crit in 29 and S_min in 28 of 40. Read an interval from 3 seeds as narrower than it
+should be.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -25,37 +30,52 @@ from dataclasses import dataclass
 class Fit:
     s_min: float  # steps at an infinite batch
     e_min: float  # examples at a batch of one
-    b_noise: float  # from the steps' line: slope / intercept
-    b_crit: float  # E_min / S_min
+    b_noise: float  # the batch at which S is twice S_min
+    b_crit: float  # E_min / S_min (= B_noise under the fitted curve)
 
     def steps(self, batch: float) -> float:
-        """Steps to the target at `batch`, by the steps' line."""
+        """Steps to the target at `batch`, by the fit."""
         return self.s_min * (1 + self.b_noise / batch)
 
 
-def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """(intercept, slope) of the least-squares line through (xs, ys)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        raise ValueError("needs at least two batch sizes")
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    return my - slope * mx, slope
+LOW, HIGH = 1e-3, 1e3  # the search for B_noise: these times the smallest and largest batch
+
+
+def _sse(batches: list[float], logs: list[float], b_noise: float) -> tuple[float, float]:
+    """(sum of squared log residuals, log S_min) of the fit with this B_noise."""
+    shape = [math.log1p(b_noise / b) for b in batches]
+    log_s_min = sum(y - x for y, x in zip(logs, shape)) / len(logs)
+    return sum((y - log_s_min - x) ** 2 for y, x in zip(logs, shape)), log_s_min
 
 
 def fit(batches: list[float], steps: list[float]) -> Fit:
-    """Fit S = S_min (1 + B_noise/B) and E = S B = E_min (1 + B/B_noise) to (batch, steps)
-    pairs (one per run, or one mean per batch size). ValueError when the lines do not give
-    positive parameters (the steps do not fall with the batch, or the examples do not rise)."""
+    """Fit S = S_min (1 + B_noise/B) to (batch, steps) pairs (one per run, or one mean per
+    batch size) by least squares on log S. ValueError when the best B_noise lies at the end of
+    its search (the steps do not fall with the batch, or fall as 1/B throughout: no S_min)."""
     if len(batches) != len(steps) or len(set(batches)) < 2:
         raise ValueError("needs steps at two or more batch sizes")
-    s_min, slope = _line([1 / b for b in batches], list(steps))
-    e_min, e_slope = _line(list(batches), [s * b for s, b in zip(steps, batches)])
-    if not (s_min > 0 and slope > 0 and e_min > 0 and e_slope > 0):
+    if min(steps) <= 0:
+        raise ValueError("the steps must be positive")
+    logs = [math.log(s) for s in steps]
+    lo, hi = math.log(LOW * min(batches)), math.log(HIGH * max(batches))
+    grid = [lo + (hi - lo) * k / 400 for k in range(401)]
+    errors = [_sse(batches, logs, math.exp(g))[0] for g in grid]
+    k = min(range(len(grid)), key=errors.__getitem__)
+    if k in (0, len(grid) - 1):
         raise ValueError("the steps do not follow S = S_min (1 + B_noise/B) with positive "
-                         f"S_min and B_noise (S_min {s_min:.4g}, E_min {e_min:.4g})")
-    return Fit(s_min, e_min, slope / s_min, e_min / s_min)
+                         f"S_min and B_noise (the best B_noise is at the end of its search, "
+                         f"{math.exp(grid[k]):.4g})")
+    a, b = grid[k - 1], grid[k + 1]
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        c, d = b - golden * (b - a), a + golden * (b - a)
+        if _sse(batches, logs, math.exp(c))[0] < _sse(batches, logs, math.exp(d))[0]:
+            b = d
+        else:
+            a = c
+    b_noise = math.exp((a + b) / 2)
+    s_min = math.exp(_sse(batches, logs, b_noise)[1])
+    return Fit(s_min, s_min * b_noise, b_noise, b_noise)
 
 
 def bootstrap(runs: dict[float, list[float]], draws: int = 2000, seed: int = 0
