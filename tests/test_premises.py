@@ -87,7 +87,7 @@ def fabricated_sweep():
                 rows.append({"run_dir": f"/sweep/c-{batch}-{lr:g}-{seed}", "lr": lr,
                              "batch_size": batch, "subset": 1.0, "seed": seed, "status": "ok",
                              "steps_to_train_target": round(steps * worse),
-                             "target.train_loss": 1.0, "noise_scale": 300.0 + 20 * seed})
+                             "train_loss_target": 1.0, "noise_scale": 300.0 + 20 * seed})
     results = pd.DataFrame(rows)
     for column in ("test_loss", "train_loss", "test_acc"):
         results[column] = 1.0

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BIN_EXAMPLES = 2500  # the horizon's bins, in examples at every batch size
-TARGETS = {"train": ("steps_to_train_target", "target.train_loss"),
-           "test": ("examples_to_test_target", "target.test_loss")}
+# target: (the column of its crossing, the column of the target's value)
+TARGETS = {"train": ("steps_to_train_target", "train_loss_target"),
+           "test": ("examples_to_test_target", "test_loss_target")}
 
 
 def premises(results: pd.DataFrame, recency: pd.DataFrame, within: float) -> dict:
@@ -165,7 +166,7 @@ def critical_batch(results: pd.DataFrame) -> dict | None:
                 for b, g in best.groupby("batch_size")}
         sizes = []
         for b, g in best.groupby("batch_size"):
-            tried = ok[ok["batch_size"] == b].groupby("seed")["lr"].nunique()
+            tried = results[results["batch_size"] == b].groupby("seed")["lr"].nunique()
             sizes.append({"batch_size": int(b), "steps": _mean_interval(runs[int(b)]),
                           "each": runs[int(b)],
                           "best_lr": sorted({float(v) for v in g["lr"]}),
@@ -243,7 +244,7 @@ def render_lines(block: dict, within: float) -> list[str]:
             st = size["steps"]
             spread = (f" [{st['lo']:.0f}, {st['hi']:.0f}]" if st["n"] > 1 else "")
             lines.append(f"    batch {size['batch_size']:>5}: {st['mean']:.0f} steps{spread}, "
-                         f"best factor {'/'.join(f'{v:g}' for v in size['best_lr'])} "
+                         f"best factor {', '.join(f'{v:g}' for v in size['best_lr'])} "
                          f"(of {size['factors_tried']} tried)")
         if "fit" in entry:
             f = entry["fit"]

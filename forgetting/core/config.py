@@ -123,10 +123,10 @@ class TargetConfig:
     measured with (forgetting/analysis/critical.py). Off (0) by default."""
     train_loss: float = key(0.0, "record the step at which the running training loss (mean over "
                             "the last `target.window` examples) first falls to this; 0 = off",
-                            rule=Rule(ge=0, note="0 = off"))
+                            rule=Rule(ge=0, note="0 = off"), column="train_loss_target")
     test_loss: float = key(0.0, "record the examples at which the test loss, evaluated every "
                            "`target.test_every` examples, first falls to this; 0 = off",
-                           rule=Rule(ge=0, note="0 = off"))
+                           rule=Rule(ge=0, note="0 = off"), column="test_loss_target")
     window: int = key(4096, "examples the running training loss is the mean over (whole steps, "
                       "at least one)", rule=POSITIVE_INT)
     test_every: int = key(10000, "examples between two test evaluations while "

@@ -43,8 +43,9 @@ USED_COLUMNS = {"precision_used": "precision", "threads_used": "threads",
 KEY_COLUMNS = ["lr", "subset", "batch_size", "seed"]
 # what read_run makes of a run folder; a manifest of another format is not used (every folder
 # is read again once), so a column added here reaches the rows of unchanged run folders too.
-# 2: what a run trained in (USED_COLUMNS); interrupted for a folder without metrics.json
-ROW_FORMAT = 2
+# 2: what a run trained in (USED_COLUMNS); interrupted for a folder without metrics.json;
+# 3: the steps to a target (TARGET_FINAL) and the targets' columns
+ROW_FORMAT = 3
 COLUMN_OF = {dotted: column for column, dotted in CONFIG_COLUMNS.items()}  # model.width -> width
 # how a run is executed or shown, not what it computes: never a column (diag.* says what is
 # measured, so a swept diag key stays one)
