@@ -198,3 +198,20 @@ def hvp_function(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor,
     if method == "forward_over_reverse":
         return forward_over_reverse(model, params, x, y, loss_fn, batch_size, precision, split)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+@contextlib.contextmanager
+def buffers_and_modes_kept(model: nn.Module):
+    """Run the block, then put the model's buffers (BatchNorm's running statistics) and every
+    module's train/eval mode back as they were, whatever the block did or raised."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = list(model.buffers())
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(buffers, saved):
+                b.copy_(s)
+        for m, training in modes:
+            m.training = training

@@ -62,7 +62,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetting.core.diagnostics.hvp import LossFn, NonFinite, Vector, chunks, hvp_function, summed
+from forgetting.core.diagnostics.hvp import (
+    LossFn,
+    NonFinite,
+    Vector,
+    buffers_and_modes_kept,
+    chunks,
+    hvp_function,
+    summed,
+)
 
 METHOD = "forward_over_reverse"  # the faster route on the measured models (module docstring)
 
@@ -213,9 +221,14 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
         raise ValueError(f"iters must be >= 1, got {iters}")
     loss_fn = mean_cross_entropy if loss_fn is None else loss_fn
     params = [p for p in model.parameters() if p.requires_grad]
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = list(model.buffers())
-    saved = [b.detach().clone() for b in buffers]
+    with buffers_and_modes_kept(model):
+        return _measure(model, params, x, y, iters, seed, tol, batch_size, loss_fn, start,
+                        method, precision, spread)
+
+
+def _measure(model, params, x, y, iters, seed, tol, batch_size, loss_fn, start, method,
+             precision, spread) -> dict:
+    """top_eigenvalue's work, its model's buffers and modes kept by the caller."""
     done = 0
     try:
         model.train()
@@ -236,12 +249,6 @@ def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: in
         return _failed(str(exc), done)
     except torch.cuda.OutOfMemoryError:
         return _failed("out of memory in a Hessian-vector product", done)
-    finally:
-        with torch.no_grad():
-            for b, s in zip(buffers, saved):
-                b.copy_(s)
-        for m, training in modes:
-            m.training = training
 
 
 def _unit(v: Vector) -> Vector:

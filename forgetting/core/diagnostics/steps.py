@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forgetting.core.diagnostics.hvp import buffers_and_modes_kept
 from forgetting.core.diagnostics.stability import mean_loss_lr
 
 STEP_LOSS_SEED = 1  # the fixed batch's generator (the sharpness examples use 0)
@@ -39,19 +40,9 @@ STEP_LOSS_SEED = 1  # the fixed batch's generator (the sharpness examples use 0)
 def train_mode_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of (x, y), BatchNorm in train mode over x, without a gradient; the
     model's buffers and modes are left as they were. A 0-d tensor on the model's device."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = list(model.buffers())
-    saved = [b.detach().clone() for b in buffers]
-    try:
+    with buffers_and_modes_kept(model), torch.no_grad():
         model.train()
-        with torch.no_grad():
-            return F.cross_entropy(model(x).float(), y, reduction="mean")
-    finally:
-        with torch.no_grad():
-            for b, s in zip(buffers, saved):
-                b.copy_(s)
-        for m, training in modes:
-            m.training = training
+        return F.cross_entropy(model(x).float(), y, reduction="mean")
 
 
 class StepLoss:
