@@ -31,45 +31,62 @@ DRAWS = 1000
 HALF = "half"  # the level of the half-rise horizon
 
 
-def binned(examples_ago: np.ndarray, loss: np.ndarray, bin_examples: float):
-    """(each bin's mean examples ago, its mean loss), most recent first."""
+def horizons(weights: np.ndarray, examples_ago: np.ndarray, loss: np.ndarray,
+             level: float | str, bin_examples: float) -> np.ndarray:
+    """The horizon of each row of `weights` (draws x batches: how often a draw takes each
+    batch; ones for the data as they are), inf where a draw's curve never reaches `level`.
+    All draws at once: the bins are fixed, a bin a draw leaves empty is skipped."""
     bins = np.floor(examples_ago / bin_examples).astype(np.int64)
     _, inverse = np.unique(bins, return_inverse=True)
-    counts = np.bincount(inverse)
-    return (np.bincount(inverse, weights=examples_ago) / counts,
-            np.bincount(inverse, weights=loss) / counts)
+    onehot = np.zeros((len(loss), inverse.max() + 1))
+    onehot[np.arange(len(loss)), inverse] = 1
+    counts = weights @ onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (weights @ (onehot * loss[:, None])) / counts
+        places = (weights @ (onehot * examples_ago[:, None])) / counts
+    valid = counts > 0
+    draws, width = means.shape
+    rows = np.arange(draws)
+    if level == HALF:
+        old = examples_ago >= 0.75 * (examples_ago.max() + bin_examples)
+        if not old.any() or width < 2:
+            return np.full(draws, np.inf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            plateau = (weights[:, old] @ loss[old]) / weights[:, old].sum(1)
+        levels = (means[rows, valid.argmax(1)] + plateau) / 2
+    else:
+        levels = np.full(draws, float(level))
+    above = valid & (means >= levels[:, None])
+    i = above.argmax(1)
+    # the last non-empty bin before the first one at or above the level (-1: none)
+    last = np.maximum.accumulate(np.where(valid, np.arange(width), -1), axis=1)
+    j = np.where(i > 0, last[rows, np.maximum(i - 1, 0)], -1)
+    m0, m1 = means[rows, j], means[rows, i]
+    c0, c1 = places[rows, j], places[rows, i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing = np.where(j >= 0, c0 + (levels - m0) / (m1 - m0) * (c1 - c0), c1)
+    return np.where(above.any(1), crossing, np.inf)
 
 
 def horizon(examples_ago: np.ndarray, loss: np.ndarray, level: float | str,
             bin_examples: float) -> float | None:
     """Examples ago at which the binned mean loss first reaches `level` (a loss, or HALF:
     half-way from the most recent bin to the oldest quarter of the probe), or None."""
-    centres, means = binned(examples_ago, loss, bin_examples)
-    if level == HALF:
-        old = examples_ago >= 0.75 * (examples_ago.max() + bin_examples)
-        if not old.any() or len(means) < 2:
-            return None
-        level = (means[0] + loss[old].mean()) / 2
-    above = np.nonzero(means >= level)[0]
-    if not len(above):
-        return None
-    i = int(above[0])
-    if i == 0:
-        return float(centres[0])
-    m0, m1, c0, c1 = means[i - 1], means[i], centres[i - 1], centres[i]
-    return float(c0 + (level - m0) / (m1 - m0) * (c1 - c0))
+    h = horizons(np.ones((1, len(loss))), np.asarray(examples_ago, dtype=float),
+                 np.asarray(loss, dtype=float), level, bin_examples)[0]
+    return None if math.isinf(h) else float(h)
 
 
 def draws(examples_ago: np.ndarray, loss: np.ndarray, level: float | str, bin_examples: float,
           n: int = DRAWS, seed: int = 0) -> np.ndarray:
-    """`n` bootstrap horizons (inf where a draw has none)."""
+    """`n` bootstrap horizons (inf where a draw has none): each draw takes the run's batches
+    with replacement (as counts per batch)."""
     rng = np.random.default_rng(seed)
-    out = np.empty(n)
-    for k in range(n):
-        pick = rng.integers(0, len(loss), len(loss))
-        h = horizon(examples_ago[pick], loss[pick], level, bin_examples)
-        out[k] = math.inf if h is None else h
-    return out
+    m = len(loss)
+    picks = rng.integers(0, m, (n, m)) + m * np.arange(n)[:, None]
+    weights = np.bincount(picks.ravel(), minlength=n * m).reshape(n, m)
+    return horizons(weights.astype(float), np.asarray(examples_ago, dtype=float),
+                    np.asarray(loss, dtype=float), level, bin_examples)
 
 
 def interval(values: np.ndarray) -> tuple[float, float]:

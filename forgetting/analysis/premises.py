@@ -43,14 +43,29 @@ TARGETS = {"train": ("steps_to_train_target", "train_loss_target"),
 def premises(results: pd.DataFrame, recency: pd.DataFrame, within: float) -> dict:
     """The block's entries (see the module's docstring); {} when the sweep has none."""
     out: dict = {}
-    if not recency.empty:
-        runs = horizons(results, recency, within)
+    compared = compared_runs(results, recency)
+    if compared:
+        runs = horizons(results, recency[recency["run_dir"].isin(compared)], within)
         if batch := batch_premise(runs, results):
             out["batch"] = batch
         if subset := subset_premise(runs):
             out["subset"] = subset
     if crit := critical_batch(results):
         out["critical"] = crit
+    return out
+
+
+def compared_runs(results: pd.DataFrame, recency: pd.DataFrame) -> set:
+    """The probed runs a premise compares: those of an LR factor and subset probed at two or
+    more batch sizes, or of an LR factor and batch size probed at two or more subsets (the
+    horizons' bootstrap is computed for these only)."""
+    if recency.empty:
+        return set()
+    probed = results[results["run_dir"].isin(set(recency["run_dir"]))]
+    out: set = set()
+    for keys, varied in ((["lr", "subset"], "batch_size"), (["lr", "batch_size"], "subset")):
+        sizes = probed.groupby(keys)[varied].transform("nunique")
+        out |= set(probed.loc[sizes > 1, "run_dir"])
     return out
 
 
