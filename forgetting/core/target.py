@@ -12,7 +12,8 @@ With `target.test_loss` set, the test set is evaluated every `target.test_every`
 is where the straight line between the last two evaluations crosses it (the first
 evaluation's examples when the first is already at or below it). With `target.stop`, the run
 ends (status ok) once every target set is reached. A target not reached reads null. Both off
-(0) by default: then nothing is kept and nothing is evaluated.
+(0) by default: then nothing is kept and nothing is evaluated. While a training target is
+watched, each step's loss is read on the host (a GPU synchronises once a step).
 """
 
 from __future__ import annotations
