@@ -61,7 +61,7 @@ if os.environ.get("FORGETTING_TEST_FABRICATE"):
         loss = float(cfg.lr)
         row = {"epoch": 1, "train_loss": loss, "test_loss": loss, "test_acc": 0.1}
         result = SimpleNamespace(status="ok", history=[row], info={}, recency=[], examples=[],
-                                 final={**row, "epochs_run": 1, "train_s": 0.0})
+                                 steps=[], final={**row, "epochs_run": 1, "train_s": 0.0})
         return job.write_result(cfg, run_dir, choices, key, start, result, checkpoint, extra)
 
     job.train_and_write = train_and_write
