@@ -127,6 +127,30 @@ def test_analyze_prints_the_block_and_writes_it_to_verdict_json(tmp_path, capsys
     assert len(verdict["onset_width"]["batches"]) == 2
 
 
+def test_the_curvature_and_replication_blocks_keep_widths_apart(tmp_path, capsys):
+    """A width sweep's curves are per batch size and width: never a mean over two models, and
+    an equal-eta_eff pair only within one width."""
+    make_width_sweep(tmp_path)
+    report = analyze([tmp_path], Thresholds())
+    curves = {(e["batch_size"], e["width"]): e for e in report["curvature"]}
+    assert sorted(curves) == [(b, w) for b in (128, 512) for w in WIDTHS]
+    # batch 128 at factor 8: each width's own mean ratio over seeds 0 (x1) and 1 (x1.5)
+    for width in WIDTHS:
+        at_8 = next(f for f in curves[128, width]["factors"] if f["lr"] == 8)
+        assert at_8["max_sharpness_ratio"] == pytest.approx(1.25 * ratio(8, width, 0))
+    seeds = report["replication"]["curvature"]
+    assert sorted((e["batch_size"], e["width"]) for e in seeds) == sorted(curves)
+    pairs = report["replication"]["equal_eta"]
+    # 128 at 8 / 32 against 512 at 2 / 8, at each width, and nothing across widths
+    assert sorted((p["width"], p["small"][1]) for p in pairs) == [
+        (w, f) for w in WIDTHS for f in (8, 32)]
+    assert all(len(p["ratios"]) == 2 for p in pairs)
+    assert main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "measured curvature, batch 128, width 0.5 (subset 0.125)" in text
+    assert "equal eta_eff: width 0.25, batch 128 at factor 8 vs batch 512 at factor 2" in text
+
+
 def test_one_width_or_no_sharpness_has_no_block(tmp_path):
     make_width_sweep(tmp_path)
     for run in tmp_path.glob("*"):

@@ -1,7 +1,8 @@
 """Measured curvature across LR factors: does the sharpness ratio reach the stability edge where
-the training loss turns unstable? One entry per batch size of runs that measured sharpness
-(`diag.sharpness=true`) at several LR factors, whatever else the sweep varies (the largest
-subset is used); the noise scale against the batch size where the runs measured it.
+the training loss turns unstable? One entry per batch size (and per model width, where the runs
+differ in it: `models`) of runs that measured sharpness (`diag.sharpness=true`) at several LR
+factors (the largest subset is used); the noise scale against the batch size where the runs
+measured it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,30 @@ def measured_grid(results: pd.DataFrame) -> bool:
             and done["lr"].nunique() > 1)
 
 
+def models(done: pd.DataFrame):
+    """(batch size, width, its runs at the largest subset) per batch size, and per model width
+    when the runs differ in it (width None otherwise): a curve never pools two models."""
+    keys = ["batch_size"] + (["width"] if "width" in done and done["width"].nunique() > 1
+                             else [])
+    for key, group in done.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        width = float(key[1]) if len(key) > 1 else None
+        yield int(key[0]), width, group[group["subset"] == group["subset"].max()]
+
+
+def model_name(entry: dict) -> str:
+    """`batch B` or `batch B, width W`: which curve an entry is."""
+    width = entry.get("width")
+    return f"batch {entry['batch_size']}" + (f", width {width:g}" if width is not None else "")
+
+
 def curvature(results: pd.DataFrame, th, onset) -> list[dict]:
     """Per batch size: per LR factor the final train loss, the largest sharpness ratio over
     training and the run's noise scale (means over seeds); the loss's instability onset
     (analyze.onset) and the first factor whose ratio reached `th.edge_ratio`."""
     done = results[results["status"].isin([OK, DIVERGED])]
     out = []
-    for batch_size, group in done.groupby("batch_size"):
-        group = group[group["subset"] == group["subset"].max()]
+    for batch_size, width, group in models(done):
         rows = []
         for lr, runs in group.groupby("lr"):
             ok = runs[runs["status"] == OK]
@@ -55,16 +72,17 @@ def curvature(results: pd.DataFrame, th, onset) -> list[dict]:
         else:
             agree = (f"the loss turns unstable from factor {loss_onset:g} but the measured "
                      "ratio stays below the edge: curvature does not explain it")
-        out.append({"batch_size": int(batch_size), "subset": float(group["subset"].max()),
-                    "factors": rows, "loss_onset": loss_onset, "loss_onset_reason": why,
-                    "edge_from": reached, "reading": agree})
+        out.append({"batch_size": batch_size, "width": width,
+                    "subset": float(group["subset"].max()), "factors": rows,
+                    "loss_onset": loss_onset, "loss_onset_reason": why, "edge_from": reached,
+                    "reading": agree})
     return out
 
 
 def render_lines(entries: list[dict], edge_ratio: float) -> list[str]:
     lines = []
     for e in entries:
-        lines += ["", f"measured curvature, batch {e['batch_size']} (subset {e['subset']:g}): "
+        lines += ["", f"measured curvature, {model_name(e)} (subset {e['subset']:g}): "
                       f"{e['reading']}",
                   f"  {'LR factor':>10} {'train loss':>11} {'test loss':>10} "
                   f"{'max ratio':>10} {'B_simple':>9}"]

@@ -194,6 +194,10 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame) -> Figure | None:
         runs = runs.join(top, on="run_dir")
     fig, axes = figure.plt().subplots(1, 2, figsize=(12.4, 4.2))
     colour = figure.colours(runs["batch_size"].unique())
+    keys = ["batch_size"] + (["width"] if "width" in runs and runs["width"].nunique() > 1
+                             else [])  # never pool two model widths in one line
+    styles = dict(zip(sorted(runs["width"].unique()) if len(keys) > 1 else [],
+                      ("-", "--", ":", "-.") * 4))
     panels = ((axes[0], "max_sharpness_ratio",
                "largest sharpness ratio over training (dimensionless)"),
               (axes[1], "max_sharpness", r"largest $\lambda_\mathrm{max}$ over training"
@@ -203,13 +207,15 @@ def equal_eta(history: pd.DataFrame, results: pd.DataFrame) -> Figure | None:
         if column not in runs:
             ax.set_visible(False)
             continue
-        for size, group in runs.groupby("batch_size"):
-            c = colour[size]
+        for key, group in runs.groupby(keys):  # a line per batch size (and width)
+            key = key if isinstance(key, tuple) else (key,)
+            c = colour[key[0]]
             ok = group[group["status"] == OK]
             bad = group[group["status"] != OK]
             mean = ok.groupby("eta")[column].mean()  # a diverged run's value is its own
             ax.plot(mean.index, mean.values, color=c, marker="o", ms=4,
-                    label=figure.label_of(["batch_size"], [size]))
+                    linestyle=styles[key[1]] if len(key) > 1 else "-",
+                    label=figure.label_of(keys, list(key)))
             ax.plot(ok["eta"], ok[column], linestyle="none", marker=".", color=c, alpha=0.6)
             ax.plot(bad["eta"], bad[column], linestyle="none", marker="x", color=c, ms=7)
         if (runs["status"] != OK).any():  # one legend entry for every batch size's crosses

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from forgetting.analysis import figure
 from forgetting.analysis import report_html as h
 from forgetting.analysis.analyze import Thresholds, analyze_tables
+from forgetting.analysis.curvature import model_name
 from forgetting.analysis.plot import plot_tables
 from forgetting.analysis.text import render
 from forgetting.core.config import COLUMNS
@@ -90,7 +91,7 @@ def curvature_section(report: dict, figures: dict) -> str | None:
         return None
     parts = []
     for e in entries:
-        parts.append(h.para(f"batch {e['batch_size']} (subset {e['subset']:g}): {e['reading']}"))
+        parts.append(h.para(f"{model_name(e)} (subset {e['subset']:g}): {e['reading']}"))
         parts.append(h.table(["LR factor", "train loss", "test loss", "max sharpness ratio",
                               "B_simple"],
                              [[r["lr"], r["train_loss"], r["test_loss"],

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from forgetting.analysis.curvature import model_name, models
 from forgetting.core.metrics import DIVERGED, OK
 
 if TYPE_CHECKING:
@@ -119,8 +120,7 @@ def curvature_seeds(done: pd.DataFrame, th) -> list[dict]:
     every batch size of the sweep."""
     batches = sorted(int(b) for b in done["batch_size"].unique())
     out = []
-    for batch_size, group in done.groupby("batch_size"):
-        group = group[group["subset"] == group["subset"].max()]
+    for batch_size, width, group in models(done):
         factors = []
         for lr, runs in group.groupby("lr"):
             seeds = []
@@ -143,17 +143,20 @@ def curvature_seeds(done: pd.DataFrame, th) -> list[dict]:
                 "noise": {b: {side: sum(r.get("noise_side", {}).get(b) == side for r in seeds)
                               for side in ("above", "below", "not resolved")}
                           for b in batches}})
-        out.append({"batch_size": int(batch_size), "subset": float(group["subset"].max()),
-                    "factors": factors})
+        out.append({"batch_size": batch_size, "width": width,
+                    "subset": float(group["subset"].max()), "factors": factors})
     return out
 
 
 def equal_eta(curv: list[dict]) -> list[dict]:
-    """Pairs of points at two batch sizes with the same eta_eff schedule: on how many seeds the
-    larger batch reads the larger ratio."""
+    """Pairs of points at two batch sizes (of one model width) with the same eta_eff schedule:
+    on how many seeds the larger batch reads the larger ratio."""
     out = []
     for i, small in enumerate(curv):
         for large in curv[i + 1:]:
+            if large["batch_size"] == small["batch_size"] or (
+                    large.get("width") != small.get("width")):
+                continue
             scale = large["batch_size"] / small["batch_size"]
             by_lr = {f["lr"]: f for f in small["factors"]}
             for f in large["factors"]:
@@ -164,7 +167,8 @@ def equal_eta(curv: list[dict]) -> list[dict]:
                 b = {r["seed"]: r["max_ratio"] for r in f["seeds"]}
                 both = [k for k in sorted(a.keys() & b.keys())
                         if math.isfinite(a[k]) and math.isfinite(b[k])]
-                out.append({"small": (small["batch_size"], partner["lr"]),
+                out.append({"width": small.get("width"),
+                             "small": (small["batch_size"], partner["lr"]),
                             "large": (large["batch_size"], f["lr"]),
                             "ratios": {k: (a[k], b[k]) for k in both},
                             "larger_sharper": sum(b[k] > a[k] for k in both),
@@ -210,7 +214,7 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
             lines.append(f"    claim {c['claim']}: holds on {c['holds']}/{c['seeds']} seeds "
                          f"({shifts})" + ("" if c["holds"] == c["seeds"] else ": not resolved"))
     for e in rep.get("curvature", []):
-        lines.append(f"  measured curvature, batch {e['batch_size']} (subset {e['subset']:g}): "
+        lines.append(f"  measured curvature, {model_name(e)} (subset {e['subset']:g}): "
                      f"max ratio per seed; at the edge (>= {edge_ratio:g}) and above 1 without "
                      "diverging, seeds of those measured; B_simple [95% interval] per seed")
         for f in e["factors"]:
@@ -232,9 +236,11 @@ def render_lines(rep: dict, edge_ratio: float) -> list[str]:
                              f"below {counts['below']}, not resolved {counts['not resolved']}")
     for p in rep.get("equal_eta", []):
         each = ", ".join(f"{a:.2f} vs {b:.2f}" for a, b in p["ratios"].values())
-        lines.append(f"  equal eta_eff: batch {p['small'][0]} at factor {p['small'][1]:g} vs "
-                     f"batch {p['large'][0]} at factor {p['large'][1]:g}: the larger batch's max "
-                     f"ratio is larger on {p['larger_sharper']}/{p['seeds']} seeds ({each})")
+        width = f"width {p['width']:g}, " if p.get("width") is not None else ""
+        lines.append(f"  equal eta_eff: {width}batch {p['small'][0]} at factor "
+                     f"{p['small'][1]:g} vs batch {p['large'][0]} at factor "
+                     f"{p['large'][1]:g}: the larger batch's max ratio is larger on "
+                     f"{p['larger_sharper']}/{p['seeds']} seeds ({each})")
     if rep.get("curvature"):
         lines.append("  (* = the run diverged)")
     return lines
