@@ -57,7 +57,7 @@ def test_step_rows_equal_direct_computations(make_cfg, final_state):
     result = train(cfg)
     run, model, fixed = final_state["run"], final_state["model"], final_state["fixed"]
     rows = pd.DataFrame(result.steps)
-    assert rows.columns.tolist() == ["step", "loss", "lr", "top_component"]
+    assert rows.columns.tolist() == ["step", "loss", "eta_eff", "top_component"]
     assert rows["step"].tolist() == list(range(2, 21, 2))
     assert len(fixed) == cfg.batch_size and len(set(fixed.tolist())) == cfg.batch_size
     # the last row is measured after the last step: the final model, BatchNorm in train mode
@@ -67,7 +67,7 @@ def test_step_rows_equal_direct_computations(make_cfg, final_state):
     assert rows["loss"].iloc[-1] == pytest.approx(float(direct), abs=1e-5)
     assert rows["loss"].map(math.isfinite).all() and rows["loss"].nunique() > 1
     # the mean-loss LR of the step that was just taken (the step-th, 0-based step - 1)
-    assert rows["lr"].tolist() == [
+    assert rows["eta_eff"].tolist() == [
         step_lr(cfg, (s - 1) / run.steps_per_epoch, run.passes) * cfg.batch_size
         for s in rows["step"]]
     # no top eigenvector before the first sharpness measurement (after epoch 1, step 10)
@@ -137,6 +137,22 @@ def test_a_run_folder_gets_steps_parquet(tmp_path):
     assert steps["step"].tolist() == [5, 10] and steps["top_component"].isna().all()
     history = pd.read_parquet(tmp_path / "history.parquet")
     assert history["weight_norm"].gt(0).all() and history["effective_lr"].gt(0).all()
+
+
+def test_a_sweep_gathers_its_runs_steps_into_one_table(tmp_path):
+    r = run_cli("-m", *TINY, "epochs=1", "threads=1", "probe.epochs=0", "lr=1,2",
+                "diag.step_loss_every=5", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "steps.parquet")
+    runs = sorted(tmp_path.glob("*/steps.parquet"))
+    assert len(runs) == 2 and len(table) == 4
+    for run in runs:
+        own = table[table["run_dir"] == str(run.parent)]
+        pd.testing.assert_frame_equal(
+            own[["step", "loss", "eta_eff"]].reset_index(drop=True),
+            pd.read_parquet(run)[["step", "loss", "eta_eff"]], check_exact=True)
+    assert sorted(table["lr"].unique()) == [1, 2]  # the key columns in front: the LR factor
+    assert set(table.groupby("run_dir")["step"].apply(list).map(tuple)) == {(5, 10)}
 
 
 def test_scale_invariant_weights_are_those_that_feed_a_batchnorm():

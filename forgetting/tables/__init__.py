@@ -1,6 +1,6 @@
 """The sweep store: a sweep folder's run folders read into tables (results.parquet and .csv,
-history.parquet, recency.parquet), kept up to date incrementally. This is its face: nothing
-outside forgetting/tables/ imports its inner modules (tests/test_layout.py).
+history.parquet, recency.parquet, steps.parquet), kept up to date incrementally. This is its
+face: nothing outside forgetting/tables/ imports its inner modules (tests/test_layout.py).
 
 - `announce(run_dir)`: a run names its folder in the change feed of every sweep folder above it
   that keeps tables; the runner calls it before it replaces its metrics.json, so a crash at any

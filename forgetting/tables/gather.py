@@ -1,6 +1,7 @@
-"""Per-run tables (history.parquet, recency.parquet) gathered into one table per sweep folder,
-through pyarrow: the chosen runs' rows in the runs' order, with each run's key columns (lr,
-subset, batch_size, seed, its swept keys, Optuna's trial) in front and `run_dir` last.
+"""Per-run tables (history.parquet, recency.parquet, steps.parquet) gathered into one table per
+sweep folder, through pyarrow: the chosen runs' rows in the runs' order, with each run's key
+columns (lr, subset, batch_size, seed, its swept keys, Optuna's trial) in front and `run_dir`
+last.
 
 An update takes the rows of unchanged runs from the table written last time (slices of it, not
 copies) and reads only the runs that changed (forgetting/tables/manifest.py); the per-run tables
@@ -34,7 +35,7 @@ from forgetting.tables.spans import in_order, index_of, respell, runs_of
 if TYPE_CHECKING:
     import pyarrow as pa
 
-PER_RUN_TABLES = ("history", "recency")
+PER_RUN_TABLES = ("history", "recency", "steps")
 CHUNK = 256  # tables (or rows) joined at a time
 
 

@@ -132,7 +132,8 @@ def build_tables(roots: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFram
 
 
 def write_tables(folder: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
-    """results.parquet/csv, history.parquet, and recency.parquet when any run has a probe: a
+    """results.parquet/csv, history.parquet, and recency.parquet and steps.parquet when any run
+    has them: a
     merged table (collect --out), each per-run table in one part."""
     import pyarrow as pa
 

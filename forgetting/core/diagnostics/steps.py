@@ -13,8 +13,9 @@ taken: no weight, statistic or random stream changes.
 Rows (steps.parquet), each measured after the step's update:
 - `step`: steps taken, this one included (K, 2K, ...);
 - `loss`: the fixed batch's loss (nats per example);
-- `lr`: the step's LR for the mean loss, eta = per-example LR x batch size
-  (stability.mean_loss_lr, as `eta_eff`);
+- `eta_eff`: the step's LR for the mean loss, eta = per-example LR x batch size
+  (stability.mean_loss_lr, as history's `eta_eff`; not `lr`, which names the LR factor in
+  every sweep table);
 - `top_component`: <w_after - w_before, v>, the step's whole parameter change (momentum and
   weight decay included), flattened over every trained parameter, along the unit top Ritz
   vector v of the last sharpness measurement (monitor.py keeps it as the next measurement's
@@ -80,7 +81,7 @@ class StepLoss:
                 for p, b, v in zip(params, self.before, vector)]).sum())
         self.before = None
         self.rows.append({"step": step + 1, "loss": float(loss),
-                          "lr": mean_loss_lr(lr, self.batch_size),
+                          "eta_eff": mean_loss_lr(lr, self.batch_size),
                           "top_component": component})
 
     def state(self) -> dict:
