@@ -22,6 +22,9 @@ Reads the run folders under each DIR (forgetting/tables/results.py), prints a sh
   loss (averaged over bins of `--bin` of an epoch) to be within `--within` of the test loss.
 - **Onset against width** (onset.py; >= 2 widths with sharpness measured): per width and seed
   the onset's bracket, a power law in width and its prediction at width 1.
+- **Above the edge, step by step** (mechanism.py; runs with steps.parquet and sharpness): per
+  run whether the updates oscillate with period 2 along the top eigenvector, and how much of
+  lambda_max's fall the weight norm's growth accounts for; equal-eta_eff pairs split.
 - **Premises** (premises.py): forgetting against batch size and dataset size in examples, and
   the critical batch size against B_simple, each with its interval and on how many seeds.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetting.analysis.curvature import curvature, measured_grid
+from forgetting.analysis.mechanism import measured_steps, mechanism
 from forgetting.analysis.onset import measured_widths, onset_width
 from forgetting.analysis.premises import premises
 from forgetting.analysis.recency import finished_probes, summarize
@@ -234,6 +238,8 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
         report["curvature"] = curvature(done, th, onset)
     if measured_widths(done):
         report["onset_width"] = onset_width(done, th, onset)
+    if measured_steps(done, tables):
+        report["mechanism"] = mechanism(done, tables)
     if mixed := mixed_precisions(done):
         report["warnings"] = mixed
     seeds = replication(done, report, th, optimum)

@@ -17,6 +17,8 @@ Reads the run folders under each DIR (forgetting/tables/results.py) and writes i
   B_simple (forgetting/analysis/plot_critical.py).
 - `recipes.png`: test accuracy of each run per recipe, with the target accuracy, and each run's
   wall time.
+- `mechanism.png`: runs with steps.parquet, step by step along the top eigenvector, with the
+  sharpness ratio and the weight norm per measurement (plot_mechanism.py)
 - `sharpness.png`, `noise_scale.png`, `equal_eta.png`: the diagnostics
   (forgetting/analysis/plot_diag.py).
 
@@ -34,6 +36,8 @@ from typing import TYPE_CHECKING
 
 from forgetting.analysis import figure, plot_critical, plot_diag, plot_recency
 from forgetting.analysis.analyze import Thresholds, not_a_grid
+from forgetting.analysis.mechanism import measured_steps, mechanism
+from forgetting.analysis.plot_mechanism import mechanism_figure
 from forgetting.analysis.premises import critical_batch
 from forgetting.analysis.recency import finished_probes
 from forgetting.core.metrics import DIVERGED, FAILED, OK
@@ -226,6 +230,9 @@ def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.
         drawn["sharpness.png"] = plot_diag.sharpness(history, results)
         drawn["noise_scale.png"] = plot_diag.noise_scale(history, results)
         drawn["equal_eta.png"] = plot_diag.equal_eta(history, results)
+    if measured_steps(results, tables):
+        done = results[results["status"].isin([OK, DIVERGED])]
+        drawn["mechanism.png"] = mechanism_figure(mechanism(done, tables), tables["steps"])
     table = finished_probes(results, tables.get("recency"))
     if not table.empty:
         drawn["recency.png"] = plot_recency.recency(table, bin_epochs)

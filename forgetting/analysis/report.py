@@ -52,6 +52,9 @@ ALT = {
                             "colour per batch size, mean over seeds",
     "critical_batch.png": "Steps to the target loss against batch size, the fit, B_crit and "
                           "B_simple",
+    "mechanism.png": "Above the edge step by step: each step's update along the top "
+                     "eigenvector and the fixed batch's loss, per run; per measurement the "
+                     "sharpness ratio, |w|^2 and lambda_max |w|^2",
     "recipes.png": "Final test accuracy of each run per recipe, with the target accuracy",
 }
 # what metrics.json records about where and how a run ran

@@ -4,6 +4,7 @@ lines, with every threshold it used stated."""
 from __future__ import annotations
 
 from forgetting.analysis.curvature import render_lines as curvature_lines
+from forgetting.analysis.mechanism import render_lines as mechanism_lines
 from forgetting.analysis.onset import render_lines as onset_lines
 from forgetting.analysis.premises import render_lines as premises_lines
 from forgetting.analysis.recency import PROBE_KEYS
@@ -44,6 +45,8 @@ def render(report: dict) -> str:
         lines += curvature_lines(report["curvature"], th["edge_ratio"])
     if report.get("onset_width"):
         lines += onset_lines(report["onset_width"])
+    if report.get("mechanism", {}).get("runs"):
+        lines += mechanism_lines(report["mechanism"])
     if report.get("replication"):
         lines += replication_lines(report["replication"], th["edge_ratio"])
     if report.get("recipes"):
