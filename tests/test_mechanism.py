@@ -67,6 +67,12 @@ def test_windows_flips_norm_share_and_the_equal_eta_split(sweep):
     assert large["norm_growth"] == pytest.approx(4.0) and large["invariant_change"] == 1.0
     assert small["norm_share"] is None and small["pooled"]["above"]["pairs"] == 0
     assert small["windows"][0]["rms_first"] == pytest.approx(0.05)
+    # lambda |w|^2 to the next measurement: constant at 512 (above the edge: x1, its last window
+    # has no next); at 128 1280 -> 1400 -> 1000, pooled over its windows below the edge
+    assert [w["invariant_after"] for w in large["windows"][:2]] == pytest.approx([1.0, 1.0])
+    assert math.isnan(large["pooled"]["below"]["invariant_after"])
+    assert small["pooled"]["below"]["invariant_after"] == pytest.approx(
+        math.sqrt(1400 / 1280 * 1000 / 1400))
     (pair,) = block["pairs"]
     assert pair["small"] == (128, 8.0) and pair["large"] == (512, 2.0) and pair["epoch"] == 1
     # ratio 1.5 / 0.6 = 2.5 = lambda |w|^2 800 / 1280 x (|w_128| / |w_512|)^2 = 4
@@ -91,9 +97,11 @@ def test_analyze_prints_the_block_and_plot_draws_it(sweep, capsys):
     text = capsys.readouterr().out
     assert "above the edge, step by step (steps.parquet)" in text
     assert ("batch 512 factor 2 seed 0 width 0.25 (ok): flips above 18/18 [0.82, 1.00] in 2 "
-            "windows, at or below 0/9 [0.00, 0.30]; |w|^2 x4.00, lambda |w|^2 x1.00; norm "
-            "share 100%") in text
-    assert "    after epoch  1: ratio 1.50, flips 9/9 (oscillates)" in text
+            "windows, at or below 0/9 [0.00, 0.30]; lambda |w|^2 to the next measurement x1.00 "
+            "after above, - after at or below; |w|^2 x4.00, lambda |w|^2 x1.00; norm share "
+            "100%") in text
+    assert ("    after epoch  1: ratio 1.50, flips 9/9 (oscillates), rms 0.1 -> 0.1, lambda "
+            "|w|^2 x1.00 to the next") in text
     assert ("equal eta_eff, seed 0: batch 512 at 2 vs 128 at 8, epoch 1: ratio 1.50 vs 0.60 = "
             "lambda |w|^2 x0.62 times |w_small|^2 / |w_large|^2 x4.00") in text
     assert plot_main([str(sweep), "--out", str(sweep / "figures")]) == 0

@@ -13,7 +13,11 @@ epoch or the run's end). Per window:
   below the edge) near 0; noise 0.5. `oscillates`: the interval's low end above 0.5.
 - `rms_first`, `rms_last`: the root mean square component over the window's first and second
   half of its steps (parameter units): a growing oscillation reads last > first, one that dies
-  out last < first.
+  out last < first (or v turned away from the run's top direction since it was measured).
+- `invariant_after`: lambda_max |w|^2 at the next measurement over its value at this one. Pooled
+  per run over the windows above the edge and over those at or below it (geometric means): the
+  edge-of-stability picture has the scale-free sharpness fall after windows above the edge
+  (self-stabilisation) and rise below it (progressive sharpening).
 
 Per measurement: the sharpness ratio eta_eff (lambda_max + wd) / edge, lambda_max, the norm |w|
 of the weights that feed a BatchNorm, and `invariant` = lambda_max |w|^2. Under BatchNorm's
@@ -78,7 +82,10 @@ def windows(steps: pd.DataFrame, measures: list[dict], per_epoch: int) -> list[d
         half = len(c) // 2
         rms = [float(np.sqrt(np.nanmean(part ** 2))) if len(part) else math.nan
                for part in (c[:half], c[half:])]
+        after = (measures[i + 1]["invariant"] / m["invariant"] if i + 1 < len(measures)
+                 else math.nan)
         out.append({"epoch": m["epoch"], "ratio": m["ratio"], "flips": flips, "pairs": pairs,
+                    "invariant_after": after,
                     "lo": lo, "hi": hi, "oscillates": pairs > 0 and lo > 0.5,
                     "rms_first": rms[0], "rms_last": rms[1]})
     return out
@@ -109,8 +116,11 @@ def run_entry(run: dict, steps: pd.DataFrame, history: pd.DataFrame) -> dict:
     pooled = {}
     for name, group in (("above", above), ("below", below)):
         k, n = sum(w["flips"] for w in group), sum(w["pairs"] for w in group)
+        changes = [math.log(w["invariant_after"]) for w in group
+                   if math.isfinite(w["invariant_after"]) and w["invariant_after"] > 0]
         pooled[name] = {"windows": len(group), "flips": k, "pairs": n, **dict(zip(
-            ("lo", "hi"), wilson(k, n)))}
+            ("lo", "hi"), wilson(k, n))), "invariant_after": math.exp(
+                sum(changes) / len(changes)) if changes else math.nan}
     first, last = (measures[0], measures[-1]) if measures else (None, None)
     return {**{k: run.get(k) for k in RUN_KEYS}, "status": run["status"],
             "run_dir": run["run_dir"], "per_epoch": per_epoch, "measures": measures,
@@ -159,6 +169,10 @@ def mechanism(results: pd.DataFrame, tables: dict) -> dict:
     return {"runs": runs, "pairs": pairs}
 
 
+def _times(v: float) -> str:
+    return f"x{v:.2f}" if math.isfinite(v) else "-"
+
+
 def _share(p: dict) -> str:
     if not p["pairs"]:
         return "-"
@@ -170,7 +184,9 @@ def render_lines(report: dict) -> list[str]:
     lines = ["", "above the edge, step by step (steps.parquet): per run, the share of "
                  "consecutive steps whose update along the top eigenvector flips sign "
                  "[95% Wilson], in windows after a measurement above the edge (ratio > 1) and "
-                 "at or below it; |w|^2's growth and lambda_max |w|^2's change over the run; "
+                 "at or below it; the scale-free sharpness lambda_max |w|^2 from one "
+                 "measurement to the next after each; |w|^2's growth and lambda_max |w|^2's "
+                 "change over the run; "
                  "the part of lambda_max's falls after measurements above the edge that |w|^2 "
                  "accounts for"]
     for r in report["runs"]:
@@ -180,13 +196,17 @@ def render_lines(report: dict) -> list[str]:
             f"  batch {r['batch_size']} factor {r['lr']:g} seed {r['seed']}{width} "
             f"({r['status']}): flips above {_share(r['pooled']['above'])} in "
             f"{r['pooled']['above']['windows']} windows, at or below "
-            f"{_share(r['pooled']['below'])}; |w|^2 x{r['norm_growth']:.2f}, lambda |w|^2 "
+            f"{_share(r['pooled']['below'])}; lambda |w|^2 to the next measurement "
+            f"{_times(r['pooled']['above']['invariant_after'])} after above, "
+            f"{_times(r['pooled']['below']['invariant_after'])} after at or below; "
+            f"|w|^2 x{r['norm_growth']:.2f}, lambda |w|^2 "
             f"x{r['invariant_change']:.2f}; norm share "
             + (f"{share:.0%}" if share is not None else "-"))
         for w in r["windows"]:
             lines.append(f"    after epoch {w['epoch']:>2}: ratio {w['ratio']:.2f}, flips "
                          f"{w['flips']}/{w['pairs']}{' (oscillates)' if w['oscillates'] else ''}"
-                         f", rms {w['rms_first']:.3g} -> {w['rms_last']:.3g}")
+                         f", rms {w['rms_first']:.3g} -> {w['rms_last']:.3g}, lambda |w|^2 "
+                         f"{_times(w['invariant_after'])} to the next")
     for p in report["pairs"]:
         lines.append(
             f"  equal eta_eff, seed {p['seed']}: batch {p['large'][0]} at {p['large'][1]:g} "
