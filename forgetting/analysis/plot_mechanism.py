@@ -4,6 +4,7 @@ per run of the lowest seed with step rows (at most MAX_RUNS, by batch size then 
 1. each step's update along the last measurement's top eigenvector (`top_component`), a colour
    per window; red windows follow a measurement above the edge (ratio > 1);
 2. the loss on the fixed batch after each step (nats per example, log scale);
+(both against examples seen, step x batch size, so that runs at two batch sizes line up)
 3. per measurement: the sharpness ratio, |w|^2 and lambda_max |w|^2 (each over its value at
    the run's first measurement), log scale, with the edge (ratio 1).
 """
@@ -31,14 +32,15 @@ def mechanism_figure(block: dict | None, steps: pd.DataFrame | None) -> Figure |
                                       squeeze=False, sharex="row")
     for col, run in enumerate(runs):
         rows = steps[steps["run_dir"] == run["run_dir"]].sort_values("step")
+        scale = run["batch_size"] / 1000  # steps -> thousands of examples
         top, loss, per = axes[0, col], axes[1, col], axes[2, col]
         bounds = [w["epoch"] * run["per_epoch"] for w in run["windows"]] + [rows["step"].max()]
         for i, w in enumerate(run["windows"]):
             part = rows[(rows["step"] > bounds[i]) & (rows["step"] <= bounds[i + 1])]
-            top.plot(part["step"], part["top_component"], lw=0.7,
+            top.plot(part["step"] * scale, part["top_component"], lw=0.7,
                      color="tab:red" if w["ratio"] > 1 else "tab:blue")
         top.axhline(0, color="black", lw=0.5)
-        loss.plot(rows["step"], rows["loss"], lw=0.7, color="black")
+        loss.plot(rows["step"] * scale, rows["loss"], lw=0.7, color="black")
         loss.set_yscale("log")
         m = run["measures"]
         epochs = [x["epoch"] for x in m]
@@ -54,8 +56,8 @@ def mechanism_figure(block: dict | None, steps: pd.DataFrame | None) -> Figure |
                       fontsize=10)
         for ax in (top, loss, per):
             ax.grid(True, alpha=0.3)
-        top.set_xlabel("step")
-        loss.set_xlabel("step")
+        top.set_xlabel("examples seen (thousands)")
+        loss.set_xlabel("examples seen (thousands)")
         per.set_xlabel("epoch (measurement)")
     axes[0, 0].set_ylabel("update along the top\neigenvector (parameter units)")
     axes[1, 0].set_ylabel("loss on the fixed batch\n(nats per example)")
