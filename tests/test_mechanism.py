@@ -92,6 +92,14 @@ def test_norm_share_counts_only_falls_after_measurements_above_the_edge():
     assert lo < 0.5 < hi and (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
 
 
+def test_a_run_that_stopped_before_its_first_measurement_is_named_not_read(sweep, capsys):
+    make_run(sweep / "2", 512, 8.0, {k: [math.nan] * 3 for k in LARGE}, flipping=False)
+    assert main([str(sweep)]) == 0
+    assert ("batch 512 factor 8 seed 0 width 0.25 (ok): no sharpness measured, nothing to read"
+            in capsys.readouterr().out)
+    assert plot_main([str(sweep), "--out", str(sweep / "figures")]) == 0
+
+
 def test_analyze_prints_the_block_and_plot_draws_it(sweep, capsys):
     assert main([str(sweep)]) == 0
     text = capsys.readouterr().out

@@ -192,9 +192,12 @@ def render_lines(report: dict) -> list[str]:
     for r in report["runs"]:
         width = f" width {r['width']:g}" if r.get("width") is not None else ""
         share = r["norm_share"]
+        name = f"  batch {r['batch_size']} factor {r['lr']:g} seed {r['seed']}{width}"
+        if not r["measures"]:
+            lines.append(f"{name} ({r['status']}): no sharpness measured, nothing to read")
+            continue
         lines.append(
-            f"  batch {r['batch_size']} factor {r['lr']:g} seed {r['seed']}{width} "
-            f"({r['status']}): flips above {_share(r['pooled']['above'])} in "
+            f"{name} ({r['status']}): flips above {_share(r['pooled']['above'])} in "
             f"{r['pooled']['above']['windows']} windows, at or below "
             f"{_share(r['pooled']['below'])}; lambda |w|^2 to the next measurement "
             f"{_times(r['pooled']['above']['invariant_after'])} after above, "
