@@ -11,6 +11,7 @@ epoch or the run's end). Per window:
   whose components along v_m have opposite signs, with a 95% Wilson interval. A period-2
   oscillation across the valley along v reads near 1; a drift along v (momentum's smoothing
   below the edge) near 0; noise 0.5. `oscillates`: the interval's low end above 0.5.
+- `steps`: the window's first and last step row;
 - `rms_first`, `rms_last`: the root mean square component over the window's first and second
   half of its steps (parameter units): a growing oscillation reads last > first, one that dies
   out last < first (or v turned away from the run's top direction since it was measured).
@@ -39,6 +40,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from forgetting.analysis.seeds import Z975
 from forgetting.core.metrics import DIVERGED, OK
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a share k / n."""
     if n == 0:
         return math.nan, math.nan
-    z, p = 1.959964, k / n
+    z, p = Z975, k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
@@ -85,6 +87,7 @@ def windows(steps: pd.DataFrame, measures: list[dict], per_epoch: int) -> list[d
         after = (measures[i + 1]["invariant"] / m["invariant"] if i + 1 < len(measures)
                  else math.nan)
         out.append({"epoch": m["epoch"], "ratio": m["ratio"], "flips": flips, "pairs": pairs,
+                    "steps": (int(rows["step"].iloc[0]), int(rows["step"].iloc[-1])),
                     "invariant_after": after,
                     "lo": lo, "hi": hi, "oscillates": pairs > 0 and lo > 0.5,
                     "rms_first": rms[0], "rms_last": rms[1]})
@@ -123,7 +126,7 @@ def run_entry(run: dict, steps: pd.DataFrame, history: pd.DataFrame) -> dict:
                 sum(changes) / len(changes)) if changes else math.nan}
     first, last = (measures[0], measures[-1]) if measures else (None, None)
     return {**{k: run.get(k) for k in RUN_KEYS}, "status": run["status"],
-            "run_dir": run["run_dir"], "per_epoch": per_epoch, "measures": measures,
+            "run_dir": run["run_dir"], "measures": measures,
             "windows": wins, "pooled": pooled, "norm_share": norm_share(measures),
             "norm_growth": (last["weight_norm"] / first["weight_norm"]) ** 2 if first else None,
             "invariant_change": last["invariant"] / first["invariant"] if first else None}

@@ -231,8 +231,7 @@ def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.
         drawn["noise_scale.png"] = plot_diag.noise_scale(history, results)
         drawn["equal_eta.png"] = plot_diag.equal_eta(history, results)
     if measured_steps(results, tables):
-        done = results[results["status"].isin([OK, DIVERGED])]
-        drawn["mechanism.png"] = mechanism_figure(mechanism(done, tables), tables["steps"])
+        drawn["mechanism.png"] = mechanism_figure(mechanism(results, tables), tables["steps"])
     table = finished_probes(results, tables.get("recency"))
     if not table.empty:
         drawn["recency.png"] = plot_recency.recency(table, bin_epochs)

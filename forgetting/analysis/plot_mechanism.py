@@ -34,9 +34,8 @@ def mechanism_figure(block: dict | None, steps: pd.DataFrame | None) -> Figure |
         rows = steps[steps["run_dir"] == run["run_dir"]].sort_values("step")
         scale = run["batch_size"] / 1000  # steps -> thousands of examples
         top, loss, per = axes[0, col], axes[1, col], axes[2, col]
-        bounds = [w["epoch"] * run["per_epoch"] for w in run["windows"]] + [rows["step"].max()]
-        for i, w in enumerate(run["windows"]):
-            part = rows[(rows["step"] > bounds[i]) & (rows["step"] <= bounds[i + 1])]
+        for w in run["windows"]:
+            part = rows[rows["step"].between(*w["steps"])]
             top.plot(part["step"] * scale, part["top_component"], lw=0.7,
                      color="tab:red" if w["ratio"] > 1 else "tab:blue")
         top.axhline(0, color="black", lw=0.5)

@@ -33,12 +33,14 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         9: 2.262, 10: 2.228}  # Student's t, two-sided 95%, by degrees of freedom
 
 
+Z975 = 1.959964  # the standard normal's 0.975 quantile
+
+
 def t975(df: int) -> float:
     """Student's t quantile 0.975 (a table to 10 degrees of freedom, then Cornish-Fisher)."""
     if df in T975:
         return T975[df]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df)
+    return Z975 + (Z975 ** 3 + Z975) / (4 * df)
 
 
 def log2_interval(values: list[float]) -> dict:
