@@ -114,3 +114,27 @@ def test_analyze_prints_the_block_and_plot_draws_it(sweep, capsys):
             "lambda |w|^2 x0.62 times |w_small|^2 / |w_large|^2 x4.00") in text
     assert plot_main([str(sweep), "--out", str(sweep / "figures")]) == 0
     assert (sweep / "figures" / "mechanism.png").stat().st_size > 10_000
+
+
+def test_the_figure_shows_each_run_its_windows_and_distinct_legends(sweep):
+    """What a reader sees: a column per run titled by its point, the red line of each window
+    above the edge and a blue one below, the ratio per measurement, legends without repeats."""
+    from forgetting.analysis.plot_mechanism import mechanism_figure
+    from forgetting.tables import read
+
+    _, tables, _ = read([sweep])
+    fig = mechanism_figure(analyze([sweep], Thresholds())["mechanism"], tables["steps"])
+    # axes row by row: the updates (0, 1), the fixed batch's loss (2, 3), per measurement (4, 5)
+    titles = [ax.get_title() for ax in fig.axes[:2]]
+    assert titles == ["LR factor 8, batch 128", "LR factor 2, batch 512"]
+    # batch 512's windows: after epochs 1 and 2 above the edge (red), after 3 below (blue)
+    colours = [line.get_color() for line in fig.axes[1].lines if len(line.get_xdata())]
+    assert colours[:3] == ["tab:red", "tab:red", "tab:blue"]
+    # its per-measurement panel: the ratios 1.5, 1.2, 0.8 at epochs 1, 2, 3
+    ratio = next(line for line in fig.axes[5].lines if line.get_label() == "sharpness ratio")
+    assert list(ratio.get_xdata()) == [1, 2, 3] and list(ratio.get_ydata()) == [1.5, 1.2, 0.8]
+    for ax in (fig.axes[1], fig.axes[5]):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels and len(labels) == len(set(labels))
+    assert {t.get_text() for t in fig.axes[1].get_legend().get_texts()} == {
+        "after a measurement above the edge", "after one at or below it"}
