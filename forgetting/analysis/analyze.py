@@ -238,7 +238,7 @@ def analyze_tables(results: pd.DataFrame, tables: dict, th: Thresholds,
         report["curvature"] = curvature(done, th, onset)
     if measured_widths(done):
         report["onset_width"] = onset_width(done, th, onset)
-    if measured_steps(done, tables):
+    if measured_steps(tables):
         report["mechanism"] = mechanism(done, tables)
     if mixed := mixed_precisions(done):
         report["warnings"] = mixed

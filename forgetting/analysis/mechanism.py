@@ -59,7 +59,8 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def measured_steps(results: pd.DataFrame, tables: dict) -> bool:
+def measured_steps(tables: dict) -> bool:
+    """The sweep's tables hold step rows, and a history with sharpness and weight norms."""
     steps, history = tables.get("steps"), tables.get("history")
     return (steps is not None and not steps.empty and history is not None
             and "sharpness" in history and "weight_norm" in history)

@@ -230,7 +230,7 @@ def figures(results: pd.DataFrame, tables: dict, bin_epochs: float = Thresholds.
         drawn["sharpness.png"] = plot_diag.sharpness(history, results)
         drawn["noise_scale.png"] = plot_diag.noise_scale(history, results)
         drawn["equal_eta.png"] = plot_diag.equal_eta(history, results)
-    if measured_steps(results, tables):
+    if measured_steps(tables):
         drawn["mechanism.png"] = mechanism_figure(mechanism(results, tables), tables["steps"])
     table = finished_probes(results, tables.get("recency"))
     if not table.empty:
