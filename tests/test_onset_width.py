@@ -210,3 +210,31 @@ def test_the_gpu_script_s_width_1_check_runs_tiny_on_a_cpu(tmp_path):
         32, 64]
     assert table["max_sharpness_ratio"].notna().all() and (table["launcher"] == "packed").all()
     assert "measured curvature, batch 64" in (folder / "verdict.txt").read_text()
+
+
+def test_an_interval_that_holds_every_factor_measured_is_left_out_of_the_width_1_check():
+    """Closed brackets at 2 widths only (3 onsets, 1 degree of freedom: t = 12.7): the width-1
+    interval spans far more than the factors 1/2 ... 64, so it is named as not informative and
+    its ends stay out of ONSET_LRS; the other fit's interval sets the check alone."""
+    from forgetting.analysis.analyze import onset
+    from forgetting.analysis.onset import onset_width, render_lines
+
+    rows = []
+    # batch 512's ratio crosses 1 at 2 (width 1/4, seeds 0, 1) or 8 (width 1/2, seed 0); at
+    # width 1/2 seed 1 it is already above at 1/2 (open below, left out)
+    crossing = {(0.25, 0): 2, (0.25, 1): 2, (0.5, 0): 8, (0.5, 1): 0.5}
+    for (width, seed), at in crossing.items():
+        for lr in (0.5, 2, 8, 32, 64):
+            rows.append({"batch_size": 512, "width": width, "seed": seed, "lr": lr,
+                         "subset": 0.125, "status": "ok", "train_loss": 0.01,
+                         "max_sharpness_ratio": 1.2 if lr >= at else 0.8})
+    report = onset_width(pd.DataFrame(rows), Thresholds(), onset)
+    ratio, loss = report["batches"][0]["ways"]
+    assert report["batches"][0]["lrs"] == (0.5, 64)
+    assert ratio["fit"]["resolved"] and ratio["fit"]["dof"] == 1
+    assert ratio["fit"]["pred_lo"] < 0.5 and ratio["fit"]["pred_hi"] > 64
+    assert not ratio["fit"]["informative"]
+    assert report["check_lrs"] == []  # the loss never turns unstable: no other fit
+    text = "\n".join(render_lines(report))
+    assert "it holds every factor measured (0.5 to 64): not informative" in text
+    assert "width-1 check: no resolved, informative fit: the preset's factors" in text

@@ -22,7 +22,9 @@ brackets would fit exactly and give a zero-width interval). At width 1 (log2 wid
 the 95% prediction interval of one more point, t(n - 2) s sqrt(1 + 1/n + xbar^2 / Sxx) on
 log2; k with its 95% t-interval. No fit below 2 widths with closed brackets; not resolved when
 n - 2 < 1 (the interval unbounded). `check_lrs`: the powers of 2 that bracket every resolved
-interval at width 1, the factors for the width-1 run (scripts/gpu_packed.sh onset1).
+interval at width 1, the factors for the width-1 run (scripts/gpu_packed.sh onset1). An
+interval that holds every factor the sweep measured at that batch size is *not informative*
+(any outcome on that grid would agree with it): it is named and left out of `check_lrs`.
 """
 
 from __future__ import annotations
@@ -154,9 +156,15 @@ def onset_width(results: pd.DataFrame, th, onset: Callable) -> dict:
         for (width, seed), runs in group.groupby(["width", "seed"]):
             curve = seed_curve(runs).sort_values("lr").reset_index(drop=True)
             widths.setdefault(float(width), {})[int(seed)] = seed_onsets(curve, th, onset)
+        ways = [way_entry(widths, way) for way in WAYS]
+        lrs = (float(group["lr"].min()), float(group["lr"].max()))
+        for w in ways:
+            if w["fit"]["resolved"]:
+                w["fit"]["informative"] = not (w["fit"]["pred_lo"] <= lrs[0]
+                                               and w["fit"]["pred_hi"] >= lrs[1])
         batches.append({"batch_size": int(batch_size), "subset": float(group["subset"].max()),
-                        "ways": [way_entry(widths, way) for way in WAYS]})
-    ends = [e for b in batches for w in b["ways"] if w["fit"]["resolved"]
+                        "lrs": lrs, "ways": ways})
+    ends = [e for b in batches for w in b["ways"] if w["fit"].get("informative")
             for e in (w["fit"]["pred_lo"], w["fit"]["pred_hi"])]
     check = []
     if ends:
@@ -173,8 +181,9 @@ def _bracket(b: dict) -> str:
     return f"({b['below']:g}, {b['at']:g}]"
 
 
-def _fit_line(f: dict, left: str) -> str:
-    """The fit as one line; `left`: what was left out ("" for nothing)."""
+def _fit_line(f: dict, left: str, lrs: tuple[float, float]) -> str:
+    """The fit as one line; `left`: what was left out ("" for nothing); `lrs`: the smallest
+    and largest factor measured."""
     if not f["resolved"]:
         what = "none" if "k" not in f else "not resolved"
         return f"    fit: {what} ({f['why']}{'; ' + left if left else ''})"
@@ -182,7 +191,9 @@ def _fit_line(f: dict, left: str) -> str:
             f"[{f['k_lo']:.2f}, {f['k_hi']:.2f}]) on {f['n']} onsets at {len(f['widths'])} "
             f"widths{f' ({left})' if left else ''}; width 1: {f['at_width_1']:.3g}, 95% "
             f"prediction interval [{f['pred_lo']:.3g}, {f['pred_hi']:.3g}] (residual sd "
-            f"{f['sd']:.2f} on log2, brackets' own {f['bracket_sd']:.2f}; {f['dof']} d.o.f.)")
+            f"{f['sd']:.2f} on log2, brackets' own {f['bracket_sd']:.2f}; {f['dof']} d.o.f.)"
+            + ("" if f["informative"] else f"; it holds every factor measured ({lrs[0]:g} to "
+               f"{lrs[1]:g}): not informative, left out of the width-1 check"))
 
 
 def render_lines(report: dict) -> list[str]:
@@ -207,10 +218,11 @@ def render_lines(report: dict) -> list[str]:
                 lines.append(f"    width {r['width']:g}: {each}; {span}")
             left = [f"{w[k]} {name}" for k, name in (("open_below", "open below"),
                                                      ("beyond", "beyond the grid")) if w[k]]
-            lines.append(_fit_line(w["fit"], f"{', '.join(left)} left out" if left else ""))
+            lines.append(_fit_line(w["fit"], f"{', '.join(left)} left out" if left else "",
+                                   b["lrs"]))
     check = report["check_lrs"]
     lines.append("  (fit: least squares of log2(onset) on log2(width), one point per seed and "
                  "width at its bracket's geometric midpoint; width-1 check: "
                  + (f"ONSET_LRS={','.join(f'{v:g}' for v in check)} scripts/gpu_packed.sh OUT "
-                    "onset1)" if check else "no resolved fit, the preset's factors)"))
+                    "onset1)" if check else "no resolved, informative fit: the preset's factors)"))
     return lines
