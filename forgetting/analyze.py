@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(missing, file=sys.stderr)
         return 2
     th = Thresholds(**{k: getattr(args, k) for k in asdict(defaults)})
-    for key in ("jump", "jump_abs", "within", "bin", "fit", "edge_ratio"):
+    for key in ("jump", "jump_abs", "within", "bin", "fit", "edge_ratio", "onset_ratio"):
         if not getattr(th, key) > 0:
             print(f"error: --{key.replace('_', '-')}={getattr(th, key)!r}: must be > 0",
                   file=sys.stderr)

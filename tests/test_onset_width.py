@@ -238,3 +238,15 @@ def test_an_interval_that_holds_every_factor_measured_is_left_out_of_the_width_1
     text = "\n".join(render_lines(report))
     assert "it holds every factor measured (0.5 to 64): not informative" in text
     assert "width-1 check: no resolved, informative fit: the preset's factors" in text
+
+
+def test_the_ratio_way_s_threshold_is_an_option(tmp_path, capsys):
+    """--onset-ratio 0.5 reads where the ratio passes half the edge: at width 1/8 seed 0 (ratio
+    lr / 32) passes 0.5 at 32, not 1 at 64; a threshold <= 0 is refused, naming the key."""
+    make_width_sweep(tmp_path)
+    assert main([str(tmp_path), "--onset-ratio", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "  ratio: sharpness ratio > 0.5 (a diverged run counts as above)" in text
+    assert "    width 0.125: (8, 32], (8, 32]; onset 32, every one in (8, 32]" in text
+    assert main([str(tmp_path), "--onset-ratio", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --onset-ratio=0.0: must be > 0"

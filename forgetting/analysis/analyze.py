@@ -62,6 +62,7 @@ class Thresholds:
     fit: float = 0.5  # "fitted": train loss at most this times the test loss (verdict.py)
     min_seeds: float = 2  # seeds per point a label needs
     edge_ratio: float = 0.8  # measured sharpness ratio from which the edge counts as reached
+    onset_ratio: float = 1.0  # onset against width: the ratio way's onset is above this
 
 
 def optimum(lrs: list[float], losses: list[float]) -> tuple[float, bool]:

@@ -5,7 +5,9 @@ with the sharpness ratio measured (`diag.sharpness=true`) at >= 2 widths.
 Per batch size and width (the largest subset), per seed, the onset factor two ways:
 
 - **ratio**: the first factor (ascending) whose largest sharpness ratio over training,
-  eta_eff (lambda_max + wd) / edge, exceeds 1; a diverged run counts as above;
+  eta_eff (lambda_max + wd) / edge, exceeds `onset_ratio` (1: the edge itself); a diverged
+  run counts as above. Past its onset the ratio often plateaus near 1 (the sharpness settles
+  at the edge), so a lower threshold (0.9, 0.8) shows where the plateau begins;
 - **loss**: the first factor where the final train loss turns unstable (analyze.onset: a run
   diverged, or the loss rose by more than the `jump` thresholds over one grid step).
 
@@ -39,7 +41,7 @@ from forgetting.core.metrics import DIVERGED, OK
 if TYPE_CHECKING:
     import pandas as pd
 
-WAYS = {"ratio": "sharpness ratio > 1 (a diverged run counts as above)",
+WAYS = {"ratio": "sharpness ratio > {onset_ratio:g} (a diverged run counts as above)",
         "loss": "final train loss unstable (diverged, or the jump thresholds)"}
 
 
@@ -77,7 +79,7 @@ def seed_curve(runs: pd.DataFrame) -> pd.DataFrame:
 def seed_onsets(curve: pd.DataFrame, th, onset: Callable) -> dict[str, dict]:
     """Both ways' brackets of one seed's curve (sorted by lr)."""
     rated = curve[curve["unstable"] | curve["ratio"].notna()]
-    above = rated[rated["unstable"] | (rated["ratio"] > 1)]
+    above = rated[rated["unstable"] | (rated["ratio"] > th.onset_ratio)]
     at_ratio = float(above["lr"].iloc[0]) if len(above) else None
     at_loss, _ = onset(curve, th)
     return {"ratio": bracket(rated["lr"].tolist(), at_ratio),
@@ -127,7 +129,7 @@ def fit(points: list[tuple[float, float, float]]) -> dict:
     return out
 
 
-def way_entry(widths: dict[float, dict[int, dict]], way: str) -> dict:
+def way_entry(widths: dict[float, dict[int, dict]], way: str, th) -> dict:
     """One way's per-width brackets across seeds and its power-law fit."""
     rows, points, open_below, beyond = [], [], 0, 0
     for width, seeds in sorted(widths.items()):
@@ -142,7 +144,8 @@ def way_entry(widths: dict[float, dict[int, dict]], way: str) -> dict:
                 open_below += 1
             else:
                 points.append((width, b["below"], b["at"]))
-    return {"way": way, "label": WAYS[way], "widths": rows, "fit": fit(points),
+    return {"way": way, "label": WAYS[way].format(onset_ratio=th.onset_ratio),
+            "widths": rows, "fit": fit(points),
             "open_below": open_below, "beyond": beyond}
 
 
@@ -156,7 +159,7 @@ def onset_width(results: pd.DataFrame, th, onset: Callable) -> dict:
         for (width, seed), runs in group.groupby(["width", "seed"]):
             curve = seed_curve(runs).sort_values("lr").reset_index(drop=True)
             widths.setdefault(float(width), {})[int(seed)] = seed_onsets(curve, th, onset)
-        ways = [way_entry(widths, way) for way in WAYS]
+        ways = [way_entry(widths, way, th) for way in WAYS]
         lrs = (float(group["lr"].min()), float(group["lr"].max()))
         for w in ways:
             if w["fit"]["resolved"]:
