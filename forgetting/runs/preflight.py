@@ -45,8 +45,23 @@ def _parse(args: list[str]) -> list:
     return overrides
 
 
+# Hydra's modes, of which a command takes one (Hydra itself raises a traceback otherwise)
+MODES = {"--run": "--run", "-r": "--run", "--multirun": "--multirun", "-m": "--multirun",
+         "--cfg": "--cfg", "-c": "--cfg", "--info": "--info", "-i": "--info",
+         "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+
+
+def check_modes(argv: list[str]) -> None:
+    """UserError when the command names more than one of Hydra's modes."""
+    given = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in MODES]
+    if len({MODES[a] for a in given}) > 1:
+        raise UserError(f"{' '.join(given)}: choose one of --run, --multirun (-m), --cfg (-c), "
+                        "--info (-i), --shell-completion (-sc)")
+
+
 def preflight(argv: list[str]) -> None:
     """Raise UserError (one line) for the first bad command-line override."""
+    check_modes(argv)
     args = [a for a in argv if "=" in a and not a.startswith("-")]
     overrides = _parse(args)
     for ov in overrides:
