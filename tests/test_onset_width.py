@@ -234,7 +234,8 @@ def test_an_interval_that_holds_every_factor_measured_is_left_out_of_the_width_1
     assert ratio["fit"]["resolved"] and ratio["fit"]["dof"] == 1
     assert ratio["fit"]["pred_lo"] < 0.5 and ratio["fit"]["pred_hi"] > 64
     assert not ratio["fit"]["informative"]
-    assert report["check_lrs"] == []  # the loss never turns unstable: no other fit
+    assert "k" not in loss["fit"]  # the loss never turns unstable: no other fit
+    assert report["check_lrs"] == []
     text = "\n".join(render_lines(report))
     assert "it holds every factor measured (0.5 to 64): not informative" in text
     assert "width-1 check: no resolved, informative fit: the preset's factors" in text
