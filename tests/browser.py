@@ -29,7 +29,8 @@ def _above(fd: int, lowest: int) -> int:
 
 
 class Browser:
-    """One headless Chromium with one page: `open(url)`, `js(expression)`, `click(x, y)`."""
+    """One headless Chromium with one page: `open(url)`, `js(expression)`, `wait_until(expression)`,
+    `click(x, y)`."""
 
     def __init__(self, width: int = 1400, height: int = 1000, timeout: float = 60.0) -> None:
         self.timeout = timeout
@@ -101,6 +102,20 @@ class Browser:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def wait_until(self, expression: str) -> bool:
+        """Whether the JavaScript `expression` turned true within the timeout, polled every
+        0.1 s; while a click's navigation replaces the page (no body, no script context yet)
+        it counts as false."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.js(f"!!({expression})"):
+                    return True
+            except RuntimeError:
+                pass  # the page is being replaced
+            time.sleep(0.1)
+        return False
 
     def click(self, x: float, y: float) -> None:
         """A left mouse click at (x, y) in the viewport, as a person's."""

@@ -144,17 +144,7 @@ def test_every_in_page_link_has_its_target_and_a_run_link_opens_its_folder(tmp_p
             assert page.js("location.hash") == f"#{anchor}"
         page.click_element('#table a[href="0/"]')
         page.events.clear()
-
-        def text() -> str:  # "" while the page is being replaced (no body, or no context yet)
-            try:
-                return page.js("document.body ? document.body.innerText : ''")
-            except RuntimeError:
-                return ""
-
         # the folder's page loads, then its listing fills in (Chromium adds the rows by script)
-        deadline = 150  # 15 s: the suite runs beside other tests on 2 cores
-        while "metrics.json" not in text() and deadline:
-            page.js("new Promise(function (r) { setTimeout(r, 100); })")
-            deadline -= 1
+        page.wait_until("document.body && document.body.innerText.includes('metrics.json')")
         assert page.js("location.href") == (sweep / "0").as_uri() + "/"
         assert "metrics.json" in page.js("document.body.innerText")
