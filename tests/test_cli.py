@@ -136,7 +136,7 @@ BAD_INPUTS = [
     (["-m", "compile=false,maybe"], "compile='maybe': must be true or false"),
     (["data.train_size=1.5"], "data.train_size=1.5: must be an integer"),
     (["seed=abc"], "seed='abc': must be an integer"),
-    (["-m", "--cfg", "job"], "-m --cfg: choose one of --run, --multirun (-m), --cfg (-c), "
+    (["-m", "--cfg", "job"], "-m --cfg: choose one of --run (-r), --multirun (-m), --cfg (-c), "
                              "--info (-i), --shell-completion (-sc)"),
 ]
 

@@ -50,7 +50,10 @@ from forgetting.runs.plugin_settings import (
 )
 
 MAX_POINTS = 64  # a larger grid: every swept value at least once
-RUN_FLAGS = ("-m", "--multirun")  # any other flag (--cfg, --help, -cn, ...) is Hydra's to handle
+# Hydra's modes, long and short flag: a command takes at most one (preflight.check_modes)
+MODES = (("--run", "-r"), ("--multirun", "-m"), ("--cfg", "-c"), ("--info", "-i"),
+         ("--shell-completion", "-sc"))
+RUN_FLAGS = MODES[1]  # any other flag (--cfg, --help, -cn, ...) is Hydra's to handle
 PLUGIN_NODES = ("hydra.launcher.", "hydra.sweeper.")
 
 

@@ -21,7 +21,7 @@ from forgetting.runs.cluster import check_launch
 from forgetting.runs.configs import CONFIG_DIR
 from forgetting.runs.hydra_keys import check_hydra_group, check_hydra_key
 from forgetting.runs.overrides import check_override
-from forgetting.runs.points import check_points
+from forgetting.runs.points import MODES, check_points
 
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
@@ -45,18 +45,13 @@ def _parse(args: list[str]) -> list:
     return overrides
 
 
-# Hydra's modes, of which a command takes one (Hydra itself raises a traceback otherwise)
-MODES = {"--run": "--run", "-r": "--run", "--multirun": "--multirun", "-m": "--multirun",
-         "--cfg": "--cfg", "-c": "--cfg", "--info": "--info", "-i": "--info",
-         "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
-
-
 def check_modes(argv: list[str]) -> None:
-    """UserError when the command names more than one of Hydra's modes."""
-    given = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in MODES]
-    if len({MODES[a] for a in given}) > 1:
-        raise UserError(f"{' '.join(given)}: choose one of --run, --multirun (-m), --cfg (-c), "
-                        "--info (-i), --shell-completion (-sc)")
+    """UserError when the command names more than one of Hydra's modes (Hydra itself raises a
+    traceback)."""
+    given = [f for f in (a.split("=", 1)[0] for a in argv) if any(f in m for m in MODES)]
+    if len({m for m in MODES for f in given if f in m}) > 1:
+        allowed = ", ".join(f"{long} ({short})" for long, short in MODES)
+        raise UserError(f"{' '.join(given)}: choose one of {allowed}")
 
 
 def preflight(argv: list[str]) -> None:
